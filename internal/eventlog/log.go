@@ -1,0 +1,227 @@
+// Package eventlog owns Herald's durable, ordered event log: the one place
+// events are appended, edited, read back by position and trimmed by
+// retention. Two implementations share one interface and one conformance
+// suite (eventlogtest): Postgres (pgx/v5, durable, many instances on one
+// database) and Memory (embedded default, one process, not durable).
+//
+// Positions are global, strictly increasing and visible in order: a reader
+// that has seen position p and later reads "position > p" never misses an
+// event committed before or after. See docs/architecture.md.
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Limits and defaults documented in proto/herald/v1.
+const (
+	// DefaultMaxEventSize is a new channel's max_event_size.
+	DefaultMaxEventSize = 64 << 10
+	// MaxEventSize is the largest max_event_size a channel may have.
+	MaxEventSize = 1 << 20
+)
+
+// Kind says what a log entry records.
+type Kind int16
+
+const (
+	KindPublished Kind = 1 // a published event
+	KindUpdated   Kind = 2 // replaced the data of Event.Target
+	KindDeleted   Kind = 3 // deleted Event.Target
+)
+
+// Event is one entry of the log. Events handed out by a Log are shared
+// between readers and must not be modified.
+type Event struct {
+	Position       int64
+	Channel        string
+	Type           string
+	Data           []byte
+	Kind           Kind
+	Target         int64 // position changed by an Updated/Deleted entry
+	IdempotencyKey string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time // zero unless a published event's data was updated
+	Deleted        bool      // a published event that was later deleted (Data empty)
+}
+
+// Publish is one event to append.
+type Publish struct {
+	Channel        string
+	Type           string
+	Data           []byte
+	IdempotencyKey string // optional; dedupes per channel
+}
+
+// Published is the result of an append.
+type Published struct {
+	Event     Event
+	Duplicate bool // the idempotency key matched: Event is the earlier event
+}
+
+// Settings of a channel. Zero MaxEvents / MaxAge mean "no limit".
+type Settings struct {
+	MaxEvents    int64
+	MaxAge       time.Duration
+	MaxEventSize int32
+}
+
+// SettingsPatch changes the fields that are non-nil.
+type SettingsPatch struct {
+	MaxEvents    *int64
+	MaxAge       *time.Duration
+	MaxEventSize *int32
+}
+
+// Apply returns s with the patch applied.
+func (p SettingsPatch) Apply(s Settings) Settings {
+	if p.MaxEvents != nil {
+		s.MaxEvents = *p.MaxEvents
+	}
+	if p.MaxAge != nil {
+		s.MaxAge = *p.MaxAge
+	}
+	if p.MaxEventSize != nil {
+		s.MaxEventSize = *p.MaxEventSize
+	}
+	return s
+}
+
+// DefaultSettings are a new channel's settings.
+func DefaultSettings() Settings { return Settings{MaxEventSize: DefaultMaxEventSize} }
+
+// Channel is a channel and its settings.
+type Channel struct {
+	Name      string
+	Settings  Settings
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// TruncatedThrough is the highest position removed from this channel by
+	// retention or deletion (0 when none): a cursor below it has a gap.
+	TruncatedThrough int64
+}
+
+// Query selects log entries by position for subscribers: entries with
+// After < Position <= UpTo (UpTo 0: no upper bound), of Channels (nil: all),
+// ascending, at most Limit.
+type Query struct {
+	Channels []string
+	After    int64
+	UpTo     int64
+	Limit    int
+}
+
+// HistoryQuery selects a page of one channel's entries.
+type HistoryQuery struct {
+	Channel string
+	// Cursor is exclusive; 0 starts at the oldest (forward) or newest (backward).
+	Cursor   int64
+	Backward bool
+	Limit    int
+	// CurrentOnly keeps published, undeleted events only.
+	CurrentOnly bool
+}
+
+// Page is a page of history.
+type Page struct {
+	Events  []Event
+	HasMore bool
+}
+
+// ChannelPage is a page of channels.
+type ChannelPage struct {
+	Channels []Channel
+	Next     string // name to pass as After for the next page; "" on the last page
+}
+
+// Sentinel errors. Implementations wrap them with context; test with errors.Is.
+var (
+	ErrChannelNotFound = errors.New("channel not found")
+	ErrChannelExists   = errors.New("channel already exists")
+	ErrEventNotFound   = errors.New("event not found")
+	// ErrTooLarge: the data exceeds the channel's max_event_size.
+	ErrTooLarge = errors.New("event data exceeds the channel's max_event_size")
+	// ErrNotEditable: the target was deleted or is itself an edit entry.
+	ErrNotEditable = errors.New("event cannot be edited")
+	// ErrUnavailable: the log could not be reached; the operation may be
+	// retried (publishes with their idempotency key).
+	ErrUnavailable = errors.New("event log unavailable")
+	// ErrClosed: the log was stopped.
+	ErrClosed = errors.New("event log closed")
+)
+
+// TooLargeError carries the limit that was exceeded. errors.Is(err, ErrTooLarge).
+type TooLargeError struct {
+	Size, Limit int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("event data is %d bytes, the channel's max_event_size is %d", e.Size, e.Limit)
+}
+
+func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
+
+// Options are shared by every implementation.
+type Options struct {
+	// AutoCreate makes Append create unknown channels with DefaultSettings;
+	// without it, appending to an unknown channel fails with
+	// ErrChannelNotFound.
+	AutoCreate bool
+}
+
+// Log is the event log. All methods are safe for concurrent use.
+//
+// Implementations that batch (Postgres) need Run to be running for Append to
+// complete; Append then blocks until the event is committed or ctx ends.
+type Log interface {
+	// Run runs the log's background work (the batching writer) until ctx
+	// ends, then fails queued appends with ErrClosed and returns nil.
+	// Memory's Run only waits for ctx.
+	Run(ctx context.Context) error
+	// Append appends events, in order, and returns one result per input once
+	// all are committed. errs[i] is the error of input i (nil on success);
+	// an input's failure (too large, unknown channel) does not affect the
+	// others. A non-nil err means nothing is known to be written (retry with
+	// idempotency keys).
+	Append(ctx context.Context, ps []Publish) (res []Published, errs []error, err error)
+	// Update replaces the data of the published event at pos in channel and
+	// appends an Updated entry. It returns the updated event and the entry.
+	Update(ctx context.Context, channel string, pos int64, data []byte) (ev, entry Event, err error)
+	// Delete erases the published event at pos and appends a Deleted entry.
+	Delete(ctx context.Context, channel string, pos int64) (entry Event, err error)
+
+	// Read returns entries for subscribers (see Query).
+	Read(ctx context.Context, q Query) ([]Event, error)
+	// Head returns the highest committed position (0 when empty).
+	Head(ctx context.Context) (int64, error)
+	// Watch blocks until ctx ends, calling wake (never concurrently, never
+	// blocking for long) whenever entries may have been appended, and once
+	// after every (re)connection to its source. It returns ctx.Err() or a
+	// fatal error; transient failures are retried inside.
+	Watch(ctx context.Context, wake func()) error
+
+	// History returns a page of one channel's entries.
+	History(ctx context.Context, q HistoryQuery) (Page, error)
+	// Get returns one entry of a channel.
+	Get(ctx context.Context, channel string, pos int64) (Event, error)
+
+	CreateChannel(ctx context.Context, name string, s Settings) (Channel, error)
+	GetChannel(ctx context.Context, name string) (Channel, error)
+	// GetChannels returns the channels that exist among names (missing ones
+	// are left out).
+	GetChannels(ctx context.Context, names []string) ([]Channel, error)
+	// ListChannels lists channels by name after `after`, with prefix.
+	ListChannels(ctx context.Context, after, prefix string, limit int) (ChannelPage, error)
+	UpdateChannel(ctx context.Context, name string, p SettingsPatch) (Channel, error)
+	// DeleteChannel removes a channel and its entries; TruncatedThrough of a
+	// later channel with the same name covers them.
+	DeleteChannel(ctx context.Context, name string) error
+
+	// Trim applies retention at time now to every channel and returns how
+	// many entries it removed. Safe to call from many instances: only one
+	// trims at a time.
+	Trim(ctx context.Context, now time.Time) (int64, error)
+}

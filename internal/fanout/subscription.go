@@ -1,0 +1,400 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/heraldrt/herald/internal/eventlog"
+)
+
+// EndReason says why the server ended a subscription.
+type EndReason int
+
+const (
+	// ReasonSlowConsumer: the live queue filled because the consumer did
+	// not keep up.
+	ReasonSlowConsumer EndReason = iota + 1
+	// ReasonShutdown: the hub stopped (server shutting down).
+	ReasonShutdown
+	// ReasonUnavailable: the log failed while replaying.
+	ReasonUnavailable
+)
+
+func (r EndReason) String() string {
+	switch r {
+	case ReasonSlowConsumer:
+		return "slow consumer"
+	case ReasonShutdown:
+		return "server shutting down"
+	case ReasonUnavailable:
+		return "event log unavailable"
+	}
+	return "unknown"
+}
+
+// Sentinels matched by errors.Is on an *EndError.
+var (
+	ErrSlowConsumer = errors.New("slow consumer")
+	ErrShutdown     = errors.New("server shutting down")
+	// ErrClosed is returned by Next after Close.
+	ErrClosed = errors.New("subscription closed")
+)
+
+// EndError ends a subscription. Resume by subscribing again with
+// LastPosition as the cursor: nothing is lost.
+type EndError struct {
+	Reason       EndReason
+	LastPosition int64
+	Err          error // the log's error for ReasonUnavailable
+}
+
+func (e *EndError) Error() string {
+	msg := fmt.Sprintf("subscription ended (%s); resume from position %d", e.Reason, e.LastPosition)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Is matches ErrSlowConsumer, ErrShutdown and eventlog.ErrUnavailable.
+func (e *EndError) Is(target error) bool {
+	switch e.Reason {
+	case ReasonSlowConsumer:
+		return target == ErrSlowConsumer
+	case ReasonShutdown:
+		return target == ErrShutdown
+	case ReasonUnavailable:
+		return target == eventlog.ErrUnavailable
+	}
+	return false
+}
+
+func (e *EndError) Unwrap() error { return e.Err }
+
+// Start describes where a subscription starts.
+type Start struct {
+	// Cursor is the position replay starts after.
+	Cursor int64
+	// Truncated is set when entries after Cursor in a subscribed channel
+	// were removed (retention or channel deletion) up to TruncatedThrough.
+	Truncated        bool
+	TruncatedThrough int64
+}
+
+// Message is what Next returns: an entry, or a notice that entries being
+// replayed were removed meanwhile (Truncation).
+type Message struct {
+	Event *eventlog.Event // shared: do not modify
+	// Truncation, when non-nil, reports that a retention run removed entries
+	// up to this position while they were being replayed.
+	Truncation *Start
+}
+
+// Subscription delivers the entries of its channels after a cursor, each
+// exactly once and in position order. One goroutine calls Next; Close is
+// safe from any goroutine.
+type Subscription struct {
+	hub      *Hub
+	channels []string
+	start    Start
+
+	// Owned by the goroutine calling Next.
+	lastSent  int64
+	upTo      int64 // replay bound H
+	replaying bool
+	page      []eventlog.Event
+	truncSeen int64
+	endErr    error
+
+	mu         sync.Mutex // guards the fields below; taken after Hub.mu
+	queue      []*eventlog.Event
+	live       bool // replay finished: a full queue now ends the subscription
+	overflowed bool // the queue filled during replay: re-register afterwards
+	ended      EndReason
+	closed     bool
+	signal     chan struct{} // cap 1: queue or state changed
+}
+
+// Subscribe registers a subscription to channels. With cursor nil it
+// delivers live entries only; otherwise it first replays entries after
+// *cursor. The subscription must be closed.
+func (h *Hub) Subscribe(ctx context.Context, channels []string, cursor *int64) (*Subscription, error) {
+	select {
+	case <-h.ready:
+	case <-h.stopped:
+		return nil, ErrStopped
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s := &Subscription{
+		hub:      h,
+		channels: slices.Compact(slices.Sorted(slices.Values(channels))),
+		signal:   make(chan struct{}, 1),
+	}
+	head, err := h.register(s)
+	if err != nil {
+		return nil, err
+	}
+	if cursor == nil {
+		s.start.Cursor = head
+		s.lastSent = head
+		s.markLive()
+		return s, nil
+	}
+	s.start.Cursor = *cursor
+	s.lastSent = *cursor
+	s.upTo = head
+	s.replaying = *cursor < head
+	if !s.replaying {
+		s.markLive()
+	}
+	t, err := s.truncatedThrough(ctx)
+	if err != nil {
+		h.remove(s)
+		return nil, err
+	}
+	s.truncSeen = t
+	if t > *cursor {
+		s.start.Truncated = true
+		s.start.TruncatedThrough = t
+	}
+	return s, nil
+}
+
+// Start reports where the subscription starts and whether history was
+// truncated. Send it to the client before the first entry.
+func (s *Subscription) Start() Start { return s.start }
+
+// Channels returns the subscribed channels, sorted.
+func (s *Subscription) Channels() []string { return s.channels }
+
+// LastPosition returns the position of the last entry Next returned, or the
+// start cursor. Call it from the goroutine that calls Next.
+func (s *Subscription) LastPosition() int64 { return s.lastSent }
+
+// Close ends the subscription. Safe to call more than once and from any
+// goroutine; a Next in progress returns ErrClosed.
+func (s *Subscription) Close() {
+	s.hub.remove(s)
+	s.mu.Lock()
+	s.closed = true
+	s.queue = nil
+	s.mu.Unlock()
+	s.notify()
+}
+
+// Next returns the next message, blocking until there is one, ctx ends or
+// the subscription ends (*EndError, or ErrClosed after Close).
+func (s *Subscription) Next(ctx context.Context) (Message, error) {
+	if s.endErr != nil {
+		return Message{}, s.endErr
+	}
+	for {
+		if len(s.page) > 0 {
+			ev := &s.page[0]
+			s.page = s.page[1:]
+			if ev.Position <= s.lastSent {
+				continue
+			}
+			s.lastSent = ev.Position
+			return Message{Event: ev}, nil
+		}
+		if s.replaying {
+			msg, ok, err := s.replayPage(ctx)
+			if err != nil {
+				return Message{}, s.fail(err)
+			}
+			if ok {
+				return msg, nil
+			}
+			continue
+		}
+		ev, err := s.nextLive(ctx)
+		if err != nil {
+			return Message{}, s.fail(err)
+		}
+		if ev.Position <= s.lastSent {
+			continue
+		}
+		s.lastSent = ev.Position
+		return Message{Event: ev}, nil
+	}
+}
+
+// fail records a terminal error so later calls return it too; context
+// errors are not terminal.
+func (s *Subscription) fail(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var end *EndError
+	if errors.As(err, &end) || errors.Is(err, ErrClosed) {
+		s.endErr = err
+		s.hub.remove(s)
+	}
+	return err
+}
+
+// replayPage reads the next page of (lastSent, upTo] into s.page, or ends
+// replay. It returns a Truncation message when retention removed entries
+// while they were being replayed.
+func (s *Subscription) replayPage(ctx context.Context) (Message, bool, error) {
+	s.mu.Lock()
+	closed, ended := s.closed, s.ended
+	s.mu.Unlock()
+	if closed {
+		return Message{}, false, ErrClosed
+	}
+	if ended != 0 {
+		return Message{}, false, &EndError{Reason: ended, LastPosition: s.lastSent}
+	}
+	from := s.lastSent
+	page, err := s.hub.log.Read(ctx, eventlog.Query{
+		Channels: s.channels, After: from, UpTo: s.upTo, Limit: s.hub.opts.ReplayPage,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return Message{}, false, ctx.Err()
+		}
+		return Message{}, false, &EndError{Reason: ReasonUnavailable, LastPosition: s.lastSent, Err: err}
+	}
+	s.page = page
+	// Retention removes entries and raises truncated_through in one
+	// transaction, so reading it after the page tells whether the page may
+	// lack entries in (from, t].
+	t, err := s.truncatedThrough(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return Message{}, false, ctx.Err()
+		}
+		return Message{}, false, &EndError{Reason: ReasonUnavailable, LastPosition: s.lastSent, Err: err}
+	}
+	if len(page) < s.hub.opts.ReplayPage {
+		s.finishReplay()
+	}
+	if t > s.truncSeen {
+		s.truncSeen = t
+		if t > from {
+			return Message{Truncation: &Start{Cursor: from, Truncated: true, TruncatedThrough: t}}, true, nil
+		}
+	}
+	return Message{}, false, nil
+}
+
+// finishReplay switches to live delivery, or, when the queue overflowed
+// while replaying, re-registers at the current head and keeps replaying.
+func (s *Subscription) finishReplay() {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.overflowed {
+		s.overflowed = false
+		s.queue = s.queue[:0] // every dropped or queued entry is <= head: replay covers it
+		s.upTo = h.head
+		return
+	}
+	s.replaying = false
+	s.live = true
+}
+
+func (s *Subscription) markLive() {
+	s.mu.Lock()
+	s.live = true
+	s.mu.Unlock()
+}
+
+func (s *Subscription) nextLive(ctx context.Context) (*eventlog.Event, error) {
+	for {
+		s.mu.Lock()
+		switch {
+		case s.closed:
+			s.mu.Unlock()
+			return nil, ErrClosed
+		case s.ended != 0:
+			reason := s.ended
+			s.mu.Unlock()
+			return nil, &EndError{Reason: reason, LastPosition: s.lastSent}
+		case len(s.queue) > 0:
+			ev := s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+			if len(s.queue) == 0 {
+				s.queue = nil // let the backing array go; idle subscriptions hold nothing
+			}
+			s.mu.Unlock()
+			return ev, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.signal:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// push queues ev; it is called by the hub under Hub.mu and never blocks.
+// It returns false when the subscription must be removed from the hub.
+func (s *Subscription) push(ev *eventlog.Event) bool {
+	s.mu.Lock()
+	if s.closed || s.ended != 0 {
+		s.mu.Unlock()
+		return false
+	}
+	if len(s.queue) >= s.hub.opts.QueueSize {
+		if !s.live {
+			// Replaying: the log has the entry; replay picks it up after
+			// re-registering (finishReplay).
+			s.overflowed = true
+			s.mu.Unlock()
+			return true
+		}
+		s.ended = ReasonSlowConsumer
+		s.queue = nil
+		s.mu.Unlock()
+		s.notify()
+		return false
+	}
+	if s.overflowed {
+		s.mu.Unlock()
+		return true
+	}
+	s.queue = append(s.queue, ev)
+	s.mu.Unlock()
+	s.notify()
+	return true
+}
+
+// end is called by the hub under Hub.mu.
+func (s *Subscription) end(r EndReason) {
+	s.mu.Lock()
+	if s.ended == 0 {
+		s.ended = r
+	}
+	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *Subscription) notify() {
+	select {
+	case s.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Subscription) truncatedThrough(ctx context.Context) (int64, error) {
+	chs, err := s.hub.log.GetChannels(ctx, s.channels)
+	if err != nil {
+		return 0, fmt.Errorf("read channel state: %w", err)
+	}
+	var t int64
+	for _, c := range chs {
+		t = max(t, c.TruncatedThrough)
+	}
+	return t, nil
+}

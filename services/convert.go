@@ -1,0 +1,74 @@
+package services
+
+import (
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/fanout"
+)
+
+// EventProto converts a log entry to its API form.
+func EventProto(ev *eventlog.Event) *heraldv1.Event {
+	p := &heraldv1.Event{
+		Position:       ev.Position,
+		Channel:        ev.Channel,
+		Type:           ev.Type,
+		Data:           ev.Data,
+		Kind:           heraldv1.EventKind(ev.Kind),
+		TargetPosition: ev.Target,
+		IdempotencyKey: ev.IdempotencyKey,
+		Deleted:        ev.Deleted,
+	}
+	if !ev.CreatedAt.IsZero() {
+		p.CreateTime = timestamppb.New(ev.CreatedAt)
+	}
+	if !ev.UpdatedAt.IsZero() {
+		p.UpdateTime = timestamppb.New(ev.UpdatedAt)
+	}
+	return p
+}
+
+// SubscribedProto describes the start of a subscription.
+func SubscribedProto(channels []string, st fanout.Start) *heraldv1.Subscribed {
+	return &heraldv1.Subscribed{
+		Channels:         channels,
+		Cursor:           st.Cursor,
+		HistoryTruncated: st.Truncated,
+		TruncatedThrough: st.TruncatedThrough,
+	}
+}
+
+func channelProto(c eventlog.Channel) *heraldv1.Channel {
+	p := &heraldv1.Channel{
+		Name: c.Name,
+		Settings: &heraldv1.ChannelSettings{
+			MaxEvents:    &c.Settings.MaxEvents,
+			MaxAge:       durationpb.New(c.Settings.MaxAge),
+			MaxEventSize: &c.Settings.MaxEventSize,
+		},
+		TruncatedThrough: c.TruncatedThrough,
+	}
+	if !c.CreatedAt.IsZero() {
+		p.CreateTime = timestamppb.New(c.CreatedAt)
+	}
+	if !c.UpdatedAt.IsZero() {
+		p.UpdateTime = timestamppb.New(c.UpdatedAt)
+	}
+	return p
+}
+
+func settingsPatch(s *heraldv1.ChannelSettings) eventlog.SettingsPatch {
+	var p eventlog.SettingsPatch
+	if s == nil {
+		return p
+	}
+	p.MaxEvents = s.MaxEvents
+	p.MaxEventSize = s.MaxEventSize
+	if s.MaxAge != nil {
+		d := s.MaxAge.AsDuration()
+		p.MaxAge = &d
+	}
+	return p
+}

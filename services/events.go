@@ -1,0 +1,112 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"connectrpc.com/connect"
+
+	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/fanout"
+)
+
+// EventService implements heraldv1connect.EventServiceHandler.
+type EventService struct {
+	log    eventlog.Log
+	hub    *fanout.Hub
+	logger *slog.Logger
+}
+
+var _ heraldv1connect.EventServiceHandler = (*EventService)(nil)
+
+// NewEventService returns the event service over log and hub.
+func NewEventService(log eventlog.Log, hub *fanout.Hub, logger *slog.Logger) *EventService {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &EventService{log: log, hub: hub, logger: logger}
+}
+
+// Publish appends one event.
+func (s *EventService) Publish(ctx context.Context, req *connect.Request[heraldv1.PublishRequest]) (*connect.Response[heraldv1.PublishResponse], error) {
+	res, err := s.publish(ctx, []*heraldv1.PublishRequest{req.Msg})
+	if err != nil {
+		return nil, toConnect(s.logger, "publish", err)
+	}
+	if res[0].err != nil {
+		return nil, toConnect(s.logger, "publish", res[0].err)
+	}
+	return connect.NewResponse(res[0].resp), nil
+}
+
+type publishResult struct {
+	resp *heraldv1.PublishResponse
+	err  error
+}
+
+// publish appends reqs in order, in one call to the log.
+func (s *EventService) publish(ctx context.Context, reqs []*heraldv1.PublishRequest) ([]publishResult, error) {
+	ps := make([]eventlog.Publish, len(reqs))
+	for i, r := range reqs {
+		ps[i] = eventlog.Publish{Channel: r.Channel, Type: r.Type, Data: r.Data, IdempotencyKey: r.IdempotencyKey}
+	}
+	res, errs, err := s.log.Append(ctx, ps)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]publishResult, len(reqs))
+	for i := range reqs {
+		if errs != nil && errs[i] != nil {
+			out[i].err = errs[i]
+			continue
+		}
+		out[i].resp = &heraldv1.PublishResponse{Event: EventProto(&res[i].Event), Duplicate: res[i].Duplicate}
+	}
+	return out, nil
+}
+
+// Subscribe streams replay then live events of the requested channels.
+func (s *EventService) Subscribe(ctx context.Context, req *connect.Request[heraldv1.SubscribeRequest], stream *connect.ServerStream[heraldv1.SubscribeResponse]) error {
+	sub, err := s.hub.Subscribe(ctx, req.Msg.Channels, req.Msg.Cursor)
+	if err != nil {
+		return toConnect(s.logger, "subscribe", err)
+	}
+	defer sub.Close()
+	if err := stream.Send(&heraldv1.SubscribeResponse{Message: &heraldv1.SubscribeResponse_Subscribed{
+		Subscribed: SubscribedProto(sub.Channels(), sub.Start()),
+	}}); err != nil {
+		return err
+	}
+	for {
+		msg, err := sub.Next(ctx)
+		if err != nil {
+			return toConnect(s.logger, "subscribe", err)
+		}
+		if err := stream.Send(subscribeResponse(sub, msg)); err != nil {
+			return err
+		}
+	}
+}
+
+func subscribeResponse(sub *fanout.Subscription, msg fanout.Message) *heraldv1.SubscribeResponse {
+	if msg.Truncation != nil {
+		return &heraldv1.SubscribeResponse{Message: &heraldv1.SubscribeResponse_Subscribed{
+			Subscribed: SubscribedProto(sub.Channels(), *msg.Truncation),
+		}}
+	}
+	return &heraldv1.SubscribeResponse{Message: &heraldv1.SubscribeResponse_Event{Event: EventProto(msg.Event)}}
+}
+
+// errorFrame turns err into a Connect stream Error message.
+func (s *EventService) errorFrame(id, op string, err error) *heraldv1.ConnectResponse {
+	cerr := toConnect(s.logger, op, err)
+	e := &heraldv1.Error{Code: cerr.Code().String(), Message: cerr.Message()}
+	var end *fanout.EndError
+	if errors.As(err, &end) {
+		e.End = streamEnd(end)
+	}
+	return &heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Error{Error: e}}
+}

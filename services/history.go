@@ -1,0 +1,94 @@
+package services
+
+import (
+	"context"
+	"log/slog"
+
+	"connectrpc.com/connect"
+
+	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+	"github.com/heraldrt/herald/internal/eventlog"
+)
+
+// DefaultPageSize is the page size when a request leaves it 0.
+const DefaultPageSize = 100
+
+// HistoryService implements heraldv1connect.HistoryServiceHandler.
+type HistoryService struct {
+	log    eventlog.Log
+	logger *slog.Logger
+}
+
+var _ heraldv1connect.HistoryServiceHandler = (*HistoryService)(nil)
+
+// NewHistoryService returns the history service over log.
+func NewHistoryService(log eventlog.Log, logger *slog.Logger) *HistoryService {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &HistoryService{log: log, logger: logger}
+}
+
+// ListEvents returns a page of a channel's log.
+func (s *HistoryService) ListEvents(ctx context.Context, req *connect.Request[heraldv1.ListEventsRequest]) (*connect.Response[heraldv1.ListEventsResponse], error) {
+	m := req.Msg
+	limit := int(m.Limit)
+	if limit == 0 {
+		limit = DefaultPageSize
+	}
+	ch, err := s.log.GetChannel(ctx, m.Channel)
+	if err != nil {
+		return nil, toConnect(s.logger, "list events", err)
+	}
+	page, err := s.log.History(ctx, eventlog.HistoryQuery{
+		Channel:     m.Channel,
+		Cursor:      m.Cursor,
+		Backward:    m.Direction == heraldv1.Direction_DIRECTION_BACKWARD,
+		Limit:       limit,
+		CurrentOnly: m.View == heraldv1.HistoryView_HISTORY_VIEW_CURRENT,
+	})
+	if err != nil {
+		return nil, toConnect(s.logger, "list events", err)
+	}
+	resp := &heraldv1.ListEventsResponse{
+		Events:           make([]*heraldv1.Event, len(page.Events)),
+		NextCursor:       m.Cursor,
+		HasMore:          page.HasMore,
+		TruncatedThrough: ch.TruncatedThrough,
+	}
+	for i := range page.Events {
+		resp.Events[i] = EventProto(&page.Events[i])
+	}
+	if n := len(page.Events); n > 0 {
+		resp.NextCursor = page.Events[n-1].Position
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// GetEvent returns one entry.
+func (s *HistoryService) GetEvent(ctx context.Context, req *connect.Request[heraldv1.GetEventRequest]) (*connect.Response[heraldv1.GetEventResponse], error) {
+	ev, err := s.log.Get(ctx, req.Msg.Channel, req.Msg.Position)
+	if err != nil {
+		return nil, toConnect(s.logger, "get event", err)
+	}
+	return connect.NewResponse(&heraldv1.GetEventResponse{Event: EventProto(&ev)}), nil
+}
+
+// UpdateEvent replaces an event's data and appends an UPDATED entry.
+func (s *HistoryService) UpdateEvent(ctx context.Context, req *connect.Request[heraldv1.UpdateEventRequest]) (*connect.Response[heraldv1.UpdateEventResponse], error) {
+	ev, entry, err := s.log.Update(ctx, req.Msg.Channel, req.Msg.Position, req.Msg.Data)
+	if err != nil {
+		return nil, toConnect(s.logger, "update event", err)
+	}
+	return connect.NewResponse(&heraldv1.UpdateEventResponse{Event: EventProto(&ev), Entry: EventProto(&entry)}), nil
+}
+
+// DeleteEvent deletes an event and appends a DELETED entry.
+func (s *HistoryService) DeleteEvent(ctx context.Context, req *connect.Request[heraldv1.DeleteEventRequest]) (*connect.Response[heraldv1.DeleteEventResponse], error) {
+	entry, err := s.log.Delete(ctx, req.Msg.Channel, req.Msg.Position)
+	if err != nil {
+		return nil, toConnect(s.logger, "delete event", err)
+	}
+	return connect.NewResponse(&heraldv1.DeleteEventResponse{Entry: EventProto(&entry)}), nil
+}
