@@ -1,0 +1,474 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Defaults of PostgresOptions.
+const (
+	DefaultNotifyChannel = "herald_events"
+	DefaultMaxBatch      = 500
+	DefaultMaxBatchBytes = 1 << 20
+	DefaultQueueSize     = 4096
+)
+
+// writeTimeout bounds one batch (or edit) statement, so that a hung
+// database fails publishes with ErrUnavailable instead of holding them.
+const writeTimeout = 30 * time.Second
+
+// PostgresOptions configure a Postgres log. Zero values take the defaults.
+type PostgresOptions struct {
+	Options
+	// NotifyChannel is the LISTEN/NOTIFY channel that carries wake-ups
+	// between instances. Default DefaultNotifyChannel; every instance on a
+	// database must use the same one (tests use a unique one each).
+	NotifyChannel string
+	// MaxBatch is the most events one publish statement carries (a single
+	// Append larger than this still goes in one statement). Default 500; 1
+	// makes one transaction per event (the unbatched baseline).
+	MaxBatch int
+	// MaxBatchBytes bounds the payload bytes of one statement the same way.
+	// Default 1 MiB.
+	MaxBatchBytes int
+	// QueueSize bounds how many Append calls wait for the writer; when it is
+	// full Append blocks until there is room or its ctx ends. Default 4096.
+	QueueSize int
+	// Logger receives the listener's reconnects and failed notifications.
+	// Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *PostgresOptions) defaults() {
+	if o.NotifyChannel == "" {
+		o.NotifyChannel = DefaultNotifyChannel
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.MaxBatchBytes <= 0 {
+		o.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Postgres is the durable event log on PostgreSQL; see doc.go for how it
+// works and what runs concurrently. All methods are safe for concurrent use.
+// Append needs Run to be running.
+type Postgres struct {
+	pool *pgxpool.Pool
+	opts PostgresOptions
+
+	queue   chan *appendReq
+	started atomic.Bool
+	// closed is closed when Run's writer has stopped: queued and later
+	// appends fail with ErrClosed.
+	closed chan struct{}
+}
+
+var _ Log = (*Postgres)(nil)
+
+// OpenPostgres returns a log on pool, whose schema must be migrated
+// (migrations.Up). It starts no goroutines: call Run for the writer.
+func OpenPostgres(pool *pgxpool.Pool, opts PostgresOptions) *Postgres {
+	opts.defaults()
+	return &Postgres{
+		pool:   pool,
+		opts:   opts,
+		queue:  make(chan *appendReq, opts.QueueSize),
+		closed: make(chan struct{}),
+	}
+}
+
+// Request states: queued until the writer takes it or the caller gives up,
+// whichever comes first.
+const (
+	reqQueued int32 = iota
+	reqTaken
+	reqAbandoned
+)
+
+type appendReq struct {
+	ps    []Publish
+	bytes int
+	state atomic.Int32
+	done  chan appendResult // buffered: the writer never waits for the caller
+}
+
+type appendResult struct {
+	res  []Published
+	errs []error
+	err  error
+}
+
+func (r *appendReq) take() bool    { return r.state.CompareAndSwap(reqQueued, reqTaken) }
+func (r *appendReq) abandon() bool { return r.state.CompareAndSwap(reqQueued, reqAbandoned) }
+
+// Append queues ps for the writer and waits until they are committed. If
+// ctx ends before the writer takes them, nothing is written and ctx.Err()
+// is returned; once taken they are written even if the caller has left, so
+// ps (and their Data) must not be modified after Append returns early with
+// ctx.Err(). The Data of returned new events is the caller's slice.
+func (p *Postgres) Append(ctx context.Context, ps []Publish) ([]Published, []error, error) {
+	if len(ps) == 0 {
+		return []Published{}, []error{}, nil
+	}
+	select {
+	case <-p.closed:
+		return nil, nil, fmt.Errorf("append: %w", ErrClosed)
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	r := &appendReq{ps: ps, done: make(chan appendResult, 1)}
+	for i := range ps {
+		r.bytes += publishBytes(&ps[i])
+	}
+	select {
+	case p.queue <- r:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	case <-p.closed:
+		return nil, nil, fmt.Errorf("append: %w", ErrClosed)
+	}
+	select {
+	case out := <-r.done:
+		return out.res, out.errs, out.err
+	case <-ctx.Done():
+		// Taken already: the writer goes on and drops the answer.
+		r.abandon()
+		return nil, nil, ctx.Err()
+	case <-p.closed:
+		if r.abandon() {
+			return nil, nil, fmt.Errorf("append: %w", ErrClosed)
+		}
+		// Taken by the writer or by Run's drain: either answers.
+		select {
+		case out := <-r.done:
+			return out.res, out.errs, out.err
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+func publishBytes(p *Publish) int {
+	return len(p.Channel) + len(p.Type) + len(p.Data) + len(p.IdempotencyKey) + 16
+}
+
+// Run runs the batching writer until ctx ends. The batch being written then
+// is finished (its callers get their results); appends still queued fail
+// with ErrClosed. Run may be called once.
+func (p *Postgres) Run(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return errors.New("eventlog: Postgres.Run called twice")
+	}
+	var carry *appendReq // taken, did not fit the previous batch
+	defer func() {
+		close(p.closed)
+		if carry != nil {
+			carry.done <- appendResult{err: fmt.Errorf("append: %w", ErrClosed)}
+		}
+		p.drain()
+	}()
+	batch := make([]*appendReq, 0, 64)
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		batch = batch[:0]
+		if carry != nil {
+			batch = append(batch, carry)
+			carry = nil
+		} else {
+			select {
+			case <-ctx.Done():
+				return nil
+			case r := <-p.queue:
+				if !r.take() {
+					continue
+				}
+				batch = append(batch, r)
+			}
+		}
+		n, size := len(batch[0].ps), batch[0].bytes
+	gather:
+		for n < p.opts.MaxBatch && size < p.opts.MaxBatchBytes {
+			select {
+			case r := <-p.queue:
+				if !r.take() {
+					continue
+				}
+				if n+len(r.ps) > p.opts.MaxBatch || size+r.bytes > p.opts.MaxBatchBytes {
+					carry = r
+					break gather
+				}
+				batch = append(batch, r)
+				n += len(r.ps)
+				size += r.bytes
+			default:
+				break gather
+			}
+		}
+		p.writeBatch(ctx, batch, n)
+	}
+}
+
+// drain fails the appends left in the queue once Run has stopped.
+func (p *Postgres) drain() {
+	for {
+		select {
+		case r := <-p.queue:
+			if r.take() {
+				r.done <- appendResult{err: fmt.Errorf("append: %w", ErrClosed)}
+			}
+		default:
+			return
+		}
+	}
+}
+
+// publishSQL appends one batch: see herald_publish in migrations.
+const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit
+FROM herald_publish($1, $2, $3, $4, $5)`
+
+// Statuses returned by herald_publish.
+const (
+	pubInserted      = 0
+	pubDuplicate     = 1
+	pubNoChannel     = 2
+	pubTooLarge      = 3
+	editDone         = 0
+	editNotFound     = 1
+	editNotEditable  = 2
+	editTooLarge     = 3
+	trimBatchEntries = 10000
+)
+
+// writeBatch writes the n events of batch in one statement, which commits
+// on its own (no explicit transaction: one round trip), and answers every
+// request. It finishes even when ctx has ended, so that no taken append is
+// left without an answer.
+func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+
+	ps := make([]*Publish, 0, n)
+	for _, r := range batch {
+		for i := range r.ps {
+			ps = append(ps, &r.ps[i])
+		}
+	}
+	res := make([]Published, n)
+	errs := make([]error, n)
+	maxID, err := p.publish(wctx, ps, res, errs)
+	if err != nil && pgconn.SafeToRetry(err) {
+		// Nothing reached the server (typically a pooled connection that
+		// died with a database restart): one more try cannot write twice.
+		clear(res)
+		clear(errs)
+		maxID, err = p.publish(wctx, ps, res, errs)
+	}
+	if err != nil {
+		err = p.dbErr("append", err)
+		for _, r := range batch {
+			r.done <- appendResult{err: err}
+		}
+		return
+	}
+	off := 0
+	for _, r := range batch {
+		k := len(r.ps)
+		r.done <- appendResult{res: res[off : off+k : off+k], errs: errs[off : off+k : off+k]}
+		off += k
+	}
+	if maxID > 0 {
+		p.notify(wctx, maxID)
+	}
+}
+
+// publish runs herald_publish for ps and fills res and errs (in input
+// order). It returns the highest position written (0 if none). Rows are
+// read to the end before returning: the statement has committed only when
+// the rows' error is nil.
+func (p *Postgres) publish(ctx context.Context, ps []*Publish, res []Published, errs []error) (int64, error) {
+	channels := make([]string, len(ps))
+	types := make([]string, len(ps))
+	data := make([][]byte, len(ps))
+	keys := make([]string, len(ps))
+	for i, in := range ps {
+		channels[i], types[i], keys[i] = in.Channel, in.Type, in.IdempotencyKey
+		data[i] = in.Data
+		if data[i] == nil {
+			data[i] = []byte{} // NULL in a bytea[] is coalesced anyway; send what we store
+		}
+	}
+	rows, err := p.pool.Query(ctx, publishSQL, channels, types, data, keys, p.opts.AutoCreate)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var (
+		maxID int64
+		seen  int
+	)
+	for rows.Next() {
+		var (
+			ord       int64
+			status    int16
+			id        *int64
+			createdAt *time.Time
+			typ       *string
+			d         []byte
+			updatedAt *time.Time
+			deleted   *bool
+			dupOf     *int64
+			limit     *int32
+		)
+		if err := rows.Scan(&ord, &status, &id, &createdAt, &typ, &d, &updatedAt, &deleted, &dupOf, &limit); err != nil {
+			return 0, err
+		}
+		i := int(ord - 1)
+		if i < 0 || i >= len(ps) {
+			return 0, fmt.Errorf("%w: herald_publish returned ord %d for %d inputs", errInternal, ord, len(ps))
+		}
+		seen++
+		in := ps[i]
+		switch status {
+		case pubInserted:
+			res[i] = Published{Event: Event{
+				Position:       deref(id),
+				Channel:        in.Channel,
+				Type:           in.Type,
+				Data:           nonEmpty(in.Data),
+				Kind:           KindPublished,
+				IdempotencyKey: in.IdempotencyKey,
+				CreatedAt:      deref(createdAt),
+			}}
+			maxID = max(maxID, deref(id))
+		case pubDuplicate:
+			if dupOf != nil {
+				j := int(*dupOf - 1)
+				if j < 0 || j >= i {
+					return 0, fmt.Errorf("%w: herald_publish returned dup_of %d for ord %d", errInternal, *dupOf, ord)
+				}
+				res[i] = Published{Event: res[j].Event, Duplicate: true}
+				break
+			}
+			res[i] = Published{Event: Event{
+				Position:       deref(id),
+				Channel:        in.Channel,
+				Type:           deref(typ),
+				Data:           nonEmpty(d),
+				Kind:           KindPublished,
+				IdempotencyKey: in.IdempotencyKey,
+				CreatedAt:      deref(createdAt),
+				UpdatedAt:      deref(updatedAt),
+				Deleted:        deref(deleted),
+			}, Duplicate: true}
+		case pubNoChannel:
+			errs[i] = fmt.Errorf("append to %q: %w", in.Channel, ErrChannelNotFound)
+		case pubTooLarge:
+			errs[i] = fmt.Errorf("append to %q: %w", in.Channel,
+				&TooLargeError{Size: len(in.Data), Limit: int(deref(limit))})
+		default:
+			return 0, fmt.Errorf("%w: herald_publish returned status %d", errInternal, status)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if seen != len(ps) {
+		return 0, fmt.Errorf("%w: herald_publish returned %d rows for %d inputs", errInternal, seen, len(ps))
+	}
+	return maxID, nil
+}
+
+// notify wakes every instance's listener. It is a hint sent after the
+// commit, outside the insert: a lost one only delays readers until their
+// safety poll.
+func (p *Postgres) notify(ctx context.Context, pos int64) {
+	if _, err := p.pool.Exec(ctx, "SELECT pg_notify($1, $2)", p.opts.NotifyChannel, strconv.FormatInt(pos, 10)); err != nil {
+		p.opts.Logger.Warn("eventlog: notify failed; readers catch up on their next poll",
+			"channel", p.opts.NotifyChannel, "err", err)
+	}
+}
+
+// dbErr wraps an error of the database for callers: connection-level
+// failures (anything that is not an error reported by the server, including
+// our own timeouts, or a server error saying it cannot serve now) wrap
+// ErrUnavailable.
+func (p *Postgres) dbErr(op string, err error) error {
+	if unavailable(err) {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// ctxErr is dbErr for calls made with the caller's ctx: when that ctx has
+// ended, the failure is the caller's.
+func (p *Postgres) ctxErr(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", op, ctx.Err())
+	}
+	return p.dbErr(op, err)
+}
+
+// errInternal marks a broken promise between this code and the SQL
+// functions: never a reason to retry.
+var errInternal = errors.New("eventlog internal error")
+
+func unavailable(err error) bool {
+	var scanErr pgx.ScanArgError
+	if errors.Is(err, errInternal) || errors.As(err, &scanErr) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", // connection exception
+			"53", // insufficient resources
+			"57": // operator intervention: shutdown, cannot connect now, canceled
+			return true
+		}
+		switch pgErr.Code {
+		case "40001", "40P01", "55P03": // serialization failure, deadlock, lock not available
+			return true
+		}
+		return false
+	}
+	return true
+}
+
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}
+
+// nonEmpty returns nil for empty data, so that every event with no data
+// looks the same whichever way it was read.
+func nonEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
