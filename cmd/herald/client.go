@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+)
+
+type clientFlags struct {
+	server   string
+	protocol string
+}
+
+func (c *clientFlags) register(fs *envFlags) {
+	fs.String(&c.server, "server", []string{"HERALD_SERVER"}, "http://127.0.0.1:8080", "Herald server URL")
+	fs.String(&c.protocol, "protocol", []string{"HERALD_PROTOCOL"}, "grpc", "grpc, grpcweb or connect")
+}
+
+func (c *clientFlags) client() (heraldv1connect.EventServiceClient, error) {
+	var opts []connect.ClientOption
+	switch c.protocol {
+	case "grpc":
+		opts = append(opts, connect.WithGRPC())
+	case "grpcweb":
+		opts = append(opts, connect.WithGRPCWeb())
+	case "connect":
+	default:
+		return nil, fmt.Errorf("protocol %q: want grpc, grpcweb or connect", c.protocol)
+	}
+	if !strings.HasPrefix(c.server, "http://") && !strings.HasPrefix(c.server, "https://") {
+		c.server = "http://" + c.server
+	}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true) // h2c with prior knowledge on http:// URLs
+	if strings.HasPrefix(c.server, "https://") {
+		p = http.Protocols{}
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+	}
+	if c.protocol == "grpc" && strings.HasPrefix(c.server, "http://") {
+		p = http.Protocols{}
+		p.SetUnencryptedHTTP2(true) // gRPC needs HTTP/2
+	}
+	hc := &http.Client{Transport: &http.Transport{Protocols: &p}}
+	return heraldv1connect.NewEventServiceClient(hc, c.server, opts...), nil
+}
+
+func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	var (
+		cf        clientFlags
+		typ, key  string
+		printJSON bool
+	)
+	fs := newFlags("publish")
+	cf.register(fs)
+	fs.String(&typ, "type", []string{"HERALD_EVENT_TYPE"}, "", "event type (empty means \"message\")")
+	fs.String(&key, "key", []string{"HERALD_IDEMPOTENCY_KEY"}, "", "idempotency key: a retry with the same key publishes once")
+	fs.BoolVar(&printJSON, "json", false, "print the published event as JSON")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return errors.New("usage: herald publish [flags] CHANNEL [DATA]  (DATA is read from stdin when absent)")
+	}
+	var data []byte
+	if fs.NArg() == 2 {
+		data = []byte(fs.Arg(1))
+	} else {
+		var err error
+		if data, err = io.ReadAll(stdin); err != nil {
+			return fmt.Errorf("read stdin: %w", err)
+		}
+	}
+	client, err := cf.client()
+	if err != nil {
+		return err
+	}
+	resp, err := client.Publish(ctx, connect.NewRequest(&heraldv1.PublishRequest{
+		Channel: fs.Arg(0), Type: typ, Data: data, IdempotencyKey: key,
+	}))
+	if err != nil {
+		return err
+	}
+	ev := resp.Msg.Event
+	if printJSON {
+		b, err := protojson.Marshal(resp.Msg)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, string(b))
+		return err
+	}
+	dup := ""
+	if resp.Msg.Duplicate {
+		dup = " (duplicate: already published)"
+	}
+	_, err = fmt.Fprintf(stdout, "published %s at position %d%s\n", ev.Channel, ev.Position, dup)
+	return err
+}
+
+func tail(ctx context.Context, args []string, stdout io.Writer) error {
+	var (
+		cf        clientFlags
+		from      int
+		printJSON bool
+	)
+	fs := newFlags("tail")
+	cf.register(fs)
+	fs.IntVar(&from, "from", -1, "replay events after this position first (0: from the oldest); default: live only")
+	fs.BoolVar(&printJSON, "json", false, "print each event as a JSON line")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New("usage: herald tail [flags] CHANNEL...")
+	}
+	client, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var cursor *int64
+	if from >= 0 {
+		c := int64(from)
+		cursor = &c
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		got, err := tailOnce(ctx, client, fs.Args(), &cursor, printJSON, stdout)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if got {
+			backoff = 100 * time.Millisecond
+		}
+		var cerr *connect.Error
+		if errors.As(err, &cerr) && (cerr.Code() == connect.CodeInvalidArgument || cerr.Code() == connect.CodeNotFound) {
+			return err
+		}
+		wait := backoff/2 + rand.N(backoff)
+		fmt.Fprintf(os.Stderr, "herald tail: %v; reconnecting in %v from position %s\n", err, wait.Round(time.Millisecond), cursorString(cursor))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func cursorString(c *int64) string {
+	if c == nil {
+		return "(live)"
+	}
+	return fmt.Sprint(*c)
+}
+
+// tailOnce streams until the stream ends, advancing *cursor past every
+// printed event so the next attempt resumes exactly after it.
+func tailOnce(ctx context.Context, client heraldv1connect.EventServiceClient, channels []string, cursor **int64, printJSON bool, out io.Writer) (bool, error) {
+	stream, err := client.Subscribe(ctx, connect.NewRequest(&heraldv1.SubscribeRequest{Channels: channels, Cursor: *cursor}))
+	if err != nil {
+		return false, err
+	}
+	defer stream.Close()
+	got := false
+	for stream.Receive() {
+		got = true
+		switch m := stream.Msg().Message.(type) {
+		case *heraldv1.SubscribeResponse_Subscribed:
+			s := m.Subscribed
+			c := s.Cursor
+			*cursor = &c
+			if s.HistoryTruncated {
+				fmt.Fprintf(os.Stderr, "herald tail: history truncated: events up to position %d were removed\n", s.TruncatedThrough)
+			}
+		case *heraldv1.SubscribeResponse_Event:
+			ev := m.Event
+			if printJSON {
+				b, err := protojson.Marshal(ev)
+				if err != nil {
+					return got, err
+				}
+				fmt.Fprintln(out, string(b))
+			} else {
+				fmt.Fprintf(out, "%d\t%s\t%s\t%s\n", ev.Position, ev.Channel, eventLabel(ev), printable(ev.Data))
+			}
+			p := ev.Position
+			*cursor = &p
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return got, err
+	}
+	return got, errors.New("stream ended")
+}
+
+func eventLabel(ev *heraldv1.Event) string {
+	t := ev.Type
+	if t == "" {
+		t = "message"
+	}
+	switch ev.Kind {
+	case heraldv1.EventKind_EVENT_KIND_UPDATED:
+		return fmt.Sprintf("%s (update of %d)", t, ev.TargetPosition)
+	case heraldv1.EventKind_EVENT_KIND_DELETED:
+		return fmt.Sprintf("%s (delete of %d)", t, ev.TargetPosition)
+	}
+	return t
+}
+
+func printable(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return "base64:" + base64.StdEncoding.EncodeToString(b)
+}

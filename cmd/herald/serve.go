@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/heraldrt/herald/internal/server"
+	"github.com/heraldrt/herald/migrations"
+)
+
+var dbKeys = []string{"DATABASE_URL", "HERALD_DATABASE_URL"}
+
+func serve(ctx context.Context, args []string) error {
+	var (
+		cfg                 server.Config
+		autoCreate          bool
+		logFormat, logLevel string
+	)
+	fs := newFlags("serve")
+	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, "127.0.0.1:8080", "address to listen on (gRPC, gRPC-Web, Connect; h2c and HTTP/1.1)")
+	fs.String(&cfg.DatabaseURL, "database-url", dbKeys, "", "PostgreSQL URL; empty runs the embedded in-memory log")
+	fs.Bool(&autoCreate, "auto-create-channels", []string{"HERALD_AUTO_CREATE_CHANNELS"}, true, "publishing to an unknown channel creates it; false makes it fail with not_found")
+	fs.String(&cfg.NotifyChannel, "notify-channel", []string{"HERALD_NOTIFY_CHANNEL"}, "herald_events", "PostgreSQL LISTEN/NOTIFY channel shared by the instances")
+	fs.Duration(&cfg.PollInterval, "poll-interval", []string{"HERALD_POLL_INTERVAL"}, 500*time.Millisecond, "safety poll of the log when no notification arrives")
+	fs.Int(&cfg.QueueSize, "queue-size", []string{"HERALD_QUEUE_SIZE"}, 4096, "events buffered per subscriber before it is ended as a slow consumer")
+	fs.Duration(&cfg.RetentionInterval, "retention-interval", []string{"HERALD_RETENTION_INTERVAL"}, time.Minute, "how often retention trims channels")
+	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", []string{"HERALD_SHUTDOWN_TIMEOUT"}, 10*time.Second, "how long a graceful shutdown drains")
+	fs.Int(&cfg.MaxMessageBytes, "max-message-bytes", []string{"HERALD_MAX_MESSAGE_BYTES"}, 2<<20, "largest request message accepted")
+	fs.String(&logFormat, "log-format", []string{"HERALD_LOG_FORMAT"}, "text", "text or json")
+	fs.String(&logLevel, "log-level", []string{"HERALD_LOG_LEVEL"}, "info", "debug, info, warn or error")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	logger, err := newLogger(logFormat, logLevel, os.Stderr)
+	if err != nil {
+		return err
+	}
+	cfg.NoAutoCreate = !autoCreate
+	cfg.Logger = logger
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}
+
+func migrate(ctx context.Context, args []string) error {
+	var url string
+	fs := newFlags("migrate")
+	fs.String(&url, "database-url", dbKeys, "", "PostgreSQL URL (required)")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if url == "" {
+		return fmt.Errorf("migrate needs a database: set DATABASE_URL or --database-url")
+	}
+	pool, err := server.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := migrations.Up(ctx, pool); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	fmt.Println("migrations applied")
+	return nil
+}

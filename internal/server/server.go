@@ -1,0 +1,314 @@
+// Package server assembles one Herald instance: the event log (PostgreSQL or
+// the embedded memory log), the fan-out hub, the retention job and the HTTP
+// server that carries gRPC, gRPC-Web and Connect (h2c and HTTP/1.1) on one
+// port. cmd/herald and the end-to-end tests both start instances through it.
+//
+// # Concurrency and shutdown
+//
+// New opens the database, applies migrations and listens, but starts no
+// goroutines. Run starts the log's writer, the hub, the retention job and
+// the HTTP server and waits for them. When Run's context ends it shuts
+// down in order: stop accepting and send GOAWAY, end every subscription
+// with a resumable "shutting down" status, drain requests until
+// ShutdownTimeout, stop the retention job, flush the writer, close the
+// pool. Kill instead drops every connection at once, like a crash, for
+// failure tests.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/migrations"
+	"github.com/heraldrt/herald/services"
+)
+
+// Config configures an instance. Zero values take the defaults noted.
+type Config struct {
+	// Addr to listen on. Default "127.0.0.1:8080"; ":0" picks a free port.
+	Addr string
+	// DatabaseURL selects PostgreSQL; empty runs the embedded memory log.
+	DatabaseURL string
+	// NoAutoCreate makes publishing to an unknown channel fail with
+	// not_found instead of creating it.
+	NoAutoCreate bool
+	// NotifyChannel is the LISTEN/NOTIFY channel. Default "herald_events".
+	NotifyChannel string
+	// PollInterval is the hub's safety poll. Default 500ms.
+	PollInterval time.Duration
+	// QueueSize bounds each subscriber's live queue. Default 4096.
+	QueueSize int
+	// RetentionInterval is how often retention runs. Default 1m.
+	RetentionInterval time.Duration
+	// ShutdownTimeout bounds the graceful drain. Default 10s.
+	ShutdownTimeout time.Duration
+	// MaxMessageBytes bounds one request message. Default 2 MiB.
+	MaxMessageBytes int
+	Logger          *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.NotifyChannel == "" {
+		c.NotifyChannel = "herald_events"
+	}
+	if c.RetentionInterval <= 0 {
+		c.RetentionInterval = time.Minute
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 2 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Server is one Herald instance.
+type Server struct {
+	cfg    Config
+	pool   *pgxpool.Pool // nil with the memory log
+	log    eventlog.Log
+	hub    *fanout.Hub
+	ln     net.Listener
+	mux    *http.ServeMux
+	http   *http.Server
+	health *grpchealth.StaticChecker
+
+	killOnce sync.Once
+	kill     chan struct{}
+}
+
+// compressMinBytes: messages smaller than this are sent uncompressed.
+const compressMinBytes = 4 << 10
+
+// serviceNames are reported by health checks and reflection.
+var serviceNames = []string{
+	heraldv1connect.EventServiceName,
+	heraldv1connect.HistoryServiceName,
+	heraldv1connect.ChannelServiceName,
+}
+
+// New builds an instance: it connects to PostgreSQL and migrates when
+// DatabaseURL is set, and listens on Addr.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg.defaults()
+	s := &Server{cfg: cfg, kill: make(chan struct{})}
+	opts := eventlog.Options{AutoCreate: !cfg.NoAutoCreate}
+	if cfg.DatabaseURL != "" {
+		pool, err := Connect(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, err
+		}
+		if err := migrations.Up(ctx, pool); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("apply migrations: %w", err)
+		}
+		s.pool = pool
+		s.log = eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: opts, NotifyChannel: cfg.NotifyChannel})
+		cfg.Logger.Info("event log: PostgreSQL", "database", redactURL(cfg.DatabaseURL))
+	} else {
+		s.log = eventlog.NewMemory(opts)
+		cfg.Logger.Warn("event log: embedded in-memory (no DATABASE_URL): single instance, events are lost when it stops")
+	}
+	s.hub = fanout.NewHub(s.log, fanout.Options{
+		PollInterval: cfg.PollInterval,
+		QueueSize:    cfg.QueueSize,
+		Logger:       cfg.Logger,
+	})
+
+	s.health = grpchealth.NewStaticChecker(serviceNames...)
+	s.mux = http.NewServeMux()
+	handlerOpts := []connect.HandlerOption{
+		connect.WithInterceptors(services.Interceptor{}),
+		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
+		// Compressing small messages costs more CPU than it saves bytes
+		// (gzip setup dominated stream throughput when every event was
+		// compressed: 7k -> see docs/benchmarks.md).
+		connect.WithCompressMinBytes(compressMinBytes),
+	}
+	s.mux.Handle(heraldv1connect.NewEventServiceHandler(services.NewEventService(s.log, s.hub, cfg.Logger), handlerOpts...))
+	s.mux.Handle(heraldv1connect.NewHistoryServiceHandler(services.NewHistoryService(s.log, cfg.Logger), handlerOpts...))
+	s.mux.Handle(heraldv1connect.NewChannelServiceHandler(services.NewChannelService(s.log, cfg.Logger), handlerOpts...))
+	s.mux.Handle(grpchealth.NewHandler(s.health))
+	reflector := grpcreflect.NewStaticReflector(serviceNames...)
+	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	s.http = &http.Server{
+		Handler:           s.mux,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		s.closePool()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	s.ln = ln
+	return s, nil
+}
+
+// Connect opens a pgx pool and checks that the database answers.
+func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", redactURL(url), err)
+	}
+	return pool, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Mux returns the server's mux, for adding handlers before Run.
+func (s *Server) Mux() *http.ServeMux { return s.mux }
+
+// Log returns the instance's event log.
+func (s *Server) Log() eventlog.Log { return s.log }
+
+// Hub returns the instance's hub.
+func (s *Server) Hub() *fanout.Hub { return s.hub }
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	select {
+	case <-s.hub.Ready():
+	default:
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
+	}
+	select {
+	case <-s.hub.Stopped():
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	default:
+		_, _ = w.Write([]byte("ok\n"))
+	}
+}
+
+// Kill stops the instance abruptly: every connection is dropped without a
+// goodbye, as if the process died. Run then returns.
+func (s *Server) Kill() {
+	s.killOnce.Do(func() { close(s.kill) })
+}
+
+// Run serves until ctx ends (graceful shutdown) or Kill is called.
+func (s *Server) Run(ctx context.Context) error {
+	base := context.WithoutCancel(ctx)
+	logCtx, stopLog := context.WithCancel(base)
+	hubCtx, stopHub := context.WithCancel(base)
+	retCtx, stopRetention := context.WithCancel(base)
+	defer stopLog()
+	defer stopHub()
+	defer stopRetention()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	wg.Go(func() {
+		if err := s.log.Run(logCtx); err != nil {
+			errc <- fmt.Errorf("event log: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := s.hub.Run(hubCtx); err != nil {
+			errc <- fmt.Errorf("hub: %w", err)
+		}
+	})
+	wg.Go(func() { s.retention(retCtx) })
+	serveDone := make(chan struct{})
+	go func() {
+		defer close(serveDone)
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	s.cfg.Logger.Info("herald listening", "addr", s.Addr())
+
+	var runErr error
+	killed := false
+	select {
+	case <-ctx.Done():
+	case <-s.kill:
+		killed = true
+	case runErr = <-errc:
+	}
+
+	if killed {
+		_ = s.http.Close()
+	} else {
+		s.health.SetStatus("", grpchealth.StatusNotServing)
+		shutdownCtx, cancel := context.WithTimeout(base, s.cfg.ShutdownTimeout)
+		defer cancel()
+		shut := make(chan error, 1)
+		go func() { shut <- s.http.Shutdown(shutdownCtx) }()
+		stopHub()
+		<-s.hub.Stopped()
+		if err := <-shut; err != nil {
+			s.cfg.Logger.Warn("shutdown deadline passed; closing remaining connections", "err", err)
+			_ = s.http.Close()
+		}
+	}
+	<-serveDone
+	stopHub()
+	stopRetention()
+	stopLog()
+	wg.Wait()
+	s.closePool()
+	s.cfg.Logger.Info("herald stopped", "addr", s.Addr(), "killed", killed)
+	return runErr
+}
+
+func (s *Server) retention(ctx context.Context) {
+	t := time.NewTicker(s.cfg.RetentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n, err := s.log.Trim(ctx, now)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				s.cfg.Logger.Warn("retention failed", "err", err)
+			case n > 0:
+				s.cfg.Logger.Info("retention removed events", "count", n)
+			}
+		}
+	}
+}
+
+func (s *Server) closePool() {
+	if s.pool != nil {
+		s.pool.Close()
+	}
+}
