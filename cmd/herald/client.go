@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -85,6 +86,8 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		if data, err = io.ReadAll(stdin); err != nil {
 			return fmt.Errorf("read stdin: %w", err)
 		}
+		// `echo '{...}' | herald publish` should not publish echo's newline.
+		data = bytes.TrimSuffix(data, []byte("\n"))
 	}
 	client, err := cf.client()
 	if err != nil {

@@ -105,8 +105,8 @@ type Channel struct {
 }
 
 // Query selects log entries by position for subscribers: entries with
-// After < Position <= UpTo (UpTo 0: no upper bound), of Channels (nil: all),
-// ascending, at most Limit.
+// After < Position <= UpTo (UpTo 0: no upper bound), of Channels (nil: all
+// channels; empty non-nil: none), ascending, at most Limit (<= 0: no limit).
 type Query struct {
 	Channels []string
 	After    int64
@@ -125,7 +125,8 @@ type HistoryQuery struct {
 	CurrentOnly bool
 }
 
-// Page is a page of history.
+// Page is a page of history. A page with HasMore set is full (Limit
+// entries); Limit <= 0 means no limit.
 type Page struct {
 	Events  []Event
 	HasMore bool

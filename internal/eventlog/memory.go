@@ -299,7 +299,7 @@ func (m *Memory) Read(ctx context.Context, q Query) ([]Event, error) {
 		if c == nil {
 			continue
 		}
-		for n, ev := range c.evs[after(c.evs, q.After):] {
+		for n, ev := range c.evs[firstAfter(c.evs, q.After):] {
 			if n == limit || !in(ev.Position) {
 				break
 			}
@@ -317,8 +317,8 @@ func (m *Memory) Read(ctx context.Context, q Query) ([]Event, error) {
 	return out, nil
 }
 
-// after returns the index of the first entry of evs with a position > pos.
-func after(evs []*Event, pos int64) int {
+// firstAfter returns the index of the first entry of evs with a position > pos.
+func firstAfter(evs []*Event, pos int64) int {
 	i, _ := slices.BinarySearchFunc(evs, pos+1, func(e *Event, p int64) int { return cmp.Compare(e.Position, p) })
 	return i
 }
@@ -390,12 +390,12 @@ func (m *Memory) History(ctx context.Context, q HistoryQuery) (Page, error) {
 	if q.Backward {
 		end := len(c.evs)
 		if q.Cursor > 0 {
-			end = after(c.evs, q.Cursor-1)
+			end = firstAfter(c.evs, q.Cursor-1)
 		}
 		for i := end - 1; i >= 0 && visit(c.evs[i]); i-- {
 		}
 	} else {
-		for i := after(c.evs, q.Cursor); i < len(c.evs) && visit(c.evs[i]); i++ {
+		for i := firstAfter(c.evs, q.Cursor); i < len(c.evs) && visit(c.evs[i]); i++ {
 		}
 	}
 	return page, nil
