@@ -346,3 +346,50 @@ func TestGracefulShutdownEndsStreamsResumably(t *testing.T) {
 		t.Fatalf("no shutdown StreamEnd at %d in %v", ev.Position, ce.Details())
 	}
 }
+
+// TestRetentionAndTruncatedHistory: the retention job trims a channel to
+// its max_events; a subscriber whose cursor is older gets
+// history_truncated with truncated_through, then the retained events.
+func TestRetentionAndTruncatedHistory(t *testing.T) {
+	t.Parallel()
+	for _, b := range []string{"memory", "postgres"} {
+		t.Run(b, func(t *testing.T) {
+			t.Parallel()
+			cfg := server.Config{RetentionInterval: 50 * time.Millisecond}
+			if b == "postgres" {
+				cfg.DatabaseURL, cfg.NotifyChannel = database(t)
+			}
+			in := startInstance(t, cfg)
+			c := newClients(in.base, h2cClient(), connect.WithGRPC())
+			if _, err := c.channels.CreateChannel(t.Context(), connect.NewRequest(&heraldv1.CreateChannelRequest{
+				Name: "feed", Settings: &heraldv1.ChannelSettings{MaxEvents: ptr(int64(3))},
+			})); err != nil {
+				t.Fatal(err)
+			}
+			var want []int64
+			for range 10 {
+				want = append(want, mustPublish(t, c.events, "feed", "x").Position)
+			}
+			waitFor(t, func() bool {
+				ch, err := c.channels.GetChannel(t.Context(), connect.NewRequest(&heraldv1.GetChannelRequest{Name: "feed"}))
+				return err == nil && ch.Msg.Channel.TruncatedThrough == want[6]
+			})
+			s := subscribe(t, c.events, []string{"feed"}, ptr(want[1]))
+			first := s.next(t).GetSubscribed()
+			if !first.GetHistoryTruncated() || first.GetTruncatedThrough() != want[6] || first.GetCursor() != want[1] {
+				t.Fatalf("subscribed = %v, want truncated through %d", first, want[6])
+			}
+			equalPositions(t, positions(s.events(t, 3)), want[7:])
+
+			// A cursor inside the retained range is not truncated.
+			ok := subscribe(t, c.events, []string{"feed"}, ptr(want[7]))
+			if sub := ok.next(t).GetSubscribed(); sub.GetHistoryTruncated() {
+				t.Fatalf("cursor %d reported truncated: %v", want[7], sub)
+			}
+			hist, err := c.history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: "feed"}))
+			if err != nil || hist.Msg.TruncatedThrough != want[6] || len(hist.Msg.Events) != 3 {
+				t.Fatalf("history after retention = %v, %v", hist, err)
+			}
+		})
+	}
+}
