@@ -44,9 +44,9 @@ type Session struct {
 
 	sendMu     sync.Mutex // serialises send; guards sub.closed and sendClosed
 	sendClosed bool       // set by Close: the stream may be gone
-	mu     sync.Mutex // guards subs, closed
-	subs   map[string]*sessionSub
-	closed bool
+	mu         sync.Mutex // guards subs, closed
+	subs       map[string]*sessionSub
+	closed     bool
 
 	failOnce sync.Once
 	failed   chan struct{} // closed when a send fails
