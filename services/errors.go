@@ -13,31 +13,37 @@ import (
 )
 
 // codeTable maps the event log's and the hub's sentinels to connect codes.
-// It is the only such table: clients see these codes and the messages of
-// these errors, never SQL or internal details.
+// It is the only such table. Clients see the code and either the error's
+// own text (written for them) or, where that could carry internals such as
+// SQL or addresses, the fixed public message.
 var codeTable = []struct {
-	err  error
-	code connect.Code
+	err    error
+	code   connect.Code
+	public string // replaces the error text when set
 }{
-	{eventlog.ErrChannelNotFound, connect.CodeNotFound},
-	{eventlog.ErrEventNotFound, connect.CodeNotFound},
-	{eventlog.ErrChannelExists, connect.CodeAlreadyExists},
-	{eventlog.ErrTooLarge, connect.CodeInvalidArgument},
-	{eventlog.ErrNotEditable, connect.CodeFailedPrecondition},
-	{fanout.ErrSlowConsumer, connect.CodeResourceExhausted},
-	{fanout.ErrShutdown, connect.CodeUnavailable},
-	{fanout.ErrStopped, connect.CodeUnavailable},
-	{eventlog.ErrUnavailable, connect.CodeUnavailable},
-	{eventlog.ErrClosed, connect.CodeUnavailable},
-	{context.Canceled, connect.CodeCanceled},
-	{context.DeadlineExceeded, connect.CodeDeadlineExceeded},
+	{eventlog.ErrChannelNotFound, connect.CodeNotFound, ""},
+	{eventlog.ErrEventNotFound, connect.CodeNotFound, ""},
+	{eventlog.ErrChannelExists, connect.CodeAlreadyExists, ""},
+	{eventlog.ErrTooLarge, connect.CodeInvalidArgument, ""},
+	{eventlog.ErrNotEditable, connect.CodeFailedPrecondition, ""},
+	{fanout.ErrNoChannels, connect.CodeInvalidArgument, ""},
+	{fanout.ErrCursorAhead, connect.CodeOutOfRange, ""},
+	{fanout.ErrSlowConsumer, connect.CodeResourceExhausted, ""},
+	{fanout.ErrShutdown, connect.CodeUnavailable, ""},
+	{fanout.ErrStopped, connect.CodeUnavailable, "server shutting down; reconnect (to any instance) and resume from your last position"},
+	{fanout.ErrNotReady, connect.CodeUnavailable, ""},
+	{errShuttingDown, connect.CodeUnavailable, ""},
+	{eventlog.ErrUnavailable, connect.CodeUnavailable, unavailableMessage},
+	{eventlog.ErrClosed, connect.CodeUnavailable, "server shutting down; retry (publishes with the same idempotency_key)"},
+	{context.Canceled, connect.CodeCanceled, ""},
+	{context.DeadlineExceeded, connect.CodeDeadlineExceeded, ""},
 }
 
-// publicMessages replace error texts that could carry internals.
-var publicMessages = map[connect.Code]string{
-	connect.CodeUnavailable: "the event log is unavailable; retry (publishes with the same idempotency_key)",
-	connect.CodeInternal:    "internal error",
-}
+const unavailableMessage = "the event log is unavailable; retry (publishes with the same idempotency_key)"
+
+// errShuttingDown answers publishes that a closing session could not
+// commit in time: they may or may not have been committed.
+var errShuttingDown = errors.New("server shutting down before the publish was acknowledged; it may or may not be committed: retry with the same idempotency_key")
 
 // toConnect turns an error from the layers below into a connect error with
 // a stable code and a message fit for clients. Unknown errors are logged
@@ -50,29 +56,30 @@ func toConnect(logger *slog.Logger, op string, err error) *connect.Error {
 	if errors.As(err, &ce) {
 		return ce
 	}
-	code := connect.CodeInternal
+	code, public, known := connect.CodeInternal, "internal error", false
 	for _, e := range codeTable {
 		if errors.Is(err, e.err) {
-			code = e.code
+			code, public, known = e.code, e.public, true
 			break
 		}
 	}
 	var end *fanout.EndError
 	if errors.As(err, &end) {
-		cerr := connect.NewError(code, errors.New(end.Error()))
 		if end.Err != nil {
 			logger.Warn("subscription ended", "op", op, "err", err)
-			cerr = connect.NewError(code, errors.New((&fanout.EndError{Reason: end.Reason, LastPosition: end.LastPosition}).Error()))
 		}
+		// The end reason and position are for the client; the log's error is not.
+		cerr := connect.NewError(code, errors.New((&fanout.EndError{Reason: end.Reason, LastPosition: end.LastPosition}).Error()))
 		if d, derr := connect.NewErrorDetail(streamEnd(end)); derr == nil {
 			cerr.AddDetail(d)
 		}
 		return cerr
 	}
-	msg, hide := publicMessages[code]
-	if hide {
-		logger.Error("request failed", "op", op, "code", code.String(), "err", err)
-		return connect.NewError(code, errors.New(msg))
+	if !known || public != "" {
+		if code == connect.CodeInternal || code == connect.CodeUnavailable {
+			logger.Error("request failed", "op", op, "code", code.String(), "err", err)
+		}
+		return connect.NewError(code, errors.New(public))
 	}
 	return connect.NewError(code, err)
 }
@@ -90,6 +97,3 @@ func streamEnd(end *fanout.EndError) *heraldv1.StreamEnd {
 	}
 	return &heraldv1.StreamEnd{Reason: reason, LastPosition: end.LastPosition}
 }
-
-// codeName is the snake_case name of a code, as carried in Error.code.
-func codeName(c connect.Code) string { return c.String() }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -22,6 +23,9 @@ const (
 	publishQueue = 256
 	// publishBatch is how many queued publishes go to the log in one call.
 	publishBatch = 128
+	// drainTimeout bounds how long a closing session keeps committing the
+	// publishes it already received.
+	drainTimeout = 5 * time.Second
 )
 
 // Session runs the commands of one bidirectional connection: the Connect
@@ -39,8 +43,16 @@ type Session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	pubs   chan pubCmd
 	subsWG sync.WaitGroup
+
+	// Publishes outlive ctx: once received, a publish is committed (or
+	// answered with an error) even while the session closes, within
+	// drainTimeout.
+	pubCtx    context.Context
+	pubCancel context.CancelFunc
+	pubMu     sync.Mutex // guards pubClosed and sending on pubs
+	pubClosed bool
+	pubs      chan pubCmd
 
 	sendMu     sync.Mutex // serialises send; guards sub.closed and sendClosed
 	sendClosed bool       // set by Close: the stream may be gone
@@ -66,15 +78,18 @@ type pubCmd struct {
 // StartSession starts a session whose responses go to send. It runs until
 // ctx ends or Close is called.
 func (s *EventService) StartSession(ctx context.Context, send func(*heraldv1.ConnectResponse) error) *Session {
+	pubCtx, pubCancel := context.WithCancel(context.WithoutCancel(ctx))
 	ctx, cancel := context.WithCancel(ctx)
 	sess := &Session{
-		svc:    s,
-		send:   send,
-		ctx:    ctx,
-		cancel: cancel,
-		pubs:   make(chan pubCmd, publishQueue),
-		subs:   make(map[string]*sessionSub),
-		failed: make(chan struct{}),
+		svc:       s,
+		send:      send,
+		ctx:       ctx,
+		cancel:    cancel,
+		pubCtx:    pubCtx,
+		pubCancel: pubCancel,
+		pubs:      make(chan pubCmd, publishQueue),
+		subs:      make(map[string]*sessionSub),
+		failed:    make(chan struct{}),
 	}
 	sess.wg.Go(sess.publisher)
 	return sess
@@ -124,10 +139,7 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 	case *heraldv1.ConnectRequest_Unsubscribe:
 		ss.unsubscribe(req.Id, c.Unsubscribe.SubscriptionId)
 	case *heraldv1.ConnectRequest_Publish:
-		select {
-		case ss.pubs <- pubCmd{id: req.Id, req: c.Publish}:
-		case <-ss.ctx.Done():
-		}
+		ss.enqueue(pubCmd{id: req.Id, req: c.Publish})
 	case *heraldv1.ConnectRequest_Ping:
 		ss.emit(&heraldv1.ConnectResponse{Id: req.Id, Message: &heraldv1.ConnectResponse_Pong{Pong: &heraldv1.Pong{}}})
 	}
@@ -234,21 +246,28 @@ func (ss *Session) unsubscribe(id, subID string) {
 	ss.sendMu.Unlock()
 }
 
+// enqueue hands a publish to the publisher, or answers it at once when
+// the session no longer takes publishes. Every publish gets an answer.
+func (ss *Session) enqueue(c pubCmd) {
+	ss.pubMu.Lock()
+	defer ss.pubMu.Unlock()
+	if !ss.pubClosed {
+		select {
+		case ss.pubs <- c:
+			return
+		case <-ss.ctx.Done(): // closing: Close cancels ctx before taking pubMu
+		}
+	}
+	ss.emit(ss.svc.errorFrame(c.id, "publish", errShuttingDown))
+}
+
 // publisher appends queued publishes in arrival order, a batch at a time,
-// and acknowledges each after commit.
+// and acknowledges each after commit. It ends when pubs is closed and
+// drained.
 func (ss *Session) publisher() {
 	batch := make([]pubCmd, 0, publishBatch)
-	for {
-		batch = batch[:0]
-		select {
-		case <-ss.ctx.Done():
-			return
-		case c, ok := <-ss.pubs:
-			if !ok {
-				return
-			}
-			batch = append(batch, c)
-		}
+	for first := range ss.pubs {
+		batch = append(batch[:0], first)
 	fill:
 		for len(batch) < publishBatch {
 			select {
@@ -265,7 +284,10 @@ func (ss *Session) publisher() {
 		for i, c := range batch {
 			reqs[i] = c.req
 		}
-		res, err := ss.svc.publish(ss.ctx, reqs)
+		res, err := ss.svc.publish(ss.pubCtx, reqs)
+		if err != nil && ss.pubCtx.Err() != nil {
+			err = errShuttingDown // the drain deadline passed, not the client's doing
+		}
 		for i, c := range batch {
 			switch {
 			case err != nil:
@@ -276,7 +298,41 @@ func (ss *Session) publisher() {
 				ss.emit(&heraldv1.ConnectResponse{Id: c.id, Message: &heraldv1.ConnectResponse_Published{Published: res[i].resp}})
 			}
 		}
+		if err != nil {
+			// Keep the stream's order: what was queued behind a failed
+			// batch fails too, so a client retrying in order cannot have
+			// later events committed before earlier ones.
+			ss.failQueued(err)
+		}
 	}
+}
+
+func (ss *Session) failQueued(err error) {
+	for {
+		select {
+		case c, ok := <-ss.pubs:
+			if !ok {
+				return
+			}
+			ss.emit(ss.svc.errorFrame(c.id, "publish", err))
+		default:
+			return
+		}
+	}
+}
+
+// closePublishes stops taking publishes and waits until every queued one
+// is answered, committing them for at most drainTimeout.
+func (ss *Session) closePublishes() {
+	ss.pubMu.Lock()
+	if !ss.pubClosed {
+		ss.pubClosed = true
+		close(ss.pubs)
+	}
+	ss.pubMu.Unlock()
+	t := time.AfterFunc(drainTimeout, ss.pubCancel)
+	defer t.Stop()
+	ss.wg.Wait()
 }
 
 // Subscriptions returns how many subscriptions are open.
@@ -287,19 +343,17 @@ func (ss *Session) Subscriptions() int {
 }
 
 // FinishPublishes stops taking publishes and waits until every queued one
-// is acknowledged. Call it from the goroutine that calls Handle, after the
-// last Handle.
-func (ss *Session) FinishPublishes() {
-	close(ss.pubs)
-	ss.wg.Wait()
-}
+// is answered (after the client half-closed its side).
+func (ss *Session) FinishPublishes() { ss.closePublishes() }
 
 // WaitSubscriptions waits until every subscription has ended on its own
 // (after the hub stopped, each sends its end frame first).
 func (ss *Session) WaitSubscriptions() { ss.subsWG.Wait() }
 
-// Close ends the session and waits for its goroutines. Safe to call once,
-// after the last Handle.
+// Close ends the session: subscriptions end, publishes already received
+// are still committed and answered (within drainTimeout), later commands
+// are refused. It waits for the session's goroutines. Handle may still be
+// called concurrently from a receiver that has not noticed yet.
 func (ss *Session) Close() {
 	ss.mu.Lock()
 	ss.closed = true
@@ -311,7 +365,8 @@ func (ss *Session) Close() {
 		e.sub.Close()
 	}
 	ss.subsWG.Wait()
-	ss.wg.Wait()
+	ss.closePublishes()
+	ss.pubCancel()
 	ss.sendMu.Lock()
 	ss.sendClosed = true
 	ss.sendMu.Unlock()
@@ -342,7 +397,11 @@ func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	case err := <-recvErr:
 		if !errors.Is(err, io.EOF) {
 			sess.Close()
-			return nil // the client went away; nothing to report to it
+			if ctx.Err() != nil {
+				return ctx.Err() // the client went away
+			}
+			// Still connected (e.g. a message over the read limit): say why.
+			return err
 		}
 		// Half-close: acknowledge what was published, then keep streaming
 		// until the client cancels or the subscriptions end.

@@ -214,6 +214,10 @@ type Log interface {
 	// GetChannels returns the channels that exist among names (missing ones
 	// are left out).
 	GetChannels(ctx context.Context, names []string) ([]Channel, error)
+	// TruncatedThrough returns the highest position removed by retention or
+	// deletion from any of the named channels, including deleted channels
+	// (0 when none): a cursor below it has a gap.
+	TruncatedThrough(ctx context.Context, names []string) (int64, error)
 	// ListChannels lists channels by name after `after`, with prefix.
 	ListChannels(ctx context.Context, after, prefix string, limit int) (ChannelPage, error)
 	UpdateChannel(ctx context.Context, name string, p SettingsPatch) (Channel, error)

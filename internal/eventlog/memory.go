@@ -479,6 +479,24 @@ func (m *Memory) GetChannels(ctx context.Context, names []string) ([]Channel, er
 	return out, nil
 }
 
+// TruncatedThrough returns the highest position removed from the named
+// channels, deleted ones included.
+func (m *Memory) TruncatedThrough(ctx context.Context, names []string) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var t int64
+	for _, name := range names {
+		if c := m.channels[name]; c != nil {
+			t = max(t, c.info.TruncatedThrough)
+		}
+		t = max(t, m.truncated[name])
+	}
+	return t, nil
+}
+
 // ListChannels lists channels named after `after` that start with prefix,
 // by name (byte order), at most limit (limit <= 0: no limit).
 func (m *Memory) ListChannels(ctx context.Context, after, prefix string, limit int) (ChannelPage, error) {

@@ -338,6 +338,20 @@ func (p *Postgres) GetChannels(ctx context.Context, names []string) ([]Channel, 
 		names)
 }
 
+// TruncatedThrough returns the highest position removed from the named
+// channels; deleted channels keep their row (deleted_at set), so they count.
+func (p *Postgres) TruncatedThrough(ctx context.Context, names []string) (int64, error) {
+	if len(names) == 0 {
+		return 0, nil
+	}
+	var t int64
+	if err := p.pool.QueryRow(ctx,
+		`SELECT coalesce(max(truncated_through), 0) FROM herald_channels WHERE name = ANY($1)`, names).Scan(&t); err != nil {
+		return 0, p.ctxErr(ctx, "read truncated_through", err)
+	}
+	return t, nil
+}
+
 // ListChannels lists channels named after `after` that start with prefix,
 // in byte order, at most limit (limit <= 0: no limit).
 func (p *Postgres) ListChannels(ctx context.Context, after, prefix string, limit int) (ChannelPage, error) {

@@ -174,11 +174,19 @@ func (h *Hub) dispatch(evs []eventlog.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i := range evs {
-		ev := &evs[i]
-		if ev.Position <= h.head {
+		if evs[i].Position <= h.head {
 			continue // only Run dispatches, but stay safe against overlap
 		}
-		for s := range h.subs[ev.Channel] {
+		subs := h.subs[evs[i].Channel]
+		if len(subs) == 0 {
+			h.head = evs[i].Position
+			continue
+		}
+		// Each queued event is its own allocation, so a stalled subscriber
+		// pins only its own events, not whole read batches.
+		ev := new(eventlog.Event)
+		*ev = evs[i]
+		for s := range subs {
 			if !s.push(ev) {
 				h.removeLocked(s)
 			}
@@ -187,13 +195,25 @@ func (h *Hub) dispatch(evs []eventlog.Event) {
 	}
 }
 
-// register adds s to the hub and returns the head it starts after.
-func (h *Hub) register(s *Subscription) (int64, error) {
+// register adds s to the hub and returns the head it starts after. The
+// subscription's phase is decided under Hub.mu, before any dispatch can
+// reach it: live at once when there is nothing to replay (a push that
+// overflows a live queue must end it, not mark it for re-replay), otherwise
+// replaying (cursor, head].
+func (h *Hub) register(s *Subscription, cursor *int64) (int64, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closing {
 		return 0, ErrStopped
 	}
+	s.mu.Lock()
+	if cursor == nil || *cursor >= h.head {
+		s.live = true
+	} else {
+		s.replaying = true
+		s.upTo = h.head
+	}
+	s.mu.Unlock()
 	for _, ch := range s.channels {
 		set := h.subs[ch]
 		if set == nil {

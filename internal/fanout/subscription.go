@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/heraldrt/herald/internal/eventlog"
 )
@@ -41,7 +43,30 @@ var (
 	ErrShutdown     = errors.New("server shutting down")
 	// ErrClosed is returned by Next after Close.
 	ErrClosed = errors.New("subscription closed")
+	// ErrNoChannels: Subscribe needs at least one channel.
+	ErrNoChannels = errors.New("subscribe needs at least one channel")
+	// ErrNotReady: the hub has not read the log's head yet (the log is
+	// unreachable since start); retry later.
+	ErrNotReady = errors.New("server is starting: the event log is not reachable yet; retry")
+	// ErrCursorAhead matches *CursorAheadError.
+	ErrCursorAhead = errors.New("cursor is ahead of the log")
 )
+
+// readyWait bounds how long Subscribe waits for a starting hub.
+const readyWait = 5 * time.Second
+
+// CursorAheadError: a cursor beyond every position the log has assigned,
+// e.g. kept across a reset of the embedded log or from another deployment.
+// Delivering "after" it would silently skip new events, so it is refused.
+type CursorAheadError struct {
+	Cursor, Head int64
+}
+
+func (e *CursorAheadError) Error() string {
+	return fmt.Sprintf("cursor %d is ahead of the log's last position %d (was the log reset?): subscribe from 0 or without a cursor, and reload state", e.Cursor, e.Head)
+}
+
+func (e *CursorAheadError) Is(target error) bool { return target == ErrCursorAhead }
 
 // EndError ends a subscription. Resume by subscribing again with
 // LastPosition as the cursor: nothing is lost.
@@ -101,6 +126,8 @@ type Subscription struct {
 	channels []string
 	start    Start
 
+	closedFlag atomic.Bool // Close was called; checked per entry by Next
+
 	// Owned by the goroutine calling Next.
 	lastSent  int64
 	upTo      int64 // replay bound H
@@ -122,34 +149,46 @@ type Subscription struct {
 // delivers live entries only; otherwise it first replays entries after
 // *cursor. The subscription must be closed.
 func (h *Hub) Subscribe(ctx context.Context, channels []string, cursor *int64) (*Subscription, error) {
+	if len(channels) == 0 {
+		return nil, ErrNoChannels
+	}
 	select {
 	case <-h.ready:
 	case <-h.stopped:
 		return nil, ErrStopped
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-time.After(readyWait):
+		return nil, ErrNotReady
 	}
 	s := &Subscription{
 		hub:      h,
 		channels: slices.Compact(slices.Sorted(slices.Values(channels))),
 		signal:   make(chan struct{}, 1),
 	}
-	head, err := h.register(s)
+	head, err := h.register(s, cursor)
 	if err != nil {
 		return nil, err
 	}
 	if cursor == nil {
 		s.start.Cursor = head
 		s.lastSent = head
-		s.markLive()
 		return s, nil
 	}
 	s.start.Cursor = *cursor
 	s.lastSent = *cursor
-	s.upTo = head
-	s.replaying = *cursor < head
-	if !s.replaying {
-		s.markLive()
+	if *cursor > head {
+		// This hub may lag the database by a moment (another instance
+		// served the cursor); only the log can tell a reset.
+		logHead, err := h.log.Head(ctx)
+		if err != nil {
+			h.remove(s)
+			return nil, fmt.Errorf("read the log head: %w", err)
+		}
+		if *cursor > logHead {
+			h.remove(s)
+			return nil, &CursorAheadError{Cursor: *cursor, Head: logHead}
+		}
 	}
 	t, err := s.truncatedThrough(ctx)
 	if err != nil {
@@ -176,8 +215,9 @@ func (s *Subscription) Channels() []string { return s.channels }
 func (s *Subscription) LastPosition() int64 { return s.lastSent }
 
 // Close ends the subscription. Safe to call more than once and from any
-// goroutine; a Next in progress returns ErrClosed.
+// goroutine; Next returns ErrClosed from then on.
 func (s *Subscription) Close() {
+	s.closedFlag.Store(true)
 	s.hub.remove(s)
 	s.mu.Lock()
 	s.closed = true
@@ -193,6 +233,9 @@ func (s *Subscription) Next(ctx context.Context) (Message, error) {
 		return Message{}, s.endErr
 	}
 	for {
+		if s.closedFlag.Load() {
+			return Message{}, s.fail(ErrClosed)
+		}
 		if len(s.page) > 0 {
 			ev := &s.page[0]
 			s.page = s.page[1:]
@@ -261,7 +304,6 @@ func (s *Subscription) replayPage(ctx context.Context) (Message, bool, error) {
 		}
 		return Message{}, false, &EndError{Reason: ReasonUnavailable, LastPosition: s.lastSent, Err: err}
 	}
-	s.page = page
 	// Retention removes entries and raises truncated_through in one
 	// transaction, so reading it after the page tells whether the page may
 	// lack entries in (from, t].
@@ -272,6 +314,7 @@ func (s *Subscription) replayPage(ctx context.Context) (Message, bool, error) {
 		}
 		return Message{}, false, &EndError{Reason: ReasonUnavailable, LastPosition: s.lastSent, Err: err}
 	}
+	s.page = page
 	if len(page) < s.hub.opts.ReplayPage {
 		s.finishReplay()
 	}
@@ -300,12 +343,6 @@ func (s *Subscription) finishReplay() {
 	}
 	s.replaying = false
 	s.live = true
-}
-
-func (s *Subscription) markLive() {
-	s.mu.Lock()
-	s.live = true
-	s.mu.Unlock()
 }
 
 func (s *Subscription) nextLive(ctx context.Context) (*eventlog.Event, error) {
@@ -388,13 +425,9 @@ func (s *Subscription) notify() {
 }
 
 func (s *Subscription) truncatedThrough(ctx context.Context) (int64, error) {
-	chs, err := s.hub.log.GetChannels(ctx, s.channels)
+	t, err := s.hub.log.TruncatedThrough(ctx, s.channels)
 	if err != nil {
 		return 0, fmt.Errorf("read channel state: %w", err)
-	}
-	var t int64
-	for _, c := range chs {
-		t = max(t, c.TruncatedThrough)
 	}
 	return t, nil
 }

@@ -272,7 +272,10 @@ func (s *Server) Run(ctx context.Context) error {
 		shut := make(chan error, 1)
 		go func() { shut <- s.http.Shutdown(shutdownCtx) }()
 		stopHub()
-		<-s.hub.Stopped()
+		select {
+		case <-s.hub.Stopped():
+		case <-shutdownCtx.Done():
+		}
 		if err := <-shut; err != nil {
 			s.cfg.Logger.Warn("shutdown deadline passed; closing remaining connections", "err", err)
 			_ = s.http.Close()

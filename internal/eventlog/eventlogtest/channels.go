@@ -200,6 +200,13 @@ func testDeleteChannel(t *testing.T, open Open) {
 	_, err = l.GetChannel(ctx, "del")
 	wantErr(t, "GetChannel after delete", err, eventlog.ErrChannelNotFound)
 	wantErr(t, "DeleteChannel twice", l.DeleteChannel(ctx, "del"), eventlog.ErrChannelNotFound)
+	// Subscribers resuming on a deleted channel must learn of the loss.
+	if tt, err := l.TruncatedThrough(ctx, []string{"keep", "del", "never-existed"}); err != nil || tt < removedMax {
+		t.Errorf("TruncatedThrough of a deleted channel = %d, %v; want >= %d", tt, err, removedMax)
+	}
+	if tt, err := l.TruncatedThrough(ctx, []string{"keep"}); err != nil || tt != 0 {
+		t.Errorf("TruncatedThrough of an untouched channel = %d, %v", tt, err)
+	}
 	if evs := readAll(t, l, "del"); len(evs) != 0 {
 		t.Errorf("Read of a deleted channel returned %d entries", len(evs))
 	}
