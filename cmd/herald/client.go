@@ -151,7 +151,7 @@ func tail(ctx context.Context, args []string, stdout io.Writer) error {
 			backoff = 100 * time.Millisecond
 		}
 		var cerr *connect.Error
-		if errors.As(err, &cerr) && (cerr.Code() == connect.CodeInvalidArgument || cerr.Code() == connect.CodeNotFound) {
+		if errors.As(err, &cerr) && (cerr.Code() == connect.CodeInvalidArgument || cerr.Code() == connect.CodeNotFound || cerr.Code() == connect.CodeOutOfRange) {
 			return err
 		}
 		wait := backoff/2 + rand.N(backoff)
