@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldrt/herald/internal/pgtest"
 	"github.com/heraldrt/herald/internal/server"
 )
 
@@ -82,5 +84,30 @@ func TestPublishAndTail(t *testing.T) {
 	stopTail()
 	if err := <-tailDone; err != nil {
 		t.Fatalf("tail: %v", err)
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	admin := pgtest.OpenPool(t, pgtest.URL(t))
+	schema := fmt.Sprintf("herald_migrate_%d", time.Now().UnixNano())
+	if _, err := admin.Exec(t.Context(), "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+	url := "--database-url=" + pgtest.SchemaURL(t, schema)
+	for range 2 { // applying twice is a no-op
+		if err := migrate(t.Context(), []string{url}); err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+	}
+	var n int
+	if err := admin.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.tables
+		WHERE table_schema = $1 AND table_name IN ('herald_events', 'herald_channels')`, schema).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("tables after migrate: %d, %v", n, err)
+	}
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("HERALD_DATABASE_URL", "")
+	if err := migrate(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "DATABASE_URL") {
+		t.Fatalf("migrate without a database: %v", err)
 	}
 }

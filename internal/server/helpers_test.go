@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -33,14 +32,7 @@ func TestMain(m *testing.M) {
 func database(t *testing.T) (string, string) {
 	t.Helper()
 	_, schema := pgtest.Schema(t)
-	u, err := url.Parse(pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), schema
+	return pgtest.SchemaURL(t, schema), schema
 }
 
 type instance struct {
