@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -328,4 +329,77 @@ func TestInstanceLoss(t *testing.T) {
 	}
 	equalPositions(t, got, want)
 	t.Logf("%d events before A was killed, %d in all, each once in order", beforeKill, len(got))
+}
+
+// TestDatabaseOutage cuts the connection to PostgreSQL: publishes fail fast
+// with unavailable, live streams stay open, and once the database is back
+// the instance reconnects (pool and listener) and subscribers get every
+// acknowledged event exactly once; a publish retried with its idempotency
+// key is written once.
+func TestDatabaseOutage(t *testing.T) {
+	t.Parallel()
+	_, schema := pgtest.Schema(t)
+	proxy := pgtest.NewProxy(t)
+	in := startInstance(t, server.Config{DatabaseURL: proxy.URL(t, pgtest.SchemaURL(t, schema)), NotifyChannel: schema, PollInterval: 100 * time.Millisecond})
+	c := grpcClients(in)
+	s := subscribe(t, c.events, []string{"o"}, nil)
+	s.next(t)
+	var acked []int64
+	for range 3 {
+		acked = append(acked, mustPublish(t, c.events, "o", "before").Position)
+	}
+
+	proxy.Cut()
+	start := time.Now()
+	req := &heraldv1.PublishRequest{Channel: "o", Data: []byte("retried"), IdempotencyKey: "k-outage"}
+	_, err := c.events.Publish(t.Context(), connect.NewRequest(req))
+	if codeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("publish during the outage: %v, want unavailable", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("publish took %v to fail; want fast", d)
+	}
+	t.Logf("publish failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	select {
+	case err := <-s.err:
+		t.Fatalf("the live stream ended during the outage: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+
+	proxy.Restore()
+	var retried *heraldv1.PublishResponse
+	waitFor(t, func() bool {
+		resp, err := c.events.Publish(t.Context(), connect.NewRequest(req))
+		if err != nil {
+			return false
+		}
+		retried = resp.Msg
+		return true
+	})
+	acked = append(acked, retried.Event.Position)
+	for range 3 {
+		acked = append(acked, mustPublish(t, c.events, "o", "after").Position)
+	}
+	// Exactly what the log holds, once each, in order (the failed attempt
+	// either was not written or is the event the retry returned).
+	want := allPositions(t, in.srv.Log(), "o")
+	equalPositions(t, positions(s.events(t, len(want))), want)
+	for _, p := range acked {
+		if !slices.Contains(want, p) {
+			t.Fatalf("acknowledged position %d is missing from the log %v", p, want)
+		}
+	}
+	keyed := 0
+	hist, err := c.history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: "o"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range hist.Msg.Events {
+		if ev.IdempotencyKey == "k-outage" {
+			keyed++
+		}
+	}
+	if keyed != 1 {
+		t.Fatalf("the retried publish was written %d times", keyed)
+	}
 }
