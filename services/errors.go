@@ -45,6 +45,24 @@ const unavailableMessage = "the event log is unavailable; retry (publishes with 
 // commit in time: they may or may not have been committed.
 var errShuttingDown = errors.New("server shutting down before the publish was acknowledged; it may or may not be committed: retry with the same idempotency_key")
 
+// ConnectError is toConnect for gateways: the code and client message of an
+// error from the event log or the hub, the same as an RPC would return.
+func ConnectError(logger *slog.Logger, op string, err error) *connect.Error {
+	return toConnect(logger, op, err)
+}
+
+// ErrorProto is the Error message for err, as the Connect RPC sends it
+// (with the StreamEnd of an ended subscription).
+func ErrorProto(logger *slog.Logger, op string, err error) *heraldv1.Error {
+	cerr := toConnect(logger, op, err)
+	e := &heraldv1.Error{Code: cerr.Code().String(), Message: cerr.Message()}
+	var end *fanout.EndError
+	if errors.As(err, &end) {
+		e.End = streamEnd(end)
+	}
+	return e
+}
+
 // toConnect turns an error from the layers below into a connect error with
 // a stable code and a message fit for clients. Unknown errors are logged
 // and reported as internal.

@@ -2,7 +2,6 @@ package services
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 
 	"connectrpc.com/connect"
@@ -102,11 +101,5 @@ func subscribeResponse(sub *fanout.Subscription, msg fanout.Message) *heraldv1.S
 
 // errorFrame turns err into a Connect stream Error message.
 func (s *EventService) errorFrame(id, op string, err error) *heraldv1.ConnectResponse {
-	cerr := toConnect(s.logger, op, err)
-	e := &heraldv1.Error{Code: cerr.Code().String(), Message: cerr.Message()}
-	var end *fanout.EndError
-	if errors.As(err, &end) {
-		e.End = streamEnd(end)
-	}
-	return &heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Error{Error: e}}
+	return &heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Error{Error: ErrorProto(s.logger, op, err)}}
 }

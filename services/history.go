@@ -2,6 +2,7 @@ package services
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"connectrpc.com/connect"
@@ -9,6 +10,7 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/fanout"
 )
 
 // DefaultPageSize is the page size when a request leaves it 0.
@@ -17,17 +19,19 @@ const DefaultPageSize = 100
 // HistoryService implements heraldv1connect.HistoryServiceHandler.
 type HistoryService struct {
 	log    eventlog.Log
+	hub    *fanout.Hub // for long-poll (ListEvents wait)
 	logger *slog.Logger
 }
 
 var _ heraldv1connect.HistoryServiceHandler = (*HistoryService)(nil)
 
-// NewHistoryService returns the history service over log.
-func NewHistoryService(log eventlog.Log, logger *slog.Logger) *HistoryService {
+// NewHistoryService returns the history service over log; hub serves
+// long-polls.
+func NewHistoryService(log eventlog.Log, hub *fanout.Hub, logger *slog.Logger) *HistoryService {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &HistoryService{log: log, logger: logger}
+	return &HistoryService{log: log, hub: hub, logger: logger}
 }
 
 // ListEvents returns a page of a channel's log.
@@ -37,19 +41,42 @@ func (s *HistoryService) ListEvents(ctx context.Context, req *connect.Request[he
 	if limit == 0 {
 		limit = DefaultPageSize
 	}
+	wait := m.Wait.AsDuration()
+	if wait > 0 && (m.Direction == heraldv1.Direction_DIRECTION_BACKWARD || m.View == heraldv1.HistoryView_HISTORY_VIEW_CURRENT) {
+		return nil, connect.NewError(connect.CodeInvalidArgument,
+			errors.New("invalid request: wait: long-poll needs the FORWARD direction and the LOG view"))
+	}
 	ch, err := s.log.GetChannel(ctx, m.Channel)
 	if err != nil {
 		return nil, toConnect(s.logger, "list events", err)
 	}
-	page, err := s.log.History(ctx, eventlog.HistoryQuery{
+	q := eventlog.HistoryQuery{
 		Channel:     m.Channel,
 		Cursor:      m.Cursor,
 		Backward:    m.Direction == heraldv1.Direction_DIRECTION_BACKWARD,
 		Limit:       limit,
 		CurrentOnly: m.View == heraldv1.HistoryView_HISTORY_VIEW_CURRENT,
-	})
+	}
+	page, err := s.log.History(ctx, q)
 	if err != nil {
 		return nil, toConnect(s.logger, "list events", err)
+	}
+	if len(page.Events) == 0 && wait > 0 {
+		// Long-poll: wait for the first entry after the cursor through the
+		// subscription core, then answer with the ordinary page.
+		cursor := m.Cursor
+		got, err := poll(ctx, s.hub, []string{m.Channel}, &cursor, wait, 1)
+		if err != nil {
+			return nil, toConnect(s.logger, "list events", err)
+		}
+		if len(got.Events) > 0 {
+			if page, err = s.log.History(ctx, q); err != nil {
+				return nil, toConnect(s.logger, "list events", err)
+			}
+			if ch, err = s.log.GetChannel(ctx, m.Channel); err != nil {
+				return nil, toConnect(s.logger, "list events", err)
+			}
+		}
 	}
 	resp := &heraldv1.ListEventsResponse{
 		Events:           make([]*heraldv1.Event, len(page.Events)),

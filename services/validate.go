@@ -65,6 +65,10 @@ func (c validatingConn) Receive(m any) error {
 	return nil
 }
 
+// Validate checks msg against the protovalidate rules of its schema, as the
+// Interceptor does for RPCs: gateways call it before a service method.
+func Validate(msg proto.Message) error { return validateMsg(msg) }
+
 // validateMsg checks msg against its rules and returns an invalid_argument
 // error naming every violated field.
 func validateMsg(msg proto.Message) error {

@@ -229,6 +229,20 @@ func (s *Subscription) Close() {
 // Next returns the next message, blocking until there is one, ctx ends or
 // the subscription ends (*EndError, or ErrClosed after Close).
 func (s *Subscription) Next(ctx context.Context) (Message, error) {
+	return s.next(ctx, true)
+}
+
+// TryNext is Next without waiting for new entries: once replay is done and
+// nothing is queued it returns ErrWouldBlock at once. Long-poll uses it to
+// take what is ready after the first entry.
+func (s *Subscription) TryNext(ctx context.Context) (Message, error) {
+	return s.next(ctx, false)
+}
+
+// ErrWouldBlock is returned by TryNext when no entry is ready.
+var ErrWouldBlock = errors.New("no entry ready")
+
+func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 	if s.endErr != nil {
 		return Message{}, s.endErr
 	}
@@ -255,7 +269,10 @@ func (s *Subscription) Next(ctx context.Context) (Message, error) {
 			}
 			continue
 		}
-		ev, err := s.nextLive(ctx)
+		ev, err := s.nextLive(ctx, block)
+		if err == ErrWouldBlock {
+			return Message{}, err
+		}
 		if err != nil {
 			return Message{}, s.fail(err)
 		}
@@ -345,7 +362,7 @@ func (s *Subscription) finishReplay() {
 	s.live = true
 }
 
-func (s *Subscription) nextLive(ctx context.Context) (*eventlog.Event, error) {
+func (s *Subscription) nextLive(ctx context.Context, block bool) (*eventlog.Event, error) {
 	for {
 		s.mu.Lock()
 		switch {
@@ -367,6 +384,9 @@ func (s *Subscription) nextLive(ctx context.Context) (*eventlog.Event, error) {
 			return ev, nil
 		}
 		s.mu.Unlock()
+		if !block {
+			return nil, ErrWouldBlock
+		}
 		select {
 		case <-s.signal:
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 // Package server assembles one Herald instance: the event log (PostgreSQL or
 // the embedded memory log), the fan-out hub, the retention job and the HTTP
-// server that carries gRPC, gRPC-Web and Connect (h2c and HTTP/1.1) on one
+// server that carries gRPC, gRPC-Web and Connect (h2c and HTTP/1.1) and the
+// browser gateway (WebSocket, SSE, REST, long-poll) on one
 // port. cmd/herald and the end-to-end tests both start instances through it.
 //
 // # Concurrency and shutdown
@@ -30,6 +31,7 @@ import (
 	"connectrpc.com/grpcreflect"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldrt/herald/gateway"
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
@@ -56,9 +58,23 @@ type Config struct {
 	RetentionInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain. Default 10s.
 	ShutdownTimeout time.Duration
-	// MaxMessageBytes bounds one request message. Default 2 MiB.
+	// MaxMessageBytes bounds one request message (RPC, WebSocket frame,
+	// REST body). Default 2 MiB.
 	MaxMessageBytes int
-	Logger          *slog.Logger
+	// AllowedOrigins lists the browser origins allowed cross-origin (CORS,
+	// WebSocket Origin); empty allows same-origin only. See
+	// gateway.Config.AllowedOrigins.
+	AllowedOrigins []string
+	// SSEKeepAlive is the SSE keep-alive comment interval. Default 15s.
+	SSEKeepAlive time.Duration
+	// WSPingInterval is the WebSocket ping interval. Default 30s.
+	WSPingInterval time.Duration
+	// WSWriteQueue bounds the frames queued for one WebSocket. Default 256.
+	WSWriteQueue int
+	// WriteTimeout bounds a stalled write to a WebSocket or SSE client.
+	// Default 10s.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -90,6 +106,7 @@ type Server struct {
 	hub    *fanout.Hub
 	ln     net.Listener
 	mux    *http.ServeMux
+	gw     *gateway.Gateway
 	http   *http.Server
 	health *grpchealth.StaticChecker
 
@@ -145,9 +162,26 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		// compressed: 7k -> see docs/benchmarks.md).
 		connect.WithCompressMinBytes(compressMinBytes),
 	}
-	s.mux.Handle(heraldv1connect.NewEventServiceHandler(services.NewEventService(s.log, s.hub, cfg.Logger), handlerOpts...))
-	s.mux.Handle(heraldv1connect.NewHistoryServiceHandler(services.NewHistoryService(s.log, cfg.Logger), handlerOpts...))
-	s.mux.Handle(heraldv1connect.NewChannelServiceHandler(services.NewChannelService(s.log, cfg.Logger), handlerOpts...))
+	events := services.NewEventService(s.log, s.hub, cfg.Logger)
+	history := services.NewHistoryService(s.log, s.hub, cfg.Logger)
+	channels := services.NewChannelService(s.log, cfg.Logger)
+	s.mux.Handle(heraldv1connect.NewEventServiceHandler(events, handlerOpts...))
+	s.mux.Handle(heraldv1connect.NewHistoryServiceHandler(history, handlerOpts...))
+	s.mux.Handle(heraldv1connect.NewChannelServiceHandler(channels, handlerOpts...))
+	s.gw = gateway.New(gateway.Config{
+		Events:          events,
+		History:         history,
+		Channels:        channels,
+		Hub:             s.hub,
+		Logger:          cfg.Logger,
+		AllowedOrigins:  cfg.AllowedOrigins,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		SSEKeepAlive:    cfg.SSEKeepAlive,
+		WSPingInterval:  cfg.WSPingInterval,
+		WSWriteQueue:    cfg.WSWriteQueue,
+		WriteTimeout:    cfg.WriteTimeout,
+	})
+	s.gw.Register(s.mux)
 	s.mux.Handle(grpchealth.NewHandler(s.health))
 	reflector := grpcreflect.NewStaticReflector(serviceNames...)
 	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
@@ -158,7 +192,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
-		Handler:           s.mux,
+		Handler:           s.gw.CORS(s.mux),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -197,6 +231,9 @@ func (s *Server) Mux() *http.ServeMux { return s.mux }
 
 // Log returns the instance's event log.
 func (s *Server) Log() eventlog.Log { return s.log }
+
+// Gateway returns the instance's browser gateway.
+func (s *Server) Gateway() *gateway.Gateway { return s.gw }
 
 // Hub returns the instance's hub.
 func (s *Server) Hub() *fanout.Hub { return s.hub }
@@ -264,6 +301,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	if killed {
+		s.gw.Kill()
 		_ = s.http.Close()
 	} else {
 		s.health.SetStatus("", grpchealth.StatusNotServing)
@@ -275,6 +313,11 @@ func (s *Server) Run(ctx context.Context) error {
 		select {
 		case <-s.hub.Stopped():
 		case <-shutdownCtx.Done():
+		}
+		// WebSockets are hijacked, so Shutdown does not wait for them: each
+		// sends its subscriptions' shutdown frames and closes with 1012.
+		if err := s.gw.Drain(shutdownCtx); err != nil {
+			s.cfg.Logger.Warn("shutdown deadline passed; dropping remaining WebSockets", "err", err)
 		}
 		if err := <-shut; err != nil {
 			s.cfg.Logger.Warn("shutdown deadline passed; closing remaining connections", "err", err)

@@ -10,6 +10,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -21,6 +22,153 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+type PollRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 100 channels; names as in PublishRequest.channel.
+	Channels []string `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
+	// Exclusive position to poll from. Unset: only events published after the
+	// request arrives (then continue with the returned cursor).
+	Cursor *int64 `protobuf:"varint,2,opt,name=cursor,proto3,oneof" json:"cursor,omitempty"`
+	// How long to hold the request when no event is there yet: 0 to 60s.
+	// Zero returns at once.
+	Wait *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
+	// 1 to 1000 events; 0 means 100.
+	Limit         int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PollRequest) Reset() {
+	*x = PollRequest{}
+	mi := &file_herald_v1_event_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PollRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PollRequest) ProtoMessage() {}
+
+func (x *PollRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_event_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PollRequest.ProtoReflect.Descriptor instead.
+func (*PollRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PollRequest) GetChannels() []string {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *PollRequest) GetCursor() int64 {
+	if x != nil && x.Cursor != nil {
+		return *x.Cursor
+	}
+	return 0
+}
+
+func (x *PollRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+func (x *PollRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type PollResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where this page starts and whether history after the request cursor
+	// was removed by retention (then events continue after truncated_through).
+	Subscribed *Subscribed `protobuf:"bytes,1,opt,name=subscribed,proto3" json:"subscribed,omitempty"`
+	Events     []*Event    `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// Pass as cursor to the next Poll. Equals the request cursor (or the head
+	// when it was unset) when no event arrived.
+	Cursor int64 `protobuf:"varint,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// True when more events were ready than limit allowed: poll again at once.
+	HasMore       bool `protobuf:"varint,4,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PollResponse) Reset() {
+	*x = PollResponse{}
+	mi := &file_herald_v1_event_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PollResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PollResponse) ProtoMessage() {}
+
+func (x *PollResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_event_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PollResponse.ProtoReflect.Descriptor instead.
+func (*PollResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PollResponse) GetSubscribed() *Subscribed {
+	if x != nil {
+		return x.Subscribed
+	}
+	return nil
+}
+
+func (x *PollResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *PollResponse) GetCursor() int64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
+func (x *PollResponse) GetHasMore() bool {
+	if x != nil {
+		return x.HasMore
+	}
+	return false
+}
 
 type PublishRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +183,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[0]
+	mi := &file_herald_v1_event_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +195,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[0]
+	mi := &file_herald_v1_event_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +208,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{0}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PublishRequest) GetChannel() string {
@@ -103,7 +251,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[1]
+	mi := &file_herald_v1_event_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -115,7 +263,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[1]
+	mi := &file_herald_v1_event_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -128,7 +276,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{1}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PublishResponse) GetEvent() *Event {
@@ -158,7 +306,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[2]
+	mi := &file_herald_v1_event_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +318,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[2]
+	mi := &file_herald_v1_event_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +331,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{2}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SubscribeRequest) GetChannels() []string {
@@ -213,7 +361,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[3]
+	mi := &file_herald_v1_event_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +373,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[3]
+	mi := &file_herald_v1_event_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +386,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{3}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubscribeResponse) GetMessage() isSubscribeResponse_Message {
@@ -301,7 +449,7 @@ type Subscribed struct {
 
 func (x *Subscribed) Reset() {
 	*x = Subscribed{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[4]
+	mi := &file_herald_v1_event_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +461,7 @@ func (x *Subscribed) String() string {
 func (*Subscribed) ProtoMessage() {}
 
 func (x *Subscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[4]
+	mi := &file_herald_v1_event_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +474,7 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{4}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Subscribed) GetChannels() []string {
@@ -377,7 +525,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[5]
+	mi := &file_herald_v1_event_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +537,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[5]
+	mi := &file_herald_v1_event_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +550,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{5}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConnectRequest) GetId() string {
@@ -493,7 +641,7 @@ type UnsubscribeCommand struct {
 
 func (x *UnsubscribeCommand) Reset() {
 	*x = UnsubscribeCommand{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[6]
+	mi := &file_herald_v1_event_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +653,7 @@ func (x *UnsubscribeCommand) String() string {
 func (*UnsubscribeCommand) ProtoMessage() {}
 
 func (x *UnsubscribeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[6]
+	mi := &file_herald_v1_event_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +666,7 @@ func (x *UnsubscribeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsubscribeCommand.ProtoReflect.Descriptor instead.
 func (*UnsubscribeCommand) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{6}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UnsubscribeCommand) GetSubscriptionId() string {
@@ -536,7 +684,7 @@ type PingCommand struct {
 
 func (x *PingCommand) Reset() {
 	*x = PingCommand{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[7]
+	mi := &file_herald_v1_event_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +696,7 @@ func (x *PingCommand) String() string {
 func (*PingCommand) ProtoMessage() {}
 
 func (x *PingCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[7]
+	mi := &file_herald_v1_event_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +709,7 @@ func (x *PingCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingCommand.ProtoReflect.Descriptor instead.
 func (*PingCommand) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{7}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{9}
 }
 
 // ConnectResponse is one message from the server. `id` is the id of the
@@ -584,7 +732,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[8]
+	mi := &file_herald_v1_event_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +744,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[8]
+	mi := &file_herald_v1_event_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +757,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{8}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConnectResponse) GetId() string {
@@ -730,7 +878,7 @@ type Unsubscribed struct {
 
 func (x *Unsubscribed) Reset() {
 	*x = Unsubscribed{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[9]
+	mi := &file_herald_v1_event_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +890,7 @@ func (x *Unsubscribed) String() string {
 func (*Unsubscribed) ProtoMessage() {}
 
 func (x *Unsubscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[9]
+	mi := &file_herald_v1_event_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +903,7 @@ func (x *Unsubscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribed.ProtoReflect.Descriptor instead.
 func (*Unsubscribed) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{9}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{11}
 }
 
 type Pong struct {
@@ -766,7 +914,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[10]
+	mi := &file_herald_v1_event_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +926,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[10]
+	mi := &file_herald_v1_event_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +939,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{10}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{12}
 }
 
 // Error reports a failed command or an ended subscription.
@@ -809,7 +957,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[11]
+	mi := &file_herald_v1_event_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +969,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[11]
+	mi := &file_herald_v1_event_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +982,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{11}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Error) GetCode() string {
@@ -862,7 +1010,21 @@ var File_herald_v1_event_service_proto protoreflect.FileDescriptor
 
 const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15herald/v1/event.proto\"\xec\x01\n" +
+	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x15herald/v1/event.proto\"\xf0\x01\n" +
+	"\vPollRequest\x12Q\n" +
+	"\bchannels\x18\x01 \x03(\tB5\xbaH2\x92\x01/\b\x01\x10d\")r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\bchannels\x12$\n" +
+	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x06cursor\x88\x01\x01\x12;\n" +
+	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\x12 \n" +
+	"\x05limit\x18\x04 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\x05limitB\t\n" +
+	"\a_cursor\"\xa2\x01\n" +
+	"\fPollResponse\x125\n" +
+	"\n" +
+	"subscribed\x18\x01 \x01(\v2\x15.herald.v1.SubscribedR\n" +
+	"subscribed\x12(\n" +
+	"\x06events\x18\x02 \x03(\v2\x10.herald.v1.EventR\x06events\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\x03R\x06cursor\x12\x19\n" +
+	"\bhas_more\x18\x04 \x01(\bR\ahasMore\"\xec\x01\n" +
 	"\x0ePublishRequest\x12F\n" +
 	"\achannel\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\achannel\x120\n" +
 	"\x04type\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18@2\x13^[A-Za-z0-9_.:/-]*$R\x04type\x12\x1d\n" +
@@ -913,11 +1075,12 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12&\n" +
-	"\x03end\x18\x03 \x01(\v2\x14.herald.v1.StreamEndR\x03end2\xe0\x01\n" +
+	"\x03end\x18\x03 \x01(\v2\x14.herald.v1.StreamEndR\x03end2\x99\x02\n" +
 	"\fEventService\x12@\n" +
 	"\aPublish\x12\x19.herald.v1.PublishRequest\x1a\x1a.herald.v1.PublishResponse\x12H\n" +
 	"\tSubscribe\x12\x1b.herald.v1.SubscribeRequest\x1a\x1c.herald.v1.SubscribeResponse0\x01\x12D\n" +
-	"\aConnect\x12\x19.herald.v1.ConnectRequest\x1a\x1a.herald.v1.ConnectResponse(\x010\x01B3Z1github.com/heraldrt/herald/gen/herald/v1;heraldv1b\x06proto3"
+	"\aConnect\x12\x19.herald.v1.ConnectRequest\x1a\x1a.herald.v1.ConnectResponse(\x010\x01\x127\n" +
+	"\x04Poll\x12\x16.herald.v1.PollRequest\x1a\x17.herald.v1.PollResponseB3Z1github.com/heraldrt/herald/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_event_service_proto_rawDescOnce sync.Once
@@ -931,49 +1094,57 @@ func file_herald_v1_event_service_proto_rawDescGZIP() []byte {
 	return file_herald_v1_event_service_proto_rawDescData
 }
 
-var file_herald_v1_event_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_herald_v1_event_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_herald_v1_event_service_proto_goTypes = []any{
-	(*PublishRequest)(nil),     // 0: herald.v1.PublishRequest
-	(*PublishResponse)(nil),    // 1: herald.v1.PublishResponse
-	(*SubscribeRequest)(nil),   // 2: herald.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),  // 3: herald.v1.SubscribeResponse
-	(*Subscribed)(nil),         // 4: herald.v1.Subscribed
-	(*ConnectRequest)(nil),     // 5: herald.v1.ConnectRequest
-	(*UnsubscribeCommand)(nil), // 6: herald.v1.UnsubscribeCommand
-	(*PingCommand)(nil),        // 7: herald.v1.PingCommand
-	(*ConnectResponse)(nil),    // 8: herald.v1.ConnectResponse
-	(*Unsubscribed)(nil),       // 9: herald.v1.Unsubscribed
-	(*Pong)(nil),               // 10: herald.v1.Pong
-	(*Error)(nil),              // 11: herald.v1.Error
-	(*Event)(nil),              // 12: herald.v1.Event
-	(*StreamEnd)(nil),          // 13: herald.v1.StreamEnd
+	(*PollRequest)(nil),         // 0: herald.v1.PollRequest
+	(*PollResponse)(nil),        // 1: herald.v1.PollResponse
+	(*PublishRequest)(nil),      // 2: herald.v1.PublishRequest
+	(*PublishResponse)(nil),     // 3: herald.v1.PublishResponse
+	(*SubscribeRequest)(nil),    // 4: herald.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),   // 5: herald.v1.SubscribeResponse
+	(*Subscribed)(nil),          // 6: herald.v1.Subscribed
+	(*ConnectRequest)(nil),      // 7: herald.v1.ConnectRequest
+	(*UnsubscribeCommand)(nil),  // 8: herald.v1.UnsubscribeCommand
+	(*PingCommand)(nil),         // 9: herald.v1.PingCommand
+	(*ConnectResponse)(nil),     // 10: herald.v1.ConnectResponse
+	(*Unsubscribed)(nil),        // 11: herald.v1.Unsubscribed
+	(*Pong)(nil),                // 12: herald.v1.Pong
+	(*Error)(nil),               // 13: herald.v1.Error
+	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
+	(*Event)(nil),               // 15: herald.v1.Event
+	(*StreamEnd)(nil),           // 16: herald.v1.StreamEnd
 }
 var file_herald_v1_event_service_proto_depIdxs = []int32{
-	12, // 0: herald.v1.PublishResponse.event:type_name -> herald.v1.Event
-	4,  // 1: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
-	12, // 2: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
-	2,  // 3: herald.v1.ConnectRequest.subscribe:type_name -> herald.v1.SubscribeRequest
-	6,  // 4: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
-	0,  // 5: herald.v1.ConnectRequest.publish:type_name -> herald.v1.PublishRequest
-	7,  // 6: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
-	4,  // 7: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
-	12, // 8: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
-	1,  // 9: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
-	9,  // 10: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
-	10, // 11: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
-	11, // 12: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
-	13, // 13: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
-	0,  // 14: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
-	2,  // 15: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	5,  // 16: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
-	1,  // 17: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
-	3,  // 18: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	8,  // 19: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
-	17, // [17:20] is the sub-list for method output_type
-	14, // [14:17] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	14, // 0: herald.v1.PollRequest.wait:type_name -> google.protobuf.Duration
+	6,  // 1: herald.v1.PollResponse.subscribed:type_name -> herald.v1.Subscribed
+	15, // 2: herald.v1.PollResponse.events:type_name -> herald.v1.Event
+	15, // 3: herald.v1.PublishResponse.event:type_name -> herald.v1.Event
+	6,  // 4: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
+	15, // 5: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
+	4,  // 6: herald.v1.ConnectRequest.subscribe:type_name -> herald.v1.SubscribeRequest
+	8,  // 7: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
+	2,  // 8: herald.v1.ConnectRequest.publish:type_name -> herald.v1.PublishRequest
+	9,  // 9: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
+	6,  // 10: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
+	15, // 11: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
+	3,  // 12: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
+	11, // 13: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
+	12, // 14: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
+	13, // 15: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
+	16, // 16: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
+	2,  // 17: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
+	4,  // 18: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	7,  // 19: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
+	0,  // 20: herald.v1.EventService.Poll:input_type -> herald.v1.PollRequest
+	3,  // 21: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
+	5,  // 22: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	10, // 23: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
+	1,  // 24: herald.v1.EventService.Poll:output_type -> herald.v1.PollResponse
+	21, // [21:25] is the sub-list for method output_type
+	17, // [17:21] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_event_service_proto_init() }
@@ -982,18 +1153,19 @@ func file_herald_v1_event_service_proto_init() {
 		return
 	}
 	file_herald_v1_event_proto_init()
-	file_herald_v1_event_service_proto_msgTypes[2].OneofWrappers = []any{}
-	file_herald_v1_event_service_proto_msgTypes[3].OneofWrappers = []any{
+	file_herald_v1_event_service_proto_msgTypes[0].OneofWrappers = []any{}
+	file_herald_v1_event_service_proto_msgTypes[4].OneofWrappers = []any{}
+	file_herald_v1_event_service_proto_msgTypes[5].OneofWrappers = []any{
 		(*SubscribeResponse_Subscribed)(nil),
 		(*SubscribeResponse_Event)(nil),
 	}
-	file_herald_v1_event_service_proto_msgTypes[5].OneofWrappers = []any{
+	file_herald_v1_event_service_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectRequest_Subscribe)(nil),
 		(*ConnectRequest_Unsubscribe)(nil),
 		(*ConnectRequest_Publish)(nil),
 		(*ConnectRequest_Ping)(nil),
 	}
-	file_herald_v1_event_service_proto_msgTypes[8].OneofWrappers = []any{
+	file_herald_v1_event_service_proto_msgTypes[10].OneofWrappers = []any{
 		(*ConnectResponse_Subscribed)(nil),
 		(*ConnectResponse_Event)(nil),
 		(*ConnectResponse_Published)(nil),
@@ -1007,7 +1179,7 @@ func file_herald_v1_event_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_event_service_proto_rawDesc), len(file_herald_v1_event_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

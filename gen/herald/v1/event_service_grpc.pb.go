@@ -22,6 +22,7 @@ const (
 	EventService_Publish_FullMethodName   = "/herald.v1.EventService/Publish"
 	EventService_Subscribe_FullMethodName = "/herald.v1.EventService/Subscribe"
 	EventService_Connect_FullMethodName   = "/herald.v1.EventService/Connect"
+	EventService_Poll_FullMethodName      = "/herald.v1.EventService/Poll"
 )
 
 // EventServiceClient is the client API for EventService service.
@@ -50,6 +51,12 @@ type EventServiceClient interface {
 	// publishes with acknowledgements and pings. The WebSocket gateway carries
 	// exactly these messages.
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConnectRequest, ConnectResponse], error)
+	// Poll is long-polling for clients that cannot hold a stream: it returns
+	// the events of the channels after the cursor at once when there are
+	// some, otherwise waits up to `wait` for the first one. Pass the returned
+	// cursor to the next Poll: like Subscribe, each event arrives exactly once
+	// and in position order, and history_truncated is reported the same way.
+	Poll(ctx context.Context, in *PollRequest, opts ...grpc.CallOption) (*PollResponse, error)
 }
 
 type eventServiceClient struct {
@@ -102,6 +109,16 @@ func (c *eventServiceClient) Connect(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EventService_ConnectClient = grpc.BidiStreamingClient[ConnectRequest, ConnectResponse]
 
+func (c *eventServiceClient) Poll(ctx context.Context, in *PollRequest, opts ...grpc.CallOption) (*PollResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PollResponse)
+	err := c.cc.Invoke(ctx, EventService_Poll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EventServiceServer is the server API for EventService service.
 // All implementations must embed UnimplementedEventServiceServer
 // for forward compatibility.
@@ -128,6 +145,12 @@ type EventServiceServer interface {
 	// publishes with acknowledgements and pings. The WebSocket gateway carries
 	// exactly these messages.
 	Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error
+	// Poll is long-polling for clients that cannot hold a stream: it returns
+	// the events of the channels after the cursor at once when there are
+	// some, otherwise waits up to `wait` for the first one. Pass the returned
+	// cursor to the next Poll: like Subscribe, each event arrives exactly once
+	// and in position order, and history_truncated is reported the same way.
+	Poll(context.Context, *PollRequest) (*PollResponse, error)
 	mustEmbedUnimplementedEventServiceServer()
 }
 
@@ -146,6 +169,9 @@ func (UnimplementedEventServiceServer) Subscribe(*SubscribeRequest, grpc.ServerS
 }
 func (UnimplementedEventServiceServer) Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error {
 	return status.Error(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedEventServiceServer) Poll(context.Context, *PollRequest) (*PollResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Poll not implemented")
 }
 func (UnimplementedEventServiceServer) mustEmbedUnimplementedEventServiceServer() {}
 func (UnimplementedEventServiceServer) testEmbeddedByValue()                      {}
@@ -204,6 +230,24 @@ func _EventService_Connect_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EventService_ConnectServer = grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]
 
+func _EventService_Poll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PollRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventServiceServer).Poll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventService_Poll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventServiceServer).Poll(ctx, req.(*PollRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EventService_ServiceDesc is the grpc.ServiceDesc for EventService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -214,6 +258,10 @@ var EventService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Publish",
 			Handler:    _EventService_Publish_Handler,
+		},
+		{
+			MethodName: "Poll",
+			Handler:    _EventService_Poll_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -10,6 +10,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -138,8 +139,12 @@ type ListEventsRequest struct {
 	Cursor    int64     `protobuf:"varint,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	Direction Direction `protobuf:"varint,3,opt,name=direction,proto3,enum=herald.v1.Direction" json:"direction,omitempty"`
 	// 1 to 1000; 0 means 100.
-	Limit         int32       `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
-	View          HistoryView `protobuf:"varint,5,opt,name=view,proto3,enum=herald.v1.HistoryView" json:"view,omitempty"`
+	Limit int32       `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	View  HistoryView `protobuf:"varint,5,opt,name=view,proto3,enum=herald.v1.HistoryView" json:"view,omitempty"`
+	// Long-poll: when the page would be empty, wait up to this long (0 to 60s)
+	// for the first event after the cursor. Only with the FORWARD direction
+	// and the LOG view (invalid_argument otherwise).
+	Wait          *durationpb.Duration `protobuf:"bytes,6,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +212,13 @@ func (x *ListEventsRequest) GetView() HistoryView {
 		return x.View
 	}
 	return HistoryView_HISTORY_VIEW_UNSPECIFIED
+}
+
+func (x *ListEventsRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
 }
 
 type ListEventsResponse struct {
@@ -593,14 +605,15 @@ var File_herald_v1_history_service_proto protoreflect.FileDescriptor
 
 const file_herald_v1_history_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1fherald/v1/history_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15herald/v1/event.proto\"\x92\x02\n" +
+	"\x1fherald/v1/history_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x15herald/v1/event.proto\"\xcf\x02\n" +
 	"\x11ListEventsRequest\x12F\n" +
 	"\achannel\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\achannel\x12\x1f\n" +
 	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\x06cursor\x12<\n" +
 	"\tdirection\x18\x03 \x01(\x0e2\x14.herald.v1.DirectionB\b\xbaH\x05\x82\x01\x02\x10\x01R\tdirection\x12 \n" +
 	"\x05limit\x18\x04 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\x05limit\x124\n" +
-	"\x04view\x18\x05 \x01(\x0e2\x16.herald.v1.HistoryViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\"\xa7\x01\n" +
+	"\x04view\x18\x05 \x01(\x0e2\x16.herald.v1.HistoryViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\x12;\n" +
+	"\x04wait\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\"\xa7\x01\n" +
 	"\x12ListEventsResponse\x12(\n" +
 	"\x06events\x18\x01 \x03(\v2\x10.herald.v1.EventR\x06events\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\x03R\n" +
@@ -664,29 +677,31 @@ var file_herald_v1_history_service_proto_goTypes = []any{
 	(*UpdateEventResponse)(nil), // 7: herald.v1.UpdateEventResponse
 	(*DeleteEventRequest)(nil),  // 8: herald.v1.DeleteEventRequest
 	(*DeleteEventResponse)(nil), // 9: herald.v1.DeleteEventResponse
-	(*Event)(nil),               // 10: herald.v1.Event
+	(*durationpb.Duration)(nil), // 10: google.protobuf.Duration
+	(*Event)(nil),               // 11: herald.v1.Event
 }
 var file_herald_v1_history_service_proto_depIdxs = []int32{
 	0,  // 0: herald.v1.ListEventsRequest.direction:type_name -> herald.v1.Direction
 	1,  // 1: herald.v1.ListEventsRequest.view:type_name -> herald.v1.HistoryView
-	10, // 2: herald.v1.ListEventsResponse.events:type_name -> herald.v1.Event
-	10, // 3: herald.v1.GetEventResponse.event:type_name -> herald.v1.Event
-	10, // 4: herald.v1.UpdateEventResponse.event:type_name -> herald.v1.Event
-	10, // 5: herald.v1.UpdateEventResponse.entry:type_name -> herald.v1.Event
-	10, // 6: herald.v1.DeleteEventResponse.entry:type_name -> herald.v1.Event
-	2,  // 7: herald.v1.HistoryService.ListEvents:input_type -> herald.v1.ListEventsRequest
-	4,  // 8: herald.v1.HistoryService.GetEvent:input_type -> herald.v1.GetEventRequest
-	6,  // 9: herald.v1.HistoryService.UpdateEvent:input_type -> herald.v1.UpdateEventRequest
-	8,  // 10: herald.v1.HistoryService.DeleteEvent:input_type -> herald.v1.DeleteEventRequest
-	3,  // 11: herald.v1.HistoryService.ListEvents:output_type -> herald.v1.ListEventsResponse
-	5,  // 12: herald.v1.HistoryService.GetEvent:output_type -> herald.v1.GetEventResponse
-	7,  // 13: herald.v1.HistoryService.UpdateEvent:output_type -> herald.v1.UpdateEventResponse
-	9,  // 14: herald.v1.HistoryService.DeleteEvent:output_type -> herald.v1.DeleteEventResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	10, // 2: herald.v1.ListEventsRequest.wait:type_name -> google.protobuf.Duration
+	11, // 3: herald.v1.ListEventsResponse.events:type_name -> herald.v1.Event
+	11, // 4: herald.v1.GetEventResponse.event:type_name -> herald.v1.Event
+	11, // 5: herald.v1.UpdateEventResponse.event:type_name -> herald.v1.Event
+	11, // 6: herald.v1.UpdateEventResponse.entry:type_name -> herald.v1.Event
+	11, // 7: herald.v1.DeleteEventResponse.entry:type_name -> herald.v1.Event
+	2,  // 8: herald.v1.HistoryService.ListEvents:input_type -> herald.v1.ListEventsRequest
+	4,  // 9: herald.v1.HistoryService.GetEvent:input_type -> herald.v1.GetEventRequest
+	6,  // 10: herald.v1.HistoryService.UpdateEvent:input_type -> herald.v1.UpdateEventRequest
+	8,  // 11: herald.v1.HistoryService.DeleteEvent:input_type -> herald.v1.DeleteEventRequest
+	3,  // 12: herald.v1.HistoryService.ListEvents:output_type -> herald.v1.ListEventsResponse
+	5,  // 13: herald.v1.HistoryService.GetEvent:output_type -> herald.v1.GetEventResponse
+	7,  // 14: herald.v1.HistoryService.UpdateEvent:output_type -> herald.v1.UpdateEventResponse
+	9,  // 15: herald.v1.HistoryService.DeleteEvent:output_type -> herald.v1.DeleteEventResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_history_service_proto_init() }

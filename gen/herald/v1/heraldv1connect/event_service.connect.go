@@ -39,6 +39,8 @@ const (
 	EventServiceSubscribeProcedure = "/herald.v1.EventService/Subscribe"
 	// EventServiceConnectProcedure is the fully-qualified name of the EventService's Connect RPC.
 	EventServiceConnectProcedure = "/herald.v1.EventService/Connect"
+	// EventServicePollProcedure is the fully-qualified name of the EventService's Poll RPC.
+	EventServicePollProcedure = "/herald.v1.EventService/Poll"
 )
 
 // EventServiceClient is a client for the herald.v1.EventService service.
@@ -63,6 +65,12 @@ type EventServiceClient interface {
 	// publishes with acknowledgements and pings. The WebSocket gateway carries
 	// exactly these messages.
 	Connect(context.Context) *connect.BidiStreamForClient[v1.ConnectRequest, v1.ConnectResponse]
+	// Poll is long-polling for clients that cannot hold a stream: it returns
+	// the events of the channels after the cursor at once when there are
+	// some, otherwise waits up to `wait` for the first one. Pass the returned
+	// cursor to the next Poll: like Subscribe, each event arrives exactly once
+	// and in position order, and history_truncated is reported the same way.
+	Poll(context.Context, *connect.Request[v1.PollRequest]) (*connect.Response[v1.PollResponse], error)
 }
 
 // NewEventServiceClient constructs a client for the herald.v1.EventService service. By default, it
@@ -94,6 +102,12 @@ func NewEventServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(eventServiceMethods.ByName("Connect")),
 			connect.WithClientOptions(opts...),
 		),
+		poll: connect.NewClient[v1.PollRequest, v1.PollResponse](
+			httpClient,
+			baseURL+EventServicePollProcedure,
+			connect.WithSchema(eventServiceMethods.ByName("Poll")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -102,6 +116,7 @@ type eventServiceClient struct {
 	publish   *connect.Client[v1.PublishRequest, v1.PublishResponse]
 	subscribe *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
 	connect   *connect.Client[v1.ConnectRequest, v1.ConnectResponse]
+	poll      *connect.Client[v1.PollRequest, v1.PollResponse]
 }
 
 // Publish calls herald.v1.EventService.Publish.
@@ -117,6 +132,11 @@ func (c *eventServiceClient) Subscribe(ctx context.Context, req *connect.Request
 // Connect calls herald.v1.EventService.Connect.
 func (c *eventServiceClient) Connect(ctx context.Context) *connect.BidiStreamForClient[v1.ConnectRequest, v1.ConnectResponse] {
 	return c.connect.CallBidiStream(ctx)
+}
+
+// Poll calls herald.v1.EventService.Poll.
+func (c *eventServiceClient) Poll(ctx context.Context, req *connect.Request[v1.PollRequest]) (*connect.Response[v1.PollResponse], error) {
+	return c.poll.CallUnary(ctx, req)
 }
 
 // EventServiceHandler is an implementation of the herald.v1.EventService service.
@@ -141,6 +161,12 @@ type EventServiceHandler interface {
 	// publishes with acknowledgements and pings. The WebSocket gateway carries
 	// exactly these messages.
 	Connect(context.Context, *connect.BidiStream[v1.ConnectRequest, v1.ConnectResponse]) error
+	// Poll is long-polling for clients that cannot hold a stream: it returns
+	// the events of the channels after the cursor at once when there are
+	// some, otherwise waits up to `wait` for the first one. Pass the returned
+	// cursor to the next Poll: like Subscribe, each event arrives exactly once
+	// and in position order, and history_truncated is reported the same way.
+	Poll(context.Context, *connect.Request[v1.PollRequest]) (*connect.Response[v1.PollResponse], error)
 }
 
 // NewEventServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -168,6 +194,12 @@ func NewEventServiceHandler(svc EventServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(eventServiceMethods.ByName("Connect")),
 		connect.WithHandlerOptions(opts...),
 	)
+	eventServicePollHandler := connect.NewUnaryHandler(
+		EventServicePollProcedure,
+		svc.Poll,
+		connect.WithSchema(eventServiceMethods.ByName("Poll")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/herald.v1.EventService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case EventServicePublishProcedure:
@@ -176,6 +208,8 @@ func NewEventServiceHandler(svc EventServiceHandler, opts ...connect.HandlerOpti
 			eventServiceSubscribeHandler.ServeHTTP(w, r)
 		case EventServiceConnectProcedure:
 			eventServiceConnectHandler.ServeHTTP(w, r)
+		case EventServicePollProcedure:
+			eventServicePollHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -195,4 +229,8 @@ func (UnimplementedEventServiceHandler) Subscribe(context.Context, *connect.Requ
 
 func (UnimplementedEventServiceHandler) Connect(context.Context, *connect.BidiStream[v1.ConnectRequest, v1.ConnectResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("herald.v1.EventService.Connect is not implemented"))
+}
+
+func (UnimplementedEventServiceHandler) Poll(context.Context, *connect.Request[v1.PollRequest]) (*connect.Response[v1.PollResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.v1.EventService.Poll is not implemented"))
 }

@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/services"
+)
+
+// Config configures the gateway. Zero values take the defaults noted.
+type Config struct {
+	Events   *services.EventService
+	History  *services.HistoryService
+	Channels *services.ChannelService
+	Hub      *fanout.Hub
+	Logger   *slog.Logger
+
+	// AllowedOrigins lists the browser origins allowed to call cross-origin
+	// (CORS for REST, SSE, Connect and gRPC-Web; the Origin check of
+	// WebSocket). Entries are origins ("https://app.example.com"), host
+	// patterns with a wildcard ("https://*.example.com") or "*" for any.
+	// Empty (the default) allows same-origin requests only.
+	AllowedOrigins []string
+	// MaxMessageBytes bounds one WebSocket frame and one REST body.
+	// Default 2 MiB.
+	MaxMessageBytes int
+	// SSEKeepAlive is the interval of SSE keep-alive comments. Default 15s.
+	SSEKeepAlive time.Duration
+	// SSERetry is the reconnect delay SSE tells browsers. Default 2s.
+	SSERetry time.Duration
+	// WSPingInterval is how often the server pings each WebSocket; a peer
+	// that does not answer within WriteTimeout is dropped. Default 30s.
+	WSPingInterval time.Duration
+	// WriteTimeout bounds how long a write to a WebSocket or SSE client
+	// (or a full WebSocket write queue) may stall before the connection is
+	// closed as a slow consumer. Default 10s.
+	WriteTimeout time.Duration
+	// WSWriteQueue bounds the frames queued for one WebSocket. Default 256.
+	WSWriteQueue int
+}
+
+func (c *Config) defaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 2 << 20
+	}
+	if c.SSEKeepAlive <= 0 {
+		c.SSEKeepAlive = 15 * time.Second
+	}
+	if c.SSERetry <= 0 {
+		c.SSERetry = 2 * time.Second
+	}
+	if c.WSPingInterval <= 0 {
+		c.WSPingInterval = 30 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.WSWriteQueue <= 0 {
+		c.WSWriteQueue = 256
+	}
+}
+
+// Gateway serves the browser transports. Create it with New, add its routes
+// with Register and wrap the server's handler with CORS.
+type Gateway struct {
+	cfg     Config
+	origins originMatcher
+	enc     *encodeCache
+
+	mu      sync.Mutex
+	conns   map[*wsConn]struct{} // open WebSockets (hijacked: the HTTP server does not track them)
+	connsWG sync.WaitGroup
+}
+
+// New returns a gateway over the given services.
+func New(cfg Config) *Gateway {
+	cfg.defaults()
+	return &Gateway{
+		cfg:     cfg,
+		origins: newOriginMatcher(cfg.AllowedOrigins),
+		enc:     newEncodeCache(),
+		conns:   make(map[*wsConn]struct{}),
+	}
+}
+
+// Register adds the gateway's routes to mux.
+func (g *Gateway) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/ws", g.serveWS)
+	mux.HandleFunc("GET /v1/sse", g.serveSSE)
+	g.registerREST(mux)
+	registerWeb(mux)
+}
+
+// Drain waits until every WebSocket has ended, or ctx ends. Call it after
+// the hub stopped: each connection then sends its subscriptions' shutdown
+// frames and closes with 1012 (service restart).
+func (g *Gateway) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { g.connsWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		g.Kill()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Kill drops every WebSocket at once, like a crash.
+func (g *Gateway) Kill() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.conns {
+		c.kill()
+	}
+}
+
+// Connections returns how many WebSockets are open.
+func (g *Gateway) Connections() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+// errorBody is the one error shape of every HTTP endpoint: the stable
+// snake_case code (the gRPC/Connect code) and a message for humans.
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// httpStatus maps connect codes to HTTP statuses as the Connect protocol
+// does.
+func httpStatus(code connect.Code) int {
+	switch code {
+	case connect.CodeCanceled:
+		return 499
+	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodeOutOfRange:
+		return http.StatusBadRequest
+	case connect.CodeDeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case connect.CodeNotFound:
+		return http.StatusNotFound
+	case connect.CodeAlreadyExists, connect.CodeAborted:
+		return http.StatusConflict
+	case connect.CodePermissionDenied:
+		return http.StatusForbidden
+	case connect.CodeResourceExhausted:
+		return http.StatusTooManyRequests
+	case connect.CodeUnimplemented:
+		return http.StatusNotImplemented
+	case connect.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case connect.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// writeError writes err in the one error shape. Errors that are not
+// connect errors have already been mapped by the services; anything else
+// is internal and its text is not shown.
+func writeError(w http.ResponseWriter, err error) {
+	writeErrorStatus(w, 0, err)
+}
+
+// writeErrorStatus is writeError with an explicit HTTP status (0: from the
+// code), for refusals such as 413 that have no connect code of their own.
+func writeErrorStatus(w http.ResponseWriter, status int, err error) {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		ce = connect.NewError(connect.CodeInternal, errors.New("internal error"))
+	}
+	if status == 0 {
+		status = httpStatus(ce.Code())
+	}
+	if ce.Code() == connect.CodeUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(errorBody{Code: ce.Code().String(), Message: ce.Message()})
+}
+
+// invalid returns an invalid_argument error with msg.
+func invalid(msg string) error {
+	return connect.NewError(connect.CodeInvalidArgument, errors.New(msg))
+}

@@ -1,0 +1,5 @@
+package gateway
+
+import "net/http"
+
+func (g *Gateway) registerREST(mux *http.ServeMux) {}

@@ -1,0 +1,249 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/services"
+)
+
+// SSE event names the server itself sends. They contain '@', which event
+// types may not, so they never collide with an application's types.
+const (
+	sseSubscribed = "@subscribed"
+	sseEnd        = "@end"
+)
+
+// sseRequest is a decoded GET /v1/sse.
+type sseRequest struct {
+	channels []string
+	cursor   *int64
+	untyped  bool // event=message: every event is named "message"
+}
+
+// parseSSERequest decodes the query and the Last-Event-ID header. The
+// header wins over last_event_id: EventSource sends it on every reconnect,
+// with the position it last received, while the URL keeps the first one.
+func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
+	var req sseRequest
+	for k, vs := range q {
+		switch k {
+		case "channel":
+			for _, v := range vs {
+				for c := range strings.SplitSeq(v, ",") {
+					if c != "" {
+						req.channels = append(req.channels, c)
+					}
+				}
+			}
+		case "last_event_id":
+		case "event":
+			switch v := q.Get("event"); v {
+			case "message":
+				req.untyped = true
+			case "type", "":
+			default:
+				return req, invalid(`event: must be "type" (the default: the SSE event name is the event's type) or "message"`)
+			}
+		default:
+			return req, invalid("unknown query parameter " + strconv.Quote(k) + "; use channel, last_event_id and event")
+		}
+	}
+	if len(req.channels) == 0 {
+		return req, invalid("channel: give at least one channel (?channel=a&channel=b)")
+	}
+	id, name := lastEventID, "Last-Event-ID"
+	if id == "" && q.Has("last_event_id") {
+		id, name = q.Get("last_event_id"), "last_event_id"
+	}
+	if id != "" || q.Has("last_event_id") {
+		c, err := parseCursor(id)
+		if err != nil {
+			return req, invalid(name + ": " + err.Error())
+		}
+		req.cursor = &c
+	}
+	return req, services.Validate(&heraldv1.SubscribeRequest{Channels: req.channels, Cursor: req.cursor})
+}
+
+// parseCursor reads a position: a decimal integer ≥ 0.
+func parseCursor(s string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, errors.New("must be a position (an integer ≥ 0)")
+	}
+	return n, nil
+}
+
+// serveSSE streams one subscription as Server-Sent Events: replay after
+// the cursor, then live, through the subscription core. The id of every
+// event is its position, which covers all the stream's channels, so the
+// Last-Event-ID of a reconnecting EventSource resumes it exactly.
+func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
+	req, err := parseSSERequest(r.URL.Query(), r.Header.Get("Last-Event-ID"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx := r.Context()
+	sub, err := g.cfg.Hub.Subscribe(ctx, req.channels, req.cursor)
+	if err != nil {
+		writeError(w, services.ConnectError(g.cfg.Logger, "sse", err))
+		return
+	}
+	defer sub.Close()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache, no-transform")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	if r.ProtoMajor == 1 {
+		h.Set("Connection", "keep-alive")
+	}
+	w.WriteHeader(http.StatusOK)
+	sw := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: g.cfg.WriteTimeout}
+
+	start := sub.Start()
+	sw.field("retry", strconv.FormatInt(g.cfg.SSERetry.Milliseconds(), 10))
+	sw.end()
+	// The subscribed event carries the start cursor as its id, so a stream
+	// that drops before its first event still resumes from where it began.
+	sw.field("id", strconv.FormatInt(start.Cursor, 10))
+	sw.field("event", sseSubscribed)
+	sw.data(mustJSON(services.SubscribedProto(sub.Channels(), start)))
+	sw.end()
+	if err := sw.flush(); err != nil {
+		return
+	}
+
+	// Keep-alive: one timer context per interval, not per event.
+	var kctx context.Context
+	kcancel := context.CancelFunc(func() {})
+	defer func() { kcancel() }()
+	renew := func() {
+		kcancel()
+		kctx, kcancel = context.WithTimeout(ctx, g.cfg.SSEKeepAlive)
+	}
+	renew()
+	for {
+		msg, err := sub.Next(kctx)
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			renew()
+			sw.comment("keep-alive")
+			if sw.flush() != nil {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			g.sseEnd(sw, err)
+			return
+		}
+		// Write what is ready, then flush once: every event is flushed as
+		// soon as the burst it arrived in is written.
+		for n := 0; ; n++ {
+			g.sseMessage(sw, sub, msg, req.untyped)
+			if n == 64 {
+				break
+			}
+			if msg, err = sub.TryNext(ctx); err != nil {
+				break
+			}
+		}
+		if sw.flush() != nil {
+			return
+		}
+		if err != nil && !errors.Is(err, fanout.ErrWouldBlock) {
+			g.sseEnd(sw, err)
+			return
+		}
+	}
+}
+
+func (g *Gateway) sseMessage(sw *sseWriter, sub *fanout.Subscription, msg fanout.Message, untyped bool) {
+	if t := msg.Truncation; t != nil {
+		sw.field("event", sseSubscribed)
+		sw.data(mustJSON(services.SubscribedProto(sub.Channels(), *t)))
+		sw.end()
+		return
+	}
+	ev := services.EventProto(msg.Event)
+	sw.field("id", strconv.FormatInt(ev.Position, 10))
+	if !untyped && ev.Type != "" {
+		sw.field("event", ev.Type)
+	}
+	sw.data(g.enc.eventJSON(ev))
+	sw.end()
+}
+
+// sseEnd tells the client why the stream ends (slow consumer, shutdown,
+// outage) and where to resume; EventSource then reconnects by itself.
+func (g *Gateway) sseEnd(sw *sseWriter, err error) {
+	if errors.Is(err, fanout.ErrClosed) || errors.Is(err, context.Canceled) {
+		return // the client went away
+	}
+	sw.field("event", sseEnd)
+	sw.data(mustJSON(services.ErrorProto(g.cfg.Logger, "sse", err)))
+	sw.end()
+	_ = sw.flush()
+}
+
+// sseWriter writes SSE fields. Values never hold a newline: ids are
+// numbers, names and types are restricted by their rules, and JSON from
+// protojson is on one line.
+type sseWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	buf     []byte
+}
+
+func (s *sseWriter) field(name, value string) {
+	s.buf = append(s.buf, name...)
+	s.buf = append(s.buf, ": "...)
+	s.buf = append(s.buf, value...)
+	s.buf = append(s.buf, '\n')
+}
+
+func (s *sseWriter) data(b []byte) {
+	s.buf = append(s.buf, "data: "...)
+	s.buf = append(s.buf, b...)
+	s.buf = append(s.buf, '\n')
+}
+
+func (s *sseWriter) comment(text string) {
+	s.buf = append(s.buf, ": "...)
+	s.buf = append(s.buf, text...)
+	s.buf = append(s.buf, "\n\n"...)
+}
+
+func (s *sseWriter) end() { s.buf = append(s.buf, '\n') }
+
+// flush writes the buffered events within the write timeout: a client
+// that stops reading is dropped instead of holding the handler forever.
+func (s *sseWriter) flush() error {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	_, err := s.w.Write(s.buf)
+	s.buf = s.buf[:0]
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	return err
+}
+
+func mustJSON(m proto.Message) []byte {
+	b, err := jsonOut.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,334 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
+
+	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/services"
+)
+
+// WebSocket subprotocols: the frames are the messages of the Connect RPC,
+// protojson in text frames or protobuf in binary frames. A client that
+// offers neither gets JSON.
+const (
+	SubprotocolJSON  = "herald.v1.json"
+	SubprotocolProto = "herald.v1.proto"
+)
+
+// Close codes the server uses. A client reconnects and resumes every
+// subscription from the last position it received after any of them
+// except StatusPolicy and StatusTooBig (fix the client first).
+const (
+	// StatusPolicy (1008): the connection broke a rule, e.g. a frame of
+	// the wrong type.
+	StatusPolicy = websocket.StatusPolicyViolation
+	// StatusTooBig (1009): a frame was larger than the server's limit.
+	StatusTooBig = websocket.StatusMessageTooBig
+	// StatusInternal (1011): the server failed; reconnect and resume.
+	StatusInternal = websocket.StatusInternalError
+	// StatusRestart (1012): the server is shutting down; reconnect (to any
+	// instance) and resume.
+	StatusRestart = websocket.StatusServiceRestart
+	// StatusTryAgainLater (1013): the server cannot serve now (starting,
+	// event log unavailable); reconnect after a backoff.
+	StatusTryAgainLater = websocket.StatusTryAgainLater
+	// StatusSlowConsumer (4008): the client did not read its frames within
+	// the write timeout; reconnect and resume.
+	StatusSlowConsumer websocket.StatusCode = 4008
+)
+
+var (
+	errSlowConsumer = errors.New("slow consumer: frames were not read within the write timeout")
+	errConnClosed   = errors.New("connection closed")
+)
+
+// wsConn is one WebSocket: a services.Session fed by the read loop, and a
+// bounded queue of encoded frames written by one writer goroutine.
+type wsConn struct {
+	g      *Gateway
+	c      *websocket.Conn
+	binary bool
+	ctx    context.Context // ends when the connection is being torn down
+	cancel context.CancelFunc
+
+	out        chan []byte   // encoded frames; bounded by Config.WSWriteQueue
+	drain      chan struct{} // closed by finish: write what is queued, then stop
+	drainOnce  sync.Once
+	writerDone chan struct{} // closed when the writer stops (drained or failed)
+
+	failOnce sync.Once
+	failErr  error
+	failed   chan struct{}
+}
+
+func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	// The origin was checked by CORS (allow-list or same origin).
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:       []string{SubprotocolJSON, SubprotocolProto},
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return // Accept wrote the HTTP error
+	}
+	c.SetReadLimit(int64(g.cfg.MaxMessageBytes))
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	wc := &wsConn{
+		g:          g,
+		c:          c,
+		binary:     c.Subprotocol() == SubprotocolProto,
+		ctx:        ctx,
+		cancel:     cancel,
+		out:        make(chan []byte, g.cfg.WSWriteQueue),
+		drain:      make(chan struct{}),
+		writerDone: make(chan struct{}),
+		failed:     make(chan struct{}),
+	}
+	if !g.track(wc) {
+		cancel()
+		_ = c.Close(StatusRestart, "server shutting down: reconnect to another instance")
+		return
+	}
+	defer g.untrack(wc)
+	wc.serve()
+}
+
+// track registers a connection so shutdown can wait for it.
+func (g *Gateway) track(wc *wsConn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.cfg.Hub.Stopped():
+		return false
+	default:
+	}
+	g.conns[wc] = struct{}{}
+	g.connsWG.Add(1)
+	return true
+}
+
+func (g *Gateway) untrack(wc *wsConn) {
+	g.mu.Lock()
+	delete(g.conns, wc)
+	g.mu.Unlock()
+	g.connsWG.Done()
+}
+
+func (wc *wsConn) kill() {
+	wc.fail(errConnClosed)
+	_ = wc.c.CloseNow()
+}
+
+func (wc *wsConn) fail(err error) {
+	wc.failOnce.Do(func() {
+		wc.failErr = err
+		close(wc.failed)
+		wc.cancel()
+	})
+}
+
+func (wc *wsConn) serve() {
+	g := wc.g
+	select {
+	case <-g.cfg.Hub.Ready():
+	case <-time.After(5 * time.Second):
+		_ = wc.c.Close(StatusTryAgainLater, "server starting: reconnect in a moment")
+		wc.cancel()
+		return
+	}
+	go wc.writer()
+	sess := g.cfg.Events.StartSession(wc.ctx, wc.send)
+	readErr := make(chan error, 1)
+	go func() { readErr <- wc.reader(sess) }()
+	go wc.pinger()
+
+	var code websocket.StatusCode
+	var reason string
+	select {
+	case <-readErr:
+		// The client closed or broke the connection, or sent a frame over
+		// the limit (the library then closed it with 1009). Publishes
+		// already received are still committed; their acks go out while
+		// the connection can still carry them.
+		sess.Close()
+		wc.finish(websocket.StatusNormalClosure, "")
+		return
+	case <-wc.failed:
+		sess.Close()
+		if errors.Is(wc.failErr, errSlowConsumer) {
+			code, reason = StatusSlowConsumer, "slow consumer: reconnect and resume from your last positions"
+		} else {
+			_ = wc.c.CloseNow()
+			wc.stopWriter()
+			<-wc.writerDone
+			wc.wait(readErr)
+			return
+		}
+	case <-g.cfg.Hub.Stopped():
+		sess.WaitSubscriptions() // each sends its shutdown Error frame
+		sess.Close()
+		code, reason = StatusRestart, "server shutting down: reconnect (to any instance) and resume from your last positions"
+	}
+	wc.finish(code, reason)
+	wc.wait(readErr)
+}
+
+// finish flushes the queued frames (within the write timeout) and closes
+// the connection with code.
+func (wc *wsConn) finish(code websocket.StatusCode, reason string) {
+	wc.stopWriter()
+	select {
+	case <-wc.writerDone:
+	case <-time.After(wc.g.cfg.WriteTimeout):
+	}
+	wc.cancel()
+	_ = wc.c.Close(code, reason)
+}
+
+func (wc *wsConn) wait(readErr <-chan error) {
+	select {
+	case <-readErr:
+	case <-time.After(wc.g.cfg.WriteTimeout):
+		_ = wc.c.CloseNow()
+		<-readErr
+	}
+}
+
+// send is the session's sink: it encodes msg once and queues the frame.
+// When the queue is full it waits up to the write timeout, so a replay
+// burst paces itself to the client, and a client that stops reading is
+// ended as a slow consumer.
+func (wc *wsConn) send(msg *heraldv1.ConnectResponse) error {
+	var frame []byte
+	var err error
+	if wc.binary {
+		frame, err = wc.g.enc.connectResponseBinary(msg)
+	} else {
+		frame, err = wc.g.enc.connectResponseJSON(msg)
+	}
+	if err != nil {
+		return err
+	}
+	select {
+	case wc.out <- frame:
+		return nil
+	case <-wc.failed:
+		return wc.failErr
+	default:
+	}
+	t := time.NewTimer(wc.g.cfg.WriteTimeout)
+	defer t.Stop()
+	select {
+	case wc.out <- frame:
+		return nil
+	case <-wc.failed:
+		return wc.failErr
+	case <-t.C:
+		wc.fail(errSlowConsumer)
+		return errSlowConsumer
+	}
+}
+
+func (wc *wsConn) stopWriter() { wc.drainOnce.Do(func() { close(wc.drain) }) }
+
+// writer writes queued frames until stopWriter, then what is still queued.
+func (wc *wsConn) writer() {
+	defer close(wc.writerDone)
+	typ := websocket.MessageText
+	if wc.binary {
+		typ = websocket.MessageBinary
+	}
+	for {
+		var frame []byte
+		select {
+		case frame = <-wc.out:
+		case <-wc.drain:
+			select {
+			case frame = <-wc.out:
+			default:
+				return
+			}
+		}
+		// No deadline here: a write cut short would break the frame and
+		// lose the close code. A stalled write is detected by send (the
+		// queue stays full) and by the pinger, and ended by closing.
+		if err := wc.c.Write(context.Background(), typ, frame); err != nil {
+			wc.fail(err)
+			return
+		}
+	}
+}
+
+// pinger detects dead peers: a ping not answered within the write
+// timeout drops the connection.
+func (wc *wsConn) pinger() {
+	t := time.NewTicker(wc.g.cfg.WSPingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-wc.ctx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(wc.ctx, wc.g.cfg.WriteTimeout)
+			err := wc.c.Ping(ctx)
+			cancel()
+			if err != nil && wc.ctx.Err() == nil {
+				wc.fail(errors.New("peer did not answer a ping"))
+				return
+			}
+		}
+	}
+}
+
+// reader decodes client frames and hands them to the session in order. A
+// frame that does not decode gets an invalid_argument Error frame and the
+// connection stays open, as on the Connect RPC.
+func (wc *wsConn) reader(sess *services.Session) error {
+	for {
+		typ, data, err := wc.c.Read(wc.ctx)
+		if err != nil {
+			return err
+		}
+		req, err := decodeFrame(typ, data)
+		if err != nil {
+			wc.sendError(err)
+			continue
+		}
+		sess.Handle(req)
+	}
+}
+
+func (wc *wsConn) sendError(err error) {
+	msg := &heraldv1.ConnectResponse{Message: &heraldv1.ConnectResponse_Error{Error: services.ErrorProto(wc.g.cfg.Logger, "ws", err)}}
+	_ = wc.send(msg)
+}
+
+// decodeFrame decodes one client frame: protojson in a text frame, protobuf
+// in a binary frame (whichever subprotocol was chosen, the frame type says
+// how it is encoded). Validation happens in the session.
+func decodeFrame(typ websocket.MessageType, data []byte) (*heraldv1.ConnectRequest, error) {
+	req := &heraldv1.ConnectRequest{}
+	var err error
+	if typ == websocket.MessageBinary {
+		err = proto.Unmarshal(data, req)
+	} else {
+		err = jsonIn.Unmarshal(data, req)
+	}
+	if err != nil {
+		kind := "JSON"
+		if typ == websocket.MessageBinary {
+			kind = "protobuf"
+		}
+		return nil, connect.NewError(connect.CodeInvalidArgument,
+			errors.New("invalid frame: not a herald.v1.ConnectRequest in "+kind+": "+err.Error()))
+	}
+	return req, nil
+}

@@ -1,0 +1,312 @@
+package server_test
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/heraldrt/herald/gateway"
+	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/server"
+)
+
+// wsClient is a WebSocket speaking one subprotocol, read by a goroutine.
+type wsClient struct {
+	c     *websocket.Conn
+	proto string
+	msgs  chan *heraldv1.ConnectResponse
+	err   chan error
+}
+
+func openWS(t *testing.T, base, subprotocol string) *wsClient {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w := &wsClient{c: dialWS(t, ctx, base, subprotocol), proto: subprotocol,
+		msgs: make(chan *heraldv1.ConnectResponse, 1<<12), err: make(chan error, 1)}
+	t.Cleanup(func() { w.c.CloseNow() })
+	go func() {
+		for {
+			m, err := wsRead(ctx, w.c)
+			if err != nil {
+				w.err <- err
+				return
+			}
+			w.msgs <- m
+		}
+	}()
+	return w
+}
+
+func (w *wsClient) send(t *testing.T, req *heraldv1.ConnectRequest) {
+	t.Helper()
+	if err := wsWrite(t.Context(), w.c, w.proto, req); err != nil {
+		t.Fatalf("ws send: %v", err)
+	}
+}
+
+func (w *wsClient) next(t *testing.T) *heraldv1.ConnectResponse {
+	t.Helper()
+	select {
+	case m := <-w.msgs:
+		return m
+	case err := <-w.err:
+		t.Fatalf("websocket closed: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no frame within 10s")
+	}
+	return nil
+}
+
+// closed waits for the connection to close and returns the close error.
+func (w *wsClient) closed(t *testing.T) error {
+	t.Helper()
+	for {
+		select {
+		case <-w.msgs:
+		case err := <-w.err:
+			return err
+		case <-time.After(15 * time.Second):
+			t.Fatal("websocket not closed within 15s")
+		}
+	}
+}
+
+// TestWSCommands: subscribe, publish with ack, the event reaching the
+// subscription, ping, unsubscribe — over JSON and protobuf frames.
+func TestWSCommands(t *testing.T) {
+	t.Parallel()
+	in := memoryInstance(t)
+	for _, sp := range []string{gateway.SubprotocolJSON, gateway.SubprotocolProto} {
+		t.Run(sp, func(t *testing.T) {
+			ch := "cmd-" + sp
+			w := openWS(t, in.base, sp)
+			w.send(t, &heraldv1.ConnectRequest{Id: "s1", Command: &heraldv1.ConnectRequest_Subscribe{Subscribe: &heraldv1.SubscribeRequest{Channels: []string{ch}}}})
+			if m := w.next(t); m.Id != "s1" || m.GetSubscribed() == nil {
+				t.Fatalf("got %v, want subscribed", m)
+			}
+			w.send(t, &heraldv1.ConnectRequest{Id: "p1", Command: &heraldv1.ConnectRequest_Publish{Publish: &heraldv1.PublishRequest{Channel: ch, Type: "msg", Data: []byte("hi"), IdempotencyKey: "k1"}}})
+			var ack, ev *heraldv1.ConnectResponse
+			for ack == nil || ev == nil {
+				switch m := w.next(t); {
+				case m.GetPublished() != nil:
+					ack = m
+				case m.GetEvent() != nil:
+					ev = m
+				default:
+					t.Fatalf("unexpected %v", m)
+				}
+			}
+			if ack.Id != "p1" || ev.Id != "s1" || !proto.Equal(ack.GetPublished().Event, ev.GetEvent()) {
+				t.Fatalf("ack %v and event %v differ", ack, ev)
+			}
+			// The same key again: a duplicate, nothing appended.
+			w.send(t, &heraldv1.ConnectRequest{Id: "p2", Command: &heraldv1.ConnectRequest_Publish{Publish: &heraldv1.PublishRequest{Channel: ch, Data: []byte("hi"), IdempotencyKey: "k1"}}})
+			if m := w.next(t); !m.GetPublished().GetDuplicate() || m.GetPublished().Event.Position != ev.GetEvent().Position {
+				t.Fatalf("retry = %v, want duplicate of %d", m, ev.GetEvent().Position)
+			}
+			w.send(t, &heraldv1.ConnectRequest{Id: "x", Command: &heraldv1.ConnectRequest_Ping{Ping: &heraldv1.PingCommand{}}})
+			if m := w.next(t); m.Id != "x" || m.GetPong() == nil {
+				t.Fatalf("got %v, want pong", m)
+			}
+			w.send(t, &heraldv1.ConnectRequest{Id: "u", Command: &heraldv1.ConnectRequest_Unsubscribe{Unsubscribe: &heraldv1.UnsubscribeCommand{SubscriptionId: "s1"}}})
+			if m := w.next(t); m.Id != "u" || m.GetUnsubscribed() == nil {
+				t.Fatalf("got %v, want unsubscribed", m)
+			}
+		})
+	}
+}
+
+// TestWSBadFrames: a frame that does not decode, or a command that breaks
+// the rules, gets an invalid_argument Error frame and the connection
+// stays open; nothing is written.
+func TestWSBadFrames(t *testing.T) {
+	t.Parallel()
+	in := memoryInstance(t)
+	w := openWS(t, in.base, gateway.SubprotocolJSON)
+	ctx := t.Context()
+	for _, f := range []struct {
+		typ  websocket.MessageType
+		data string
+		id   string
+		want string
+	}{
+		{websocket.MessageText, `{"id":"a","publish":`, "", "invalid frame"},
+		{websocket.MessageText, `{"id":"a","bogus":{}}`, "", "invalid frame"},
+		{websocket.MessageText, `not json`, "", "invalid frame"},
+		{websocket.MessageBinary, "\xff\xff\xff", "", "invalid frame"},
+		{websocket.MessageText, `{"id":"b"}`, "b", "command"},
+		{websocket.MessageText, `{"id":"c","publish":{"channel":"bad name","data":"aGk="}}`, "c", "publish.channel"},
+		{websocket.MessageText, `{"id":"d","subscribe":{"channels":[]}}`, "d", "subscribe.channels"},
+	} {
+		if err := w.c.Write(ctx, f.typ, []byte(f.data)); err != nil {
+			t.Fatal(err)
+		}
+		m := w.next(t)
+		e := m.GetError()
+		if e == nil || m.Id != f.id || e.Code != "invalid_argument" || !strings.Contains(e.Message, f.want) {
+			t.Fatalf("frame %q: got %v, want invalid_argument mentioning %q", f.data, m, f.want)
+		}
+	}
+	w.send(t, &heraldv1.ConnectRequest{Id: "alive", Command: &heraldv1.ConnectRequest_Ping{Ping: &heraldv1.PingCommand{}}})
+	if m := w.next(t); m.GetPong() == nil {
+		t.Fatalf("got %v, want pong: the connection must survive bad frames", m)
+	}
+	if head := in.srv.Hub().Head(); head != 0 {
+		t.Fatalf("bad frames wrote events: head %d", head)
+	}
+}
+
+// TestWSTooBig: a frame over the limit closes the connection with 1009.
+func TestWSTooBig(t *testing.T) {
+	t.Parallel()
+	in := startInstance(t, server.Config{MaxMessageBytes: 64 << 10})
+	w := openWS(t, in.base, gateway.SubprotocolProto)
+	big := &heraldv1.ConnectRequest{Id: "p", Command: &heraldv1.ConnectRequest_Publish{Publish: &heraldv1.PublishRequest{Channel: "big", Data: make([]byte, 100<<10)}}}
+	w.send(t, big)
+	if err := w.closed(t); websocket.CloseStatus(err) != gateway.StatusTooBig {
+		t.Fatalf("closed with %v, want 1009", err)
+	}
+	if head := in.srv.Hub().Head(); head != 0 {
+		t.Fatalf("an oversized frame wrote events: head %d", head)
+	}
+}
+
+// TestWSShutdown: on shutdown each subscription gets its end frame
+// (unavailable, SHUTDOWN, last position), then the connection closes with
+// 1012.
+func TestWSShutdown(t *testing.T) {
+	t.Parallel()
+	in := memoryInstance(t)
+	ev := mustPublish(t, grpcClients(in).events, "bye", "x")
+	w := openWS(t, in.base, gateway.SubprotocolJSON)
+	w.send(t, &heraldv1.ConnectRequest{Id: "s", Command: &heraldv1.ConnectRequest_Subscribe{Subscribe: &heraldv1.SubscribeRequest{Channels: []string{"bye"}, Cursor: ptr(int64(0))}}})
+	w.next(t)
+	w.next(t)
+	go in.stop()
+	m := w.next(t)
+	e := m.GetError()
+	if m.Id != "s" || e.GetCode() != "unavailable" || e.End.GetReason() != heraldv1.StreamEndReason_STREAM_END_REASON_SHUTDOWN || e.End.GetLastPosition() != ev.Position {
+		t.Fatalf("got %v, want the shutdown end of subscription s at %d", m, ev.Position)
+	}
+	if err := w.closed(t); websocket.CloseStatus(err) != gateway.StatusRestart {
+		t.Fatalf("closed with %v, want 1012", err)
+	}
+}
+
+// TestWSDeadPeer: a peer that does not answer pings is dropped.
+func TestWSDeadPeer(t *testing.T) {
+	t.Parallel()
+	in := startInstance(t, server.Config{WSPingInterval: 100 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
+	c, _, err := websocket.Dial(t.Context(), wsURL(in.base), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	// The client never reads, so it never answers a ping.
+	waitFor(t, func() bool { return in.srv.Gateway().Connections() == 1 })
+	waitFor(t, func() bool { return in.srv.Gateway().Connections() == 0 })
+}
+
+// TestWSWriteQueueSlowConsumer: a client that stops reading while its
+// write queue is full is dropped (with 4008 when the close frame can still
+// get through), and resuming from what it received loses nothing.
+func TestWSWriteQueueSlowConsumer(t *testing.T) {
+	t.Parallel()
+	in := startInstance(t, server.Config{WSWriteQueue: 4, WriteTimeout: 300 * time.Millisecond, WSPingInterval: time.Hour})
+	c := grpcClients(in)
+	gate := make(chan struct{})
+	s := wsOpener(gateway.SubprotocolProto)(t, in.base, []string{"wq"}, ptr(int64(0)), gate)
+	if it := s.next(t); it.sub == nil {
+		t.Fatalf("first = %+v", it)
+	}
+	data := make([]byte, 32<<10)
+	_, _ = rand.Read(data)
+	var want []int64
+	for range 300 {
+		want = append(want, mustPublish(t, c.events, "wq", string(data)).Position)
+	}
+	// The server gives up on the stalled connection: it tries to close
+	// with 4008 (the close frame is stuck behind the unread frames), then
+	// drops it.
+	waitFor(t, func() bool { return in.srv.Gateway().Connections() == 0 })
+	close(gate)
+	got, end := s.untilEnd(t)
+	if end.Code != "resource_exhausted" && !strings.Contains(end.Message, "EOF") {
+		t.Fatalf("ended with %v after %d events, want 4008 or a dropped connection", end, len(got))
+	}
+	last := int64(0)
+	if n := len(got); n > 0 {
+		last = got[n-1].Position
+	}
+	r := wsOpener(gateway.SubprotocolJSON)(t, in.base, []string{"wq"}, ptr(last), nil)
+	equalPositions(t, append(positions(got), positions(r.events(t, len(want)-len(got)))...), want)
+}
+
+// TestOrigins: cross-origin browsers are refused unless allowed; servers
+// (no Origin) and same-origin pages pass.
+func TestOrigins(t *testing.T) {
+	t.Parallel()
+	def := memoryInstance(t)
+	allow := startInstance(t, server.Config{AllowedOrigins: []string{"https://*.example.com", "http://app.test"}})
+	try := func(in *instance, path, origin string) int {
+		req, _ := http.NewRequest(http.MethodGet, in.base+path, nil)
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	sse := "/v1/sse?channel=o"
+	for _, tc := range []struct {
+		in     *instance
+		origin string
+		want   int
+	}{
+		{def, "", 200},
+		{def, "http://" + strings.TrimPrefix(def.base, "http://"), 200}, // same origin
+		{def, "https://evil.example", 403},
+		{allow, "https://chat.example.com", 200},
+		{allow, "http://app.test", 200},
+		{allow, "https://example.com.evil.net", 403},
+	} {
+		if got := try(tc.in, sse, tc.origin); got != tc.want {
+			t.Errorf("SSE with Origin %q: %d, want %d", tc.origin, got, tc.want)
+		}
+	}
+	// WebSocket handshake from a foreign origin.
+	_, resp, err := websocket.Dial(t.Context(), wsURL(def.base), &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("foreign-origin websocket: %v, %v; want 403", err, resp)
+	}
+	c, _, err := websocket.Dial(t.Context(), wsURL(allow.base), &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://chat.example.com"}}})
+	if err != nil {
+		t.Fatalf("allowed-origin websocket: %v", err)
+	}
+	c.CloseNow()
+	// A preflight from an allowed origin is answered with the CORS headers.
+	req, _ := http.NewRequest(http.MethodOptions, allow.base+"/v1/channels/x/events", nil)
+	req.Header.Set("Origin", "https://chat.example.com")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "https://chat.example.com" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+}
