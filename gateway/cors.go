@@ -60,9 +60,9 @@ func (m originMatcher) allowed(origin string) bool {
 // Headers a browser may send and read cross-origin: the REST and SSE ones
 // plus what Connect and gRPC-Web clients use.
 const (
-	corsAllowMethods  = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-	corsAllowHeaders  = "Authorization, Content-Type, Last-Event-ID, Connect-Protocol-Version, Connect-Timeout-Ms, Connect-Accept-Encoding, Connect-Content-Encoding, Grpc-Timeout, X-Grpc-Web, X-User-Agent"
-	corsExposeHeaders = "Content-Type, Retry-After, Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Connect-Content-Encoding"
+	corsAllowMethods  = "GET, POST, PATCH, DELETE, OPTIONS"
+	corsAllowHeaders  = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Connect-Protocol-Version, Connect-Timeout-Ms, Connect-Accept-Encoding, Connect-Content-Encoding, Grpc-Timeout, X-Grpc-Web, X-User-Agent"
+	corsExposeHeaders = "Content-Type, Location, Allow, Retry-After, Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Connect-Content-Encoding"
 	corsMaxAge        = "7200"
 )
 

@@ -26,7 +26,7 @@ import (
 const usage = `herald: realtime channels of ordered, durable events.
 
 Usage:
-  herald serve   [flags]               run the server (gRPC, gRPC-Web, Connect on one port)
+  herald serve   [flags]               run the server (gRPC, gRPC-Web, Connect, WebSocket, SSE, REST on one port)
   herald migrate [flags]               apply PostgreSQL migrations and exit
   herald publish [flags] CHANNEL [DATA] publish one event (DATA, or stdin when absent)
   herald tail    [flags] CHANNEL...    print events as they arrive; resumes after disconnects

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/heraldrt/herald/internal/server"
@@ -17,9 +18,10 @@ func serve(ctx context.Context, args []string) error {
 		cfg                 server.Config
 		autoCreate          bool
 		logFormat, logLevel string
+		origins             string
 	)
 	fs := newFlags("serve")
-	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, "127.0.0.1:8080", "address to listen on (gRPC, gRPC-Web, Connect; h2c and HTTP/1.1)")
+	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, "127.0.0.1:8080", "address to listen on (gRPC, gRPC-Web, Connect, WebSocket, SSE, REST; h2c and HTTP/1.1)")
 	fs.String(&cfg.DatabaseURL, "database-url", dbKeys, "", "PostgreSQL URL; empty runs the embedded in-memory log")
 	fs.Bool(&autoCreate, "auto-create-channels", []string{"HERALD_AUTO_CREATE_CHANNELS"}, true, "publishing to an unknown channel creates it; false makes it fail with not_found")
 	fs.String(&cfg.NotifyChannel, "notify-channel", []string{"HERALD_NOTIFY_CHANNEL"}, "herald_events", "PostgreSQL LISTEN/NOTIFY channel shared by the instances")
@@ -28,6 +30,11 @@ func serve(ctx context.Context, args []string) error {
 	fs.Duration(&cfg.RetentionInterval, "retention-interval", []string{"HERALD_RETENTION_INTERVAL"}, time.Minute, "how often retention trims channels")
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", []string{"HERALD_SHUTDOWN_TIMEOUT"}, 10*time.Second, "how long a graceful shutdown drains")
 	fs.Int(&cfg.MaxMessageBytes, "max-message-bytes", []string{"HERALD_MAX_MESSAGE_BYTES"}, 2<<20, "largest request message accepted")
+	fs.String(&origins, "allowed-origins", []string{"HERALD_ALLOWED_ORIGINS"}, "", "comma-separated browser origins allowed cross-origin (CORS, WebSocket Origin), e.g. https://app.example.com,https://*.example.com or *; empty allows same-origin pages only")
+	fs.Duration(&cfg.SSEKeepAlive, "sse-keepalive", []string{"HERALD_SSE_KEEPALIVE"}, 15*time.Second, "interval of SSE keep-alive comments")
+	fs.Duration(&cfg.WSPingInterval, "ws-ping-interval", []string{"HERALD_WS_PING_INTERVAL"}, 30*time.Second, "WebSocket ping interval (dead-peer detection)")
+	fs.Duration(&cfg.WriteTimeout, "write-timeout", []string{"HERALD_WRITE_TIMEOUT"}, 10*time.Second, "how long a write to a WebSocket or SSE client may stall before it is dropped as a slow consumer")
+	fs.Int(&cfg.WSWriteQueue, "ws-write-queue", []string{"HERALD_WS_WRITE_QUEUE"}, 256, "frames queued per WebSocket")
 	fs.String(&logFormat, "log-format", []string{"HERALD_LOG_FORMAT"}, "text", "text or json")
 	fs.String(&logLevel, "log-level", []string{"HERALD_LOG_LEVEL"}, "info", "debug, info, warn or error")
 	if err := fs.parse(args); err != nil {
@@ -41,6 +48,11 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.NoAutoCreate = !autoCreate
+	for o := range strings.SplitSeq(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+		}
+	}
 	cfg.Logger = logger
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
