@@ -1,1 +1,737 @@
-// The JavaScript client (being written).
+/**
+ * herald.js: a small, dependency-free browser client for Herald (an ES module).
+ *
+ *   import { Herald, text } from '/herald.js';
+ *   const herald = new Herald();   // same origin, transport 'auto'
+ *   herald.subscribe(['chat:lobby'], { cursor: '0', onEvent: (ev) => console.log(ev.position, text(ev)) });
+ *   const ev = await herald.publish('chat:lobby', 'hello');    // resolves when the server has stored it
+ *   await herald.edit('chat:lobby', ev.position, 'hello!');    // every subscriber gets an UPDATED entry
+ *
+ * Transports. With `transport: 'auto'` (the default) the client receives over
+ * Server-Sent Events while the page only listens, and moves to one WebSocket
+ * as soon as the page publishes or edits, or when `twoWay: true` is given. When
+ * a stream fails to open `maxOpenFailures` times in a row while the server
+ * answers plain HTTP (a proxy or firewall in the way, not an outage), or the
+ * browser lacks WebSocket or EventSource, it falls back for the rest of the
+ * page's life: WebSocket, then SSE, then long-polling `GET /v1/events`. `transport: 'websocket' | 'sse' | 'longpoll'`
+ * forces one transport. Publishing without a WebSocket goes over REST.
+ *
+ * Delivery. Every subscription remembers the position of the last event it
+ * delivered. After a disconnect it reconnects with exponential backoff and
+ * jitter and resumes from that position; events at or below it are dropped, so
+ * each event reaches `onEvent` once and in order. When retention removed events
+ * the subscription would have replayed, `onTruncated` is called.
+ *
+ * Positions are int64 values and travel as decimal strings, as in protojson.
+ * Events are protojson objects: {position, channel, type, data (base64), kind,
+ * targetPosition, idempotencyKey, createTime, updateTime, deleted}; use
+ * text(), json() or bytes() to decode data.
+ *
+ * @module herald
+ */
+
+/** Event kinds as they appear in `event.kind`. */
+export const Kind = Object.freeze({
+  PUBLISHED: 'EVENT_KIND_PUBLISHED',
+  UPDATED: 'EVENT_KIND_UPDATED',
+  DELETED: 'EVENT_KIND_DELETED',
+});
+
+/**
+ * HeraldError is how every failure is reported: a stable snake_case `code`
+ * (the server's, e.g. "not_found", or "unavailable" for network errors), a
+ * human `message`, and the HTTP `status` when one is known.
+ */
+export class HeraldError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {number} [status]
+   */
+  constructor(code, message, status = 0) {
+    super(message);
+    this.name = 'HeraldError';
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/**
+ * @typedef {object} HeraldEvent  A protojson Event.
+ * @property {string} position
+ * @property {string} channel
+ * @property {string} [type]
+ * @property {string} [data]            base64
+ * @property {string} [kind]            one of Kind
+ * @property {string} [targetPosition]  for UPDATED and DELETED entries
+ * @property {string} [idempotencyKey]
+ * @property {string} [createTime]
+ * @property {string} [updateTime]
+ * @property {boolean} [deleted]
+ */
+
+/**
+ * @typedef {object} SubscribeOptions
+ * @property {string|number|bigint} [cursor]  deliver events after this position; omit for live only
+ * @property {(ev: HeraldEvent, sub: Subscription) => void} [onEvent]
+ * @property {(info: {channels: string[], cursor: string, truncatedThrough: string}) => void} [onTruncated]
+ *   events up to truncatedThrough were removed by retention before they could be delivered
+ * @property {(info: object) => void} [onSubscribed]  the server confirmed a (re)subscription
+ * @property {(err: HeraldError) => void} [onError]  the subscription failed for good and was closed
+ */
+
+/**
+ * @typedef {object} HeraldOptions
+ * @property {string} [url]  server origin; default location.origin
+ * @property {'auto'|'websocket'|'sse'|'longpoll'} [transport]  default 'auto'
+ * @property {boolean} [twoWay]  with 'auto': use a WebSocket from the start
+ * @property {number} [minDelay]  first reconnect delay in ms (default 500)
+ * @property {number} [maxDelay]  largest reconnect delay in ms (default 15000)
+ * @property {number} [maxOpenFailures]  failed opens in a row before falling back (default 3)
+ * @property {number} [pollWait]  long-poll wait in seconds (default 25)
+ * @property {number} [publishTimeout]  ms before publish() gives up (default 30000)
+ * @property {(s: {state: string, transport: string}) => void} [onStatus]
+ *   state is 'connecting', 'open', 'reconnecting' or 'closed'
+ */
+
+const ORDER = ['websocket', 'sse', 'longpoll'];
+
+/** Herald is one connection to a server. Create it once per page. */
+export class Herald {
+  /** @param {HeraldOptions} [options] */
+  constructor(options = {}) {
+    this.url = (options.url ?? globalThis.location?.origin ?? '').replace(/\/+$/, '');
+    this.mode = options.transport ?? 'auto';
+    this.twoWay = Boolean(options.twoWay) || this.mode === 'websocket';
+    this.minDelay = options.minDelay ?? 500;
+    this.maxDelay = options.maxDelay ?? 15000;
+    this.maxOpenFailures = options.maxOpenFailures ?? 3;
+    this.pollWait = options.pollWait ?? 25;
+    this.publishTimeout = options.publishTimeout ?? 30000;
+    this.onStatus = options.onStatus ?? (() => {});
+    /** The transport in use: 'websocket', 'sse', 'longpoll' or null before the first use. */
+    this.transport = null;
+    this.state = 'idle';
+    this._subs = new Map(); // id -> Subscription
+    this._pending = new Map(); // publish id -> {id, req, resolve, reject, timer, rest}
+    this._failed = new Set(); // transports given up on ('auto' only)
+    this._session = null;
+    this._seq = 0;
+    this._closed = false;
+  }
+
+  /**
+   * subscribe starts delivering the events of channels (one or more) to
+   * opts.onEvent, in position order, each once.
+   * @param {string|string[]} channels
+   * @param {SubscribeOptions} [opts]
+   * @returns {Subscription}
+   */
+  subscribe(channels, opts = {}) {
+    if (this._closed) throw new HeraldError('canceled', 'client is closed');
+    const sub = new Subscription(this, `s${++this._seq}`, [].concat(channels), opts);
+    this._subs.set(sub.id, sub);
+    if (this._session) this._session.add(sub);
+    else this._ensure(); // a new session adds every subscription
+    return sub;
+  }
+
+  /**
+   * publish appends an event to channel and resolves with the stored event
+   * once the server acknowledged it. It is retried across reconnects with
+   * the same idempotency key, so it is stored once. Rejects with a
+   * HeraldError.
+   * @param {string} channel
+   * @param {string|Uint8Array|ArrayBuffer|object} data  strings are UTF-8, objects JSON
+   * @param {{type?: string, idempotencyKey?: string}} [opts]
+   * @returns {Promise<HeraldEvent>}
+   */
+  publish(channel, data, opts = {}) {
+    if (this._closed) return Promise.reject(new HeraldError('canceled', 'client is closed'));
+    this._wantTwoWay();
+    const req = { channel, data: toBase64(data), idempotencyKey: opts.idempotencyKey ?? newKey() };
+    if (opts.type) req.type = opts.type;
+    return new Promise((resolve, reject) => {
+      const p = { id: `p${++this._seq}`, req, resolve, reject, rest: false };
+      p.timer = setTimeout(() => this._settle(p.id, null,
+        new HeraldError('deadline_exceeded', `publish to ${channel} not acknowledged within ${this.publishTimeout} ms`)),
+      this.publishTimeout);
+      this._pending.set(p.id, p);
+      const session = this._ensure();
+      if (session instanceof WSSession) session.publish(p);
+      else this._restPublish(p);
+    });
+  }
+
+  /**
+   * edit replaces the data of the event at position (REST PATCH). Every
+   * subscriber receives an UPDATED entry with targetPosition = position.
+   * @returns {Promise<{event: HeraldEvent, entry: HeraldEvent}>}
+   */
+  edit(channel, position, data) {
+    this._wantTwoWay();
+    return this._request('PATCH', `${eventsPath(channel)}/${position}`, { data: toBase64(data) });
+  }
+
+  /**
+   * delete deletes the event at position (REST DELETE). Every subscriber
+   * receives a DELETED entry with targetPosition = position.
+   * @returns {Promise<{entry: HeraldEvent}>}
+   */
+  delete(channel, position) {
+    this._wantTwoWay();
+    return this._request('DELETE', `${eventsPath(channel)}/${position}`);
+  }
+
+  /**
+   * history reads one page of a channel (REST GET). cursor is exclusive; 0
+   * or absent starts at the oldest (forward) or newest (backward) event.
+   * @param {string} channel
+   * @param {{cursor?: string|number, direction?: 'forward'|'backward', limit?: number, view?: 'log'|'current'}} [opts]
+   * @returns {Promise<{events?: HeraldEvent[], nextCursor?: string, hasMore?: boolean, truncatedThrough?: string}>}
+   */
+  history(channel, opts = {}) {
+    const q = new URLSearchParams();
+    for (const k of ['cursor', 'direction', 'limit', 'view']) {
+      if (opts[k] !== undefined && opts[k] !== '') q.set(k, String(opts[k]));
+    }
+    return this._request('GET', `${eventsPath(channel)}?${q}`);
+  }
+
+  /** close ends every subscription and connection; pending publishes reject with "canceled". */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._session?.close();
+    this._session = null;
+    for (const sub of this._subs.values()) sub._active = false;
+    this._subs.clear();
+    for (const id of [...this._pending.keys()]) this._settle(id, null, new HeraldError('canceled', 'client closed'));
+    this._setStatus('closed', this.transport);
+  }
+
+  // ---- internals ----
+
+  _pick() {
+    const ok = {
+      websocket: typeof WebSocket === 'function',
+      sse: typeof EventSource === 'function',
+      longpoll: true,
+    };
+    if (this.mode !== 'auto') return ok[this.mode] ? this.mode : 'longpoll';
+    return ORDER.slice(this.twoWay ? 0 : 1).find((t) => ok[t] && !this._failed.has(t)) ?? 'longpoll';
+  }
+
+  _ensure() {
+    if (!this._session) {
+      this.transport = this._pick();
+      const Session = { websocket: WSSession, sse: SSESession, longpoll: PollSession }[this.transport];
+      this._session = new Session(this);
+      for (const sub of this._subs.values()) this._session.add(sub);
+    }
+    return this._session;
+  }
+
+  _restart() {
+    this._session?.close();
+    this._session = null;
+    this._ensure();
+    if (this.transport !== 'websocket') {
+      for (const p of this._pending.values()) if (!p.rest) this._restPublish(p);
+    }
+  }
+
+  // _wantTwoWay moves an 'auto' client that only listened over SSE or
+  // long-poll to a WebSocket; subscriptions resume from their positions.
+  _wantTwoWay() {
+    if (this.mode !== 'auto' || this.twoWay) return;
+    this.twoWay = true;
+    if (this._session && this._pick() !== this.transport) this._restart();
+  }
+
+  // _blocked tells a stream that failed to open whether the server itself
+  // answers: only then does the failure count towards falling back. During
+  // an outage or a restart nothing answers (or a proxy says 502-504), and
+  // the client keeps its transport.
+  async _blocked() {
+    if (this.mode !== 'auto' || this._closed) return false; // no fallback to decide
+    try {
+      const resp = await fetch(`${this.url}/healthz`, { cache: 'no-store', signal: AbortSignal.timeout?.(5000) });
+      return resp.status < 502 || resp.status > 504;
+    } catch {
+      return false;
+    }
+  }
+
+  // _fallback gives up on a transport that keeps failing to open.
+  _fallback(transport) {
+    if (this.mode !== 'auto' || this.transport !== transport || this._closed) return false;
+    this._failed.add(transport);
+    this._restart();
+    return true;
+  }
+
+  _setStatus(state, transport, extra = {}) {
+    this.state = state;
+    safely(this.onStatus, { state, transport, ...extra });
+  }
+
+  _deliver(sub, ev) {
+    if (!sub._active) return;
+    const pos = BigInt(ev.position ?? 0);
+    if (sub.lastPosition !== undefined && pos <= BigInt(sub.lastPosition)) return; // already delivered
+    sub.lastPosition = pos.toString();
+    safely(sub._opts.onEvent, ev, sub);
+  }
+
+  _subscribed(sub, info) {
+    if (!sub._active) return;
+    const cursor = info.cursor ?? '0';
+    if (sub.lastPosition === undefined) sub.lastPosition = cursor;
+    if (info.historyTruncated) {
+      safely(sub._opts.onTruncated, {
+        channels: info.channels ?? sub.channels,
+        cursor,
+        truncatedThrough: info.truncatedThrough ?? '0',
+      });
+    }
+    safely(sub._opts.onSubscribed, info);
+  }
+
+  // _advance moves a subscription's position to a cursor the server says
+  // covers everything before it (long-poll responses).
+  _advance(sub, cursor) {
+    if (cursor === undefined || !sub._active) return;
+    if (sub.lastPosition === undefined || BigInt(cursor) > BigInt(sub.lastPosition)) sub.lastPosition = String(cursor);
+  }
+
+  _failSub(sub, err) {
+    if (!sub._active) return;
+    sub.close();
+    safely(sub._opts.onError, err);
+  }
+
+  _unsubscribe(sub) {
+    if (!sub._active) return;
+    sub._active = false;
+    this._subs.delete(sub.id);
+    this._session?.remove(sub);
+  }
+
+  _settle(id, published, err) {
+    const p = this._pending.get(id);
+    if (!p) return;
+    this._pending.delete(id);
+    clearTimeout(p.timer);
+    if (err) p.reject(err);
+    else p.resolve(published.event);
+  }
+
+  async _restPublish(p) {
+    p.rest = true;
+    const backoff = new Backoff(this.minDelay, this.maxDelay);
+    const { channel, ...body } = p.req;
+    while (this._pending.get(p.id) === p) {
+      try {
+        this._settle(p.id, await this._request('POST', eventsPath(channel), body));
+        return;
+      } catch (err) {
+        if (!retryable(err)) return this._settle(p.id, null, err);
+        await sleep(backoff.next());
+      }
+    }
+  }
+
+  /** _request does one REST call and returns its JSON or throws a HeraldError. */
+  async _request(method, path, body, signal) {
+    let resp, raw;
+    try {
+      resp = await fetch(this.url + path, {
+        method,
+        headers: body ? { 'Content-Type': 'application/json' } : undefined,
+        body: body ? JSON.stringify(body) : undefined,
+        cache: 'no-store',
+        signal,
+      });
+      raw = await resp.text();
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new HeraldError('unavailable', `cannot reach ${this.url || 'the server'}: ${err.message}`);
+    }
+    let json = {};
+    try { json = raw ? JSON.parse(raw) : {}; } catch { /* not JSON: keep {} */ }
+    if (!resp.ok) {
+      throw new HeraldError(json.code || (resp.status >= 500 ? 'unavailable' : 'unknown'),
+        json.message || `HTTP ${resp.status}`, resp.status);
+    }
+    return json;
+  }
+}
+
+/** Subscription is one subscribe() call. Close it to stop receiving. */
+export class Subscription {
+  constructor(client, id, channels, opts) {
+    this._client = client;
+    this._opts = opts;
+    this._active = true;
+    /** @type {string} */
+    this.id = id;
+    /** @type {string[]} */
+    this.channels = channels;
+    /** Position of the last event delivered (or the start cursor); undefined until known. @type {string|undefined} */
+    this.lastPosition = opts.cursor === undefined || opts.cursor === null ? undefined : String(opts.cursor);
+  }
+
+  /** close stops the subscription; no event is delivered after it returns. */
+  close() { this._client._unsubscribe(this); }
+}
+
+// ---- transports ----
+// A session carries the client's subscriptions over one transport: add(sub),
+// remove(sub), close(). It reconnects by itself and calls client._fallback
+// when it cannot open.
+
+/** WSSession multiplexes every subscription and publish over one WebSocket. */
+class WSSession {
+  constructor(client) {
+    this.c = client;
+    this.ws = null;
+    this.open = false;
+    this.closed = false;
+    this.failures = 0;
+    this.backoff = new Backoff(client.minDelay, client.maxDelay);
+    this.wire = new Map(); // frame id of a live subscribe -> Subscription
+    this.ids = new Map(); // Subscription -> its current frame id
+    this.n = 0;
+    this.timer = null;
+    this.pinger = null;
+    this._connect();
+  }
+
+  add(sub) { if (this.open) this._subscribe(sub); }
+
+  remove(sub) {
+    const id = this.ids.get(sub);
+    this.ids.delete(sub);
+    if (id === undefined) return;
+    this.wire.delete(id);
+    this._send({ id: `u${++this.n}`, unsubscribe: { subscriptionId: id } });
+  }
+
+  publish(p) { if (this.open) this._send({ id: p.id, publish: p.req }); }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this._drop(1000);
+  }
+
+  _connect() {
+    const c = this.c;
+    c._setStatus('connecting', 'websocket');
+    let ws;
+    try {
+      ws = new WebSocket(`${c.url.replace(/^http/, 'ws')}/v1/ws`, 'herald.v1.json');
+    } catch {
+      this._lost(false);
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      this.open = true;
+      this.lastSeen = Date.now();
+      c._setStatus('open', 'websocket');
+      for (const sub of c._subs.values()) this._subscribe(sub);
+      for (const p of c._pending.values()) if (!p.rest) this.publish(p);
+      // Application pings: the browser hides protocol pings, and a dead
+      // network only shows as silence.
+      this.pinger = setInterval(() => {
+        if (Date.now() - this.lastSeen > 45000) this._lost(true, 0);
+        else this._send({ id: 'ping', ping: {} });
+      }, 20000);
+    };
+    ws.onmessage = (m) => {
+      this.lastSeen = Date.now();
+      let f;
+      try { f = JSON.parse(m.data); } catch { return; }
+      this._frame(f);
+    };
+    ws.onclose = (e) => { if (this.ws === ws) this._lost(this.open, e.code); };
+  }
+
+  // _drop forgets the socket without waiting for its close handshake.
+  _drop(code) {
+    clearInterval(this.pinger);
+    const ws = this.ws;
+    this.ws = null;
+    this.open = false;
+    this.wire.clear();
+    this.ids.clear();
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      try { ws.close(code === 1000 ? 1000 : undefined); } catch { /* already closed */ }
+    }
+  }
+
+  async _lost(wasOpen, code) {
+    this._drop(code);
+    if (this.closed) return;
+    if (wasOpen) this.failures = 0;
+    else if (await this.c._blocked() && !this.closed &&
+      ++this.failures >= this.c.maxOpenFailures && this.c._fallback('websocket')) return;
+    if (this.closed) return;
+    const delay = this.backoff.next();
+    this.c._setStatus('reconnecting', 'websocket', { code, delay });
+    this.timer = setTimeout(() => this._connect(), delay);
+  }
+
+  _send(frame) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  _subscribe(sub) {
+    if (!sub._active) return;
+    const id = `${sub.id}.${++this.n}`; // fresh per attempt: late frames of an old one are ignored
+    const old = this.ids.get(sub);
+    if (old !== undefined) this.wire.delete(old);
+    this.wire.set(id, sub);
+    this.ids.set(sub, id);
+    const subscribe = { channels: sub.channels };
+    if (sub.lastPosition !== undefined) subscribe.cursor = sub.lastPosition;
+    this._send({ id, subscribe });
+  }
+
+  _frame(f) {
+    const sub = this.wire.get(f.id);
+    if (f.event) {
+      if (sub) this.c._deliver(sub, f.event);
+    } else if (f.subscribed) {
+      this.backoff.reset();
+      if (sub) this.c._subscribed(sub, f.subscribed);
+    } else if (f.published) {
+      this.backoff.reset();
+      this.c._settle(f.id, f.published);
+    } else if (f.error) {
+      const err = new HeraldError(f.error.code || 'unknown', f.error.message || '');
+      if (sub) {
+        this.wire.delete(f.id);
+        this.ids.delete(sub);
+        const end = f.error.end;
+        if (end) {
+          // The server ended the subscription (slow consumer, shutdown):
+          // resuming from our position loses nothing. On shutdown the
+          // socket closes first and the reconnect resubscribes instead.
+          if (sub.lastPosition === undefined) sub.lastPosition = end.lastPosition ?? '0';
+          this._retry(sub);
+        } else if (err.code === 'unavailable') {
+          this._retry(sub);
+        } else {
+          this.c._failSub(sub, err);
+        }
+      } else if (this.c._pending.has(f.id)) {
+        // unavailable: keep it pending; it is sent again after the reconnect.
+        if (err.code !== 'unavailable') this.c._settle(f.id, null, err);
+      }
+    }
+  }
+
+  _retry(sub) {
+    const ws = this.ws;
+    setTimeout(() => { if (this.ws === ws && sub._active && !this.ids.has(sub)) this._subscribe(sub); },
+      this.backoff.next());
+  }
+}
+
+/** SSESession gives each subscription its own EventSource. */
+class SSESession {
+  constructor(client) {
+    this.c = client;
+    this.streams = new Map(); // Subscription -> {es, timer, failures, backoff}
+  }
+
+  add(sub) {
+    const st = { es: null, timer: null, failures: 0, backoff: new Backoff(this.c.minDelay, this.c.maxDelay) };
+    this.streams.set(sub, st);
+    this._open(sub, st);
+  }
+
+  remove(sub) {
+    const st = this.streams.get(sub);
+    if (!st) return;
+    this.streams.delete(sub);
+    clearTimeout(st.timer);
+    st.es?.close();
+    st.es = null;
+  }
+
+  close() { for (const sub of [...this.streams.keys()]) this.remove(sub); }
+
+  _open(sub, st) {
+    const c = this.c;
+    const q = new URLSearchParams();
+    for (const ch of sub.channels) q.append('channel', ch);
+    q.set('event', 'message');
+    if (sub.lastPosition !== undefined) q.set('last_event_id', sub.lastPosition);
+    c._setStatus('connecting', 'sse');
+    const es = new EventSource(`${c.url}/v1/sse?${q}`);
+    st.es = es;
+    let opened = false;
+    es.onopen = () => { opened = true; };
+    es.addEventListener('@subscribed', (m) => {
+      st.failures = 0;
+      st.backoff.reset();
+      c._setStatus('open', 'sse');
+      c._subscribed(sub, JSON.parse(m.data));
+    });
+    es.onmessage = (m) => c._deliver(sub, JSON.parse(m.data));
+    es.addEventListener('@end', () => { /* the server closes next; onerror reconnects */ });
+    // We reconnect ourselves rather than let EventSource retry at a fixed
+    // interval: backoff with jitter, and the resume point is our own.
+    es.onerror = async () => {
+      if (st.es !== es) return;
+      es.close();
+      st.es = null;
+      if (opened) st.failures = 0;
+      else if (await c._blocked() && this.streams.get(sub) === st &&
+        ++st.failures >= c.maxOpenFailures && c._fallback('sse')) return;
+      if (this.streams.get(sub) !== st) return;
+      const delay = st.backoff.next();
+      c._setStatus('reconnecting', 'sse', { delay });
+      st.timer = setTimeout(() => { if (this.streams.get(sub) === st) this._open(sub, st); }, delay);
+    };
+  }
+}
+
+/** PollSession long-polls GET /v1/events once per subscription. */
+class PollSession {
+  constructor(client) {
+    this.c = client;
+    this.loops = new Map(); // Subscription -> AbortController
+  }
+
+  add(sub) {
+    const ctrl = new AbortController();
+    this.loops.set(sub, ctrl);
+    this._loop(sub, ctrl.signal);
+  }
+
+  remove(sub) {
+    this.loops.get(sub)?.abort();
+    this.loops.delete(sub);
+  }
+
+  close() { for (const sub of [...this.loops.keys()]) this.remove(sub); }
+
+  async _loop(sub, signal) {
+    const c = this.c;
+    const backoff = new Backoff(c.minDelay, c.maxDelay);
+    let confirmed = false;
+    c._setStatus('connecting', 'longpoll');
+    while (!signal.aborted) {
+      const q = new URLSearchParams();
+      for (const ch of sub.channels) q.append('channel', ch);
+      if (sub.lastPosition !== undefined) q.set('cursor', sub.lastPosition);
+      // The first poll returns at once, to confirm the subscription.
+      q.set('wait', `${confirmed ? c.pollWait : 0}s`);
+      q.set('limit', '100');
+      const timeout = AbortSignal.any ? AbortSignal.any([signal, AbortSignal.timeout((c.pollWait + 15) * 1000)]) : signal;
+      let page;
+      try {
+        page = await c._request('GET', `/v1/events?${q}`, undefined, timeout);
+      } catch (err) {
+        if (signal.aborted) return;
+        if (err instanceof HeraldError && !retryable(err)) return c._failSub(sub, err);
+        confirmed = false;
+        const delay = backoff.next();
+        c._setStatus('reconnecting', 'longpoll', { delay, error: err });
+        await sleep(delay);
+        continue;
+      }
+      if (signal.aborted) return;
+      backoff.reset();
+      if (!confirmed || page.subscribed?.historyTruncated) {
+        if (!confirmed) c._setStatus('open', 'longpoll');
+        confirmed = true;
+        c._subscribed(sub, page.subscribed ?? {});
+      }
+      for (const ev of page.events ?? []) c._deliver(sub, ev);
+      c._advance(sub, page.cursor ?? '0');
+    }
+  }
+}
+
+// ---- helpers ----
+
+/** bytes returns an event's data as bytes. @param {HeraldEvent} ev @returns {Uint8Array} */
+export function bytes(ev) {
+  const s = atob(ev?.data ?? '');
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** text returns an event's data decoded as UTF-8. @param {HeraldEvent} ev @returns {string} */
+export function text(ev) {
+  return new TextDecoder().decode(bytes(ev));
+}
+
+/** json parses an event's data as JSON; undefined when it is empty. @param {HeraldEvent} ev */
+export function json(ev) {
+  const t = text(ev);
+  return t === '' ? undefined : JSON.parse(t);
+}
+
+/**
+ * toBase64 encodes data for the wire: strings as UTF-8, bytes as they are,
+ * anything else as JSON.
+ * @param {string|Uint8Array|ArrayBuffer|ArrayBufferView|object|null|undefined} data
+ * @returns {string}
+ */
+export function toBase64(data) {
+  let b;
+  if (data === undefined || data === null) return '';
+  if (typeof data === 'string') b = new TextEncoder().encode(data);
+  else if (data instanceof ArrayBuffer) b = new Uint8Array(data);
+  else if (ArrayBuffer.isView(data)) b = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  else b = new TextEncoder().encode(JSON.stringify(data));
+  let s = '';
+  for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+function eventsPath(channel) {
+  return `/v1/channels/${encodeURIComponent(channel)}/events`;
+}
+
+function retryable(err) {
+  return err.code === 'unavailable' || err.code === 'deadline_exceeded' ||
+    err.code === 'resource_exhausted' || err.status >= 502;
+}
+
+function newKey() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+// safely calls a user callback; its exceptions are reported, not thrown
+// into the transport.
+function safely(fn, ...args) {
+  if (!fn) return;
+  try { fn(...args); } catch (err) {
+    if (typeof reportError === 'function') reportError(err);
+    else console.error(err);
+  }
+}
+
+/** Backoff yields exponentially growing delays with jitter (between half and all of the step). */
+class Backoff {
+  constructor(min, max) { this.min = min; this.max = max; this.n = 0; }
+  next() {
+    const step = Math.min(this.max, this.min * 2 ** this.n);
+    if (step < this.max) this.n++;
+    return step / 2 + Math.random() * (step / 2);
+  }
+  reset() { this.n = 0; }
+}
