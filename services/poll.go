@@ -11,6 +11,10 @@ import (
 	"github.com/heraldrt/herald/internal/fanout"
 )
 
+// catchUpTimeout bounds how long a poll without wait lets the hub catch up
+// with the log.
+const catchUpTimeout = time.Second
+
 // Poll answers a long-poll through the subscription core.
 func (s *EventService) Poll(ctx context.Context, req *connect.Request[heraldv1.PollRequest]) (*connect.Response[heraldv1.PollResponse], error) {
 	m := req.Msg
@@ -28,6 +32,14 @@ func (s *EventService) Poll(ctx context.Context, req *connect.Request[heraldv1.P
 func poll(ctx context.Context, hub *fanout.Hub, channels []string, cursor *int64, wait time.Duration, limit int) (*heraldv1.PollResponse, error) {
 	if limit <= 0 {
 		limit = DefaultPageSize
+	}
+	if wait == 0 {
+		// Not waiting: first let the hub dispatch what is already
+		// committed (a moment behind the log), or a poll right after a
+		// publish would miss it. Bounded: at worst the next poll has it.
+		cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+		_ = hub.CatchUp(cctx)
+		cancel()
 	}
 	sub, err := hub.Subscribe(ctx, channels, cursor)
 	if err != nil {

@@ -94,6 +94,28 @@ func (h *Hub) Head() int64 {
 	return h.head
 }
 
+// CatchUp waits until the hub has dispatched every entry the log had
+// committed when it was called (or ctx ends), so that a reader who does not
+// wait for new entries, such as a long-poll with no wait, sees what was
+// just published, including its own writes.
+func (h *Hub) CatchUp(ctx context.Context) error {
+	head, err := h.log.Head(ctx)
+	if err != nil {
+		return err
+	}
+	for h.Head() < head {
+		h.Wake()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.stopped:
+			return ErrStopped
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
+
 // Stopped is closed once Run has returned and every subscription has ended.
 func (h *Hub) Stopped() <-chan struct{} { return h.stopped }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -392,4 +393,73 @@ func TestRetentionAndTruncatedHistory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPollAndListWait: long-poll over the RPC protocols. Poll returns what
+// is there at once, holds when nothing is, and hands back the cursor to
+// continue from; ListEvents with wait does the same for one channel.
+func TestPollAndListWait(t *testing.T) {
+	t.Parallel()
+	eachTransport(t, func(t *testing.T, c clients) {
+		ch := "poll-" + strings.ReplaceAll(t.Name(), "/", "-")
+		var want []int64
+		for range 3 {
+			want = append(want, mustPublish(t, c.events, ch, "x").Position)
+		}
+		got, err := c.events.Poll(t.Context(), connect.NewRequest(&heraldv1.PollRequest{Channels: []string{ch}, Cursor: ptr(int64(0)), Limit: 2}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		equalPositions(t, positions(got.Msg.Events), want[:2])
+		if !got.Msg.HasMore || got.Msg.Cursor != want[1] {
+			t.Fatalf("page 1: has_more %v cursor %d, want true and %d", got.Msg.HasMore, got.Msg.Cursor, want[1])
+		}
+		got, err = c.events.Poll(t.Context(), connect.NewRequest(&heraldv1.PollRequest{Channels: []string{ch}, Cursor: &got.Msg.Cursor}))
+		if err != nil || got.Msg.HasMore || got.Msg.Cursor != want[2] {
+			t.Fatalf("page 2: %v, %v", got, err)
+		}
+		equalPositions(t, positions(got.Msg.Events), want[2:])
+
+		// Nothing after the cursor: the poll holds until a publish.
+		type result struct {
+			resp *connect.Response[heraldv1.PollResponse]
+			err  error
+			took time.Duration
+		}
+		done := make(chan result, 1)
+		cursor := got.Msg.Cursor
+		go func() {
+			start := time.Now()
+			r, err := c.events.Poll(context.Background(), connect.NewRequest(&heraldv1.PollRequest{Channels: []string{ch}, Cursor: &cursor, Wait: durationpb.New(20 * time.Second)}))
+			done <- result{r, err, time.Since(start)}
+		}()
+		time.Sleep(200 * time.Millisecond)
+		ev := mustPublish(t, c.events, ch, "late")
+		r := <-done
+		if r.err != nil || len(r.resp.Msg.Events) != 1 || r.resp.Msg.Events[0].Position != ev.Position || r.took > 10*time.Second {
+			t.Fatalf("held poll: %v, %v after %v", r.resp, r.err, r.took)
+		}
+		// An empty wait ends with an empty page at the same cursor.
+		empty, err := c.events.Poll(t.Context(), connect.NewRequest(&heraldv1.PollRequest{Channels: []string{ch}, Cursor: &ev.Position, Wait: durationpb.New(300 * time.Millisecond)}))
+		if err != nil || len(empty.Msg.Events) != 0 || empty.Msg.Cursor != ev.Position {
+			t.Fatalf("empty poll: %v, %v", empty, err)
+		}
+		// ListEvents with wait: the ordinary page, once there is one.
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			mustPublish(t, c.events, ch, "later")
+		}()
+		list, err := c.history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: ch, Cursor: ev.Position, Wait: durationpb.New(20 * time.Second)}))
+		if err != nil || len(list.Msg.Events) != 1 || string(list.Msg.Events[0].Data) != "later" {
+			t.Fatalf("list with wait: %v, %v", list, err)
+		}
+		_, err = c.history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: ch, Direction: heraldv1.Direction_DIRECTION_BACKWARD, Wait: durationpb.New(time.Second)}))
+		if codeOf(err) != connect.CodeInvalidArgument {
+			t.Fatalf("backward list with wait: %v, want invalid_argument", err)
+		}
+		_, err = c.events.Poll(t.Context(), connect.NewRequest(&heraldv1.PollRequest{Channels: []string{ch}, Wait: durationpb.New(2 * time.Minute)}))
+		if codeOf(err) != connect.CodeInvalidArgument {
+			t.Fatalf("wait 2m: %v, want invalid_argument", err)
+		}
+	})
 }
