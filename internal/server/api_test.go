@@ -445,11 +445,16 @@ func TestPollAndListWait(t *testing.T) {
 			t.Fatalf("empty poll: %v, %v", empty, err)
 		}
 		// ListEvents with wait: the ordinary page, once there is one.
+		published := make(chan error, 1)
 		go func() {
 			time.Sleep(200 * time.Millisecond)
-			mustPublish(t, c.events, ch, "later")
+			_, err := c.events.Publish(context.Background(), connect.NewRequest(&heraldv1.PublishRequest{Channel: ch, Data: []byte("later")}))
+			published <- err
 		}()
 		list, err := c.history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: ch, Cursor: ev.Position, Wait: durationpb.New(20 * time.Second)}))
+		if perr := <-published; perr != nil {
+			t.Fatal(perr)
+		}
 		if err != nil || len(list.Msg.Events) != 1 || string(list.Msg.Events[0].Data) != "later" {
 			t.Fatalf("list with wait: %v, %v", list, err)
 		}
