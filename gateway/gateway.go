@@ -80,6 +80,7 @@ type Gateway struct {
 
 	mu      sync.Mutex
 	conns   map[*wsConn]struct{} // open WebSockets (hijacked: the HTTP server does not track them)
+	closing bool                 // Drain or Kill was called: no new WebSockets
 	connsWG sync.WaitGroup
 }
 
@@ -106,6 +107,9 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 // the hub stopped: each connection then sends its subscriptions' shutdown
 // frames and closes with 1012 (service restart).
 func (g *Gateway) Drain(ctx context.Context) error {
+	g.mu.Lock()
+	g.closing = true
+	g.mu.Unlock()
 	done := make(chan struct{})
 	go func() { g.connsWG.Wait(); close(done) }()
 	select {
@@ -121,8 +125,13 @@ func (g *Gateway) Drain(ctx context.Context) error {
 // Kill drops every WebSocket at once, like a crash.
 func (g *Gateway) Kill() {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.closing = true
+	conns := make([]*wsConn, 0, len(g.conns))
 	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
 		c.kill()
 	}
 }

@@ -136,7 +136,10 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	renew()
 	for {
 		msg, err := sub.Next(kctx)
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		var end *fanout.EndError
+		if err != nil && kctx.Err() != nil && ctx.Err() == nil && !errors.As(err, &end) {
+			// Our keep-alive timer, not an outage (whose errors can wrap
+			// context.DeadlineExceeded too).
 			renew()
 			sw.comment("keep-alive")
 			if sw.flush() != nil {

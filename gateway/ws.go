@@ -58,6 +58,11 @@ type wsConn struct {
 	binary bool
 	ctx    context.Context // ends when the connection is being torn down
 	cancel context.CancelFunc
+	// readCtx is the reader's, ended only by kill: when a read's context
+	// ends, the library drops the TCP connection at once, which would lose
+	// the close frame (1012, 4008) that finish sends.
+	readCtx    context.Context
+	readCancel context.CancelFunc
 
 	out        chan []byte   // encoded frames; bounded by Config.WSWriteQueue
 	drain      chan struct{} // closed by finish: write what is queued, then stop
@@ -70,7 +75,12 @@ type wsConn struct {
 }
 
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
-	// The origin was checked by CORS (allow-list or same origin).
+	// CORS has checked the origin already when it wraps the server; check
+	// again so that Register alone is safe too.
+	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r) && !g.origins.allowed(o) {
+		writeError(w, connect.NewError(connect.CodePermissionDenied, errors.New("origin "+o+" is not allowed: add it to --allowed-origins")))
+		return
+	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{SubprotocolJSON, SubprotocolProto},
 		InsecureSkipVerify: true,
@@ -81,12 +91,15 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(int64(g.cfg.MaxMessageBytes))
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	readCtx, readCancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	wc := &wsConn{
 		g:          g,
 		c:          c,
 		binary:     c.Subprotocol() == SubprotocolProto,
 		ctx:        ctx,
 		cancel:     cancel,
+		readCtx:    readCtx,
+		readCancel: readCancel,
 		out:        make(chan []byte, g.cfg.WSWriteQueue),
 		drain:      make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -94,10 +107,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if !g.track(wc) {
 		cancel()
+		readCancel()
 		_ = c.Close(StatusRestart, "server shutting down: reconnect to another instance")
 		return
 	}
 	defer g.untrack(wc)
+	defer readCancel()
 	wc.serve()
 }
 
@@ -105,6 +120,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) track(wc *wsConn) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
 	select {
 	case <-g.cfg.Hub.Stopped():
 		return false
@@ -124,6 +142,7 @@ func (g *Gateway) untrack(wc *wsConn) {
 
 func (wc *wsConn) kill() {
 	wc.fail(errConnClosed)
+	wc.readCancel() // drops the connection even while a Close is under way
 	_ = wc.c.CloseNow()
 }
 
@@ -164,6 +183,8 @@ func (wc *wsConn) serve() {
 	case <-wc.failed:
 		sess.Close()
 		if errors.Is(wc.failErr, errSlowConsumer) {
+			// Best effort: the close frame waits behind the unread frames,
+			// and Close gives up after its own timeout.
 			code, reason = StatusSlowConsumer, "slow consumer: reconnect and resume from your last positions"
 		} else {
 			_ = wc.c.CloseNow()
@@ -189,8 +210,8 @@ func (wc *wsConn) finish(code websocket.StatusCode, reason string) {
 	case <-wc.writerDone:
 	case <-time.After(wc.g.cfg.WriteTimeout):
 	}
+	_ = wc.c.Close(code, reason) // before cancel: see readCtx
 	wc.cancel()
-	_ = wc.c.Close(code, reason)
 }
 
 func (wc *wsConn) wait(readErr <-chan error) {
@@ -277,7 +298,9 @@ func (wc *wsConn) pinger() {
 		case <-wc.ctx.Done():
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(wc.ctx, wc.g.cfg.WriteTimeout)
+			// Not derived from wc.ctx: a ping cut short by teardown would
+			// drop the connection before its close frame.
+			ctx, cancel := context.WithTimeout(context.Background(), wc.g.cfg.WriteTimeout)
 			err := wc.c.Ping(ctx)
 			cancel()
 			if err != nil && wc.ctx.Err() == nil {
@@ -293,7 +316,7 @@ func (wc *wsConn) pinger() {
 // connection stays open, as on the Connect RPC.
 func (wc *wsConn) reader(sess *services.Session) error {
 	for {
-		typ, data, err := wc.c.Read(wc.ctx)
+		typ, data, err := wc.c.Read(wc.readCtx)
 		if err != nil {
 			return err
 		}

@@ -85,8 +85,9 @@ func poll(ctx context.Context, hub *fanout.Hub, channels []string, cursor *int64
 		_, perr := sub.TryNext(ctx)
 		resp.HasMore = !errors.Is(perr, fanout.ErrWouldBlock)
 	case errors.Is(err, fanout.ErrWouldBlock):
-	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		// The wait ended with nothing new: an empty page.
+	case waitCtx.Err() != nil && ctx.Err() == nil && !errors.As(err, new(*fanout.EndError)):
+		// The wait ended with nothing new: an empty page. (Checked on our
+		// own context: an outage's error can wrap DeadlineExceeded too.)
 	case len(resp.Events) > 0 && ctx.Err() == nil:
 		// The subscription ended (shutdown, outage) after some events:
 		// return them; the next poll reports the problem.

@@ -63,6 +63,12 @@ type Hub struct {
 	head    int64 // highest dispatched position
 	subs    map[string]map[*Subscription]struct{}
 	closing bool
+
+	// Drains started and finished, for CatchUp.
+	drainMu       sync.Mutex
+	drainsStarted uint64
+	drainsDone    uint64
+	drained       chan struct{} // closed and replaced when a drain finishes
 }
 
 // NewHub returns a hub reading from log. It starts no goroutines.
@@ -75,6 +81,7 @@ func NewHub(log eventlog.Log, opts Options) *Hub {
 		ready:   make(chan struct{}),
 		stopped: make(chan struct{}),
 		subs:    make(map[string]map[*Subscription]struct{}),
+		drained: make(chan struct{}),
 	}
 }
 
@@ -94,26 +101,30 @@ func (h *Hub) Head() int64 {
 	return h.head
 }
 
-// CatchUp waits until the hub has dispatched every entry the log had
-// committed when it was called (or ctx ends), so that a reader who does not
-// wait for new entries, such as a long-poll with no wait, sees what was
-// just published, including its own writes.
+// CatchUp waits until a read of the log that started after the call has
+// been dispatched (or ctx ends), so that a reader who does not wait for
+// new entries, such as a long-poll with no wait, sees everything committed
+// before it asked, including its own writes.
 func (h *Hub) CatchUp(ctx context.Context) error {
-	head, err := h.log.Head(ctx)
-	if err != nil {
-		return err
-	}
-	for h.Head() < head {
-		h.Wake()
+	h.drainMu.Lock()
+	target := h.drainsStarted + 1
+	h.drainMu.Unlock()
+	h.Wake()
+	for {
+		h.drainMu.Lock()
+		done, drained := h.drainsDone, h.drained
+		h.drainMu.Unlock()
+		if done >= target {
+			return nil
+		}
 		select {
+		case <-drained:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-h.stopped:
 			return ErrStopped
-		case <-time.After(time.Millisecond):
 		}
 	}
-	return nil
 }
 
 // Stopped is closed once Run has returned and every subscription has ended.
@@ -168,7 +179,16 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-h.wake:
 		case <-poll.C:
 		}
-		if err := h.drain(ctx); err != nil && ctx.Err() == nil {
+		h.drainMu.Lock()
+		h.drainsStarted++
+		h.drainMu.Unlock()
+		err := h.drain(ctx)
+		h.drainMu.Lock()
+		h.drainsDone++
+		close(h.drained)
+		h.drained = make(chan struct{})
+		h.drainMu.Unlock()
+		if err != nil && ctx.Err() == nil {
 			// Live streams stay open; the next wake-up or poll retries.
 			h.opts.Logger.Warn("fanout: reading the log", "err", err)
 		}

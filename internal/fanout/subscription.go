@@ -287,11 +287,10 @@ func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 // fail records a terminal error so later calls return it too; context
 // errors are not terminal.
 func (s *Subscription) fail(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
 	var end *EndError
 	if errors.As(err, &end) || errors.Is(err, ErrClosed) {
+		// Terminal, even when it wraps a database timeout (which matches
+		// context.DeadlineExceeded).
 		s.endErr = err
 		s.hub.remove(s)
 	}

@@ -301,8 +301,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	if killed {
-		s.gw.Kill()
 		_ = s.http.Close()
+		killCtx, cancel := context.WithTimeout(base, s.cfg.ShutdownTimeout)
+		s.gw.Kill()
+		_ = s.gw.Drain(killCtx) // wait until the dropped WebSockets' goroutines are gone
+		cancel()
 	} else {
 		s.health.SetStatus("", grpchealth.StatusNotServing)
 		shutdownCtx, cancel := context.WithTimeout(base, s.cfg.ShutdownTimeout)
