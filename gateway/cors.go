@@ -40,9 +40,11 @@ func sameOrigin(origin string, r *http.Request) bool {
 
 // allowed reports whether a cross-origin request from origin may proceed.
 func (m originMatcher) allowed(origin string) bool {
-	if m.any {
-		return true
-	}
+	return m.any || m.listed(origin)
+}
+
+// listed reports whether origin matches an entry other than "*".
+func (m originMatcher) listed(origin string) bool {
 	origin = strings.ToLower(origin)
 	for _, p := range m.patterns {
 		if p == origin {
@@ -86,8 +88,14 @@ func (g *Gateway) CORS(next http.Handler) http.Handler {
 		}
 		h := w.Header()
 		h.Add("Vary", "Origin")
-		h.Set("Access-Control-Allow-Origin", origin)
-		h.Set("Access-Control-Allow-Credentials", "true")
+		if g.origins.listed(origin) {
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Set("Access-Control-Allow-Credentials", "true")
+		} else {
+			// Allowed only by "*": any page may call, but never with the
+			// visitor's cookies.
+			h.Set("Access-Control-Allow-Origin", "*")
+		}
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			h.Add("Vary", "Access-Control-Request-Method")
 			h.Add("Vary", "Access-Control-Request-Headers")
