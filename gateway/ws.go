@@ -167,7 +167,7 @@ func (wc *wsConn) serve() {
 	sess := g.cfg.Events.StartSession(wc.ctx, wc.send)
 	readErr := make(chan error, 1)
 	go func() { readErr <- wc.reader(sess) }()
-	go wc.pinger()
+	wc.startPings()
 
 	var code websocket.StatusCode
 	var reason string
@@ -280,7 +280,7 @@ func (wc *wsConn) writer() {
 		}
 		// No deadline here: a write cut short would break the frame and
 		// lose the close code. A stalled write is detected by send (the
-		// queue stays full) and by the pinger, and ended by closing.
+		// queue stays full) and by the pings, and ended by closing.
 		if err := wc.c.Write(context.Background(), typ, frame); err != nil {
 			wc.fail(err)
 			return
@@ -288,27 +288,38 @@ func (wc *wsConn) writer() {
 	}
 }
 
-// pinger detects dead peers: a ping not answered within the write
-// timeout drops the connection.
-func (wc *wsConn) pinger() {
-	t := time.NewTicker(wc.g.cfg.WSPingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-wc.ctx.Done():
+// startPings detects dead peers: a ping not answered within the write
+// timeout drops the connection. It runs on a timer, not a goroutine per
+// connection, because most connections are idle most of the time.
+func (wc *wsConn) startPings() {
+	var mu sync.Mutex
+	var t *time.Timer
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(wc.g.cfg.WSPingInterval, func() {
+		if wc.ctx.Err() != nil {
 			return
-		case <-t.C:
-			// Not derived from wc.ctx: a ping cut short by teardown would
-			// drop the connection before its close frame.
-			ctx, cancel := context.WithTimeout(context.Background(), wc.g.cfg.WriteTimeout)
-			err := wc.c.Ping(ctx)
-			cancel()
-			if err != nil && wc.ctx.Err() == nil {
-				wc.fail(errors.New("peer did not answer a ping"))
-				return
-			}
 		}
-	}
+		// Not derived from wc.ctx: a ping cut short by teardown would
+		// drop the connection before its close frame.
+		ctx, cancel := context.WithTimeout(context.Background(), wc.g.cfg.WriteTimeout)
+		err := wc.c.Ping(ctx)
+		cancel()
+		switch {
+		case wc.ctx.Err() != nil:
+		case err != nil:
+			wc.fail(errors.New("peer did not answer a ping"))
+		default:
+			mu.Lock()
+			t.Reset(wc.g.cfg.WSPingInterval)
+			mu.Unlock()
+		}
+	})
+	context.AfterFunc(wc.ctx, func() {
+		mu.Lock()
+		t.Stop()
+		mu.Unlock()
+	})
 }
 
 // reader decodes client frames and hands them to the session in order. A

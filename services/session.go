@@ -50,9 +50,9 @@ type Session struct {
 	// drainTimeout.
 	pubCtx    context.Context
 	pubCancel context.CancelFunc
-	pubMu     sync.Mutex // guards pubClosed and sending on pubs
+	pubMu     sync.Mutex // guards pubClosed, pubs and sending on pubs
 	pubClosed bool
-	pubs      chan pubCmd
+	pubs      chan pubCmd // made, with its publisher, on the first publish
 
 	sendMu     sync.Mutex // serialises send; guards sub.closed and sendClosed
 	sendClosed bool       // set by Close: the stream may be gone
@@ -87,11 +87,9 @@ func (s *EventService) StartSession(ctx context.Context, send func(*heraldv1.Con
 		cancel:    cancel,
 		pubCtx:    pubCtx,
 		pubCancel: pubCancel,
-		pubs:      make(chan pubCmd, publishQueue),
 		subs:      make(map[string]*sessionSub),
 		failed:    make(chan struct{}),
 	}
-	sess.wg.Go(sess.publisher)
 	return sess
 }
 
@@ -252,6 +250,12 @@ func (ss *Session) enqueue(c pubCmd) {
 	ss.pubMu.Lock()
 	defer ss.pubMu.Unlock()
 	if !ss.pubClosed {
+		if ss.pubs == nil {
+			// Many connections only subscribe: their queue and publisher
+			// goroutine would be idle memory.
+			ss.pubs = make(chan pubCmd, publishQueue)
+			ss.wg.Go(ss.publisher)
+		}
 		select {
 		case ss.pubs <- c:
 			return
@@ -327,7 +331,9 @@ func (ss *Session) closePublishes() {
 	ss.pubMu.Lock()
 	if !ss.pubClosed {
 		ss.pubClosed = true
-		close(ss.pubs)
+		if ss.pubs != nil {
+			close(ss.pubs)
+		}
 	}
 	ss.pubMu.Unlock()
 	t := time.AfterFunc(drainTimeout, ss.pubCancel)
