@@ -39,39 +39,6 @@ func eachTransport(t *testing.T, fn func(t *testing.T, c clients)) {
 	}
 }
 
-func TestSubscribeReplayLiveResume(t *testing.T) {
-	t.Parallel()
-	eachTransport(t, func(t *testing.T, c clients) {
-		ch := "replay-" + t.Name()
-		var want []int64
-		for i := range 5 {
-			want = append(want, mustPublish(t, c.events, ch, string(rune('a'+i))).Position)
-		}
-		s := subscribe(t, c.events, []string{ch}, ptr(int64(0)))
-		first := s.next(t).GetSubscribed()
-		if first == nil || first.Cursor != 0 || first.HistoryTruncated {
-			t.Fatalf("first message = %v, want subscribed at cursor 0", first)
-		}
-		got := s.events(t, 5)
-		equalPositions(t, positions(got), want)
-		if string(got[2].Data) != "c" || got[2].Channel != ch || got[2].Kind != heraldv1.EventKind_EVENT_KIND_PUBLISHED {
-			t.Fatalf("event 2 = %v", got[2])
-		}
-		for range 3 {
-			want = append(want, mustPublish(t, c.events, ch, "live").Position)
-		}
-		equalPositions(t, positions(s.events(t, 3)), want[5:])
-		s.stop()
-
-		// Resume from the 4th event: exactly the ones after it.
-		r := subscribe(t, c.events, []string{ch}, ptr(want[3]))
-		if sub := r.next(t).GetSubscribed(); sub.GetCursor() != want[3] {
-			t.Fatalf("resume subscribed = %v", sub)
-		}
-		equalPositions(t, positions(r.events(t, 4)), want[4:])
-	})
-}
-
 func TestEditsReachLiveAndResumingSubscribers(t *testing.T) {
 	t.Parallel()
 	eachTransport(t, func(t *testing.T, c clients) {

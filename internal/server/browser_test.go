@@ -493,17 +493,5 @@ func startInstanceAt(t *testing.T, cfg server.Config, addr string) *instance {
 			t.Fatalf("restart on %s: %v", addr, err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{srv: srv, base: "http://" + srv.Addr(), cancel: cancel, done: make(chan error, 1)}
-	go func() { in.done <- srv.Run(ctx) }()
-	t.Cleanup(in.stop)
-	waitFor(t, func() bool {
-		resp, err := http.Get(in.base + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return in
+	return runInstance(t, srv)
 }

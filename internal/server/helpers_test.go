@@ -57,6 +57,12 @@ func startInstance(t *testing.T, cfg server.Config) *instance {
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
+	return runInstance(t, srv)
+}
+
+// runInstance runs srv until the test ends and waits until it is healthy.
+func runInstance(t *testing.T, srv *server.Server) *instance {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{srv: srv, base: "http://" + srv.Addr(), cancel: cancel, done: make(chan error, 1)}
 	go func() { in.done <- srv.Run(ctx) }()
