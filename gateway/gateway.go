@@ -45,6 +45,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// WSWriteQueue bounds the frames queued for one WebSocket. Default 256.
 	WSWriteQueue int
+	// WSWriteBytes bounds the bytes of the frames queued for one WebSocket,
+	// so that large events cannot make a stalled connection hold
+	// WSWriteQueue of them. Default 1 MiB.
+	WSWriteBytes int
 }
 
 func (c *Config) defaults() {
@@ -68,6 +72,9 @@ func (c *Config) defaults() {
 	}
 	if c.WSWriteQueue <= 0 {
 		c.WSWriteQueue = 256
+	}
+	if c.WSWriteBytes <= 0 {
+		c.WSWriteBytes = 1 << 20
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/protobuf/proto"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
@@ -64,8 +65,9 @@ type wsConn struct {
 	readCtx    context.Context
 	readCancel context.CancelFunc
 
-	out        chan []byte   // encoded frames; bounded by Config.WSWriteQueue
-	drain      chan struct{} // closed by finish: write what is queued, then stop
+	out        chan wsFrame        // encoded frames; bounded by Config.WSWriteQueue
+	queued     *semaphore.Weighted // bytes of queued frames; bounded by Config.WSWriteBytes
+	drain      chan struct{}       // closed by finish: write what is queued, then stop
 	drainOnce  sync.Once
 	writerDone chan struct{} // closed when the writer stops (drained or failed)
 
@@ -100,7 +102,8 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		cancel:     cancel,
 		readCtx:    readCtx,
 		readCancel: readCancel,
-		out:        make(chan []byte, g.cfg.WSWriteQueue),
+		out:        make(chan wsFrame, g.cfg.WSWriteQueue),
+		queued:     semaphore.NewWeighted(int64(g.cfg.WSWriteBytes)),
 		drain:      make(chan struct{}),
 		writerDone: make(chan struct{}),
 		failed:     make(chan struct{}),
@@ -223,39 +226,69 @@ func (wc *wsConn) wait(readErr <-chan error) {
 	}
 }
 
+// wsFrame is an encoded frame and the bytes it holds of the budget.
+type wsFrame struct {
+	b []byte
+	n int64
+}
+
 // send is the session's sink: it encodes msg once and queues the frame.
-// When the queue is full it waits up to the write timeout, so a replay
-// burst paces itself to the client, and a client that stops reading is
-// ended as a slow consumer.
+// The queue is bounded in frames and in bytes; when either is full, send
+// waits up to the write timeout, so a replay burst paces itself to the
+// client, and a client that stops reading is ended as a slow consumer.
 func (wc *wsConn) send(msg *heraldv1.ConnectResponse) error {
-	var frame []byte
+	var b []byte
 	var err error
 	if wc.binary {
-		frame, err = wc.g.enc.connectResponseBinary(msg)
+		b, err = wc.g.enc.connectResponseBinary(msg)
 	} else {
-		frame, err = wc.g.enc.connectResponseJSON(msg)
+		b, err = wc.g.enc.connectResponseJSON(msg)
 	}
 	if err != nil {
 		return err
 	}
-	select {
-	case wc.out <- frame:
-		return nil
-	case <-wc.failed:
-		return wc.failErr
-	default:
+	// A frame larger than the whole budget takes all of it.
+	f := wsFrame{b: b, n: min(int64(len(b)), int64(wc.g.cfg.WSWriteBytes))}
+	if wc.queued.TryAcquire(f.n) {
+		select {
+		case wc.out <- f:
+			return nil
+		case <-wc.failed:
+			wc.queued.Release(f.n)
+			return wc.failErr
+		default:
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(wc.ctx, wc.g.cfg.WriteTimeout)
+		err := wc.queued.Acquire(ctx, f.n)
+		cancel()
+		if err != nil {
+			return wc.stalled()
+		}
 	}
 	t := time.NewTimer(wc.g.cfg.WriteTimeout)
 	defer t.Stop()
 	select {
-	case wc.out <- frame:
+	case wc.out <- f:
 		return nil
 	case <-wc.failed:
+		wc.queued.Release(f.n)
 		return wc.failErr
 	case <-t.C:
-		wc.fail(errSlowConsumer)
-		return errSlowConsumer
+		wc.queued.Release(f.n)
+		return wc.stalled()
 	}
+}
+
+// stalled ends the connection as a slow consumer, unless it already failed.
+func (wc *wsConn) stalled() error {
+	select {
+	case <-wc.failed:
+		return wc.failErr
+	default:
+	}
+	wc.fail(errSlowConsumer)
+	return errSlowConsumer
 }
 
 func (wc *wsConn) stopWriter() { wc.drainOnce.Do(func() { close(wc.drain) }) }
@@ -268,12 +301,12 @@ func (wc *wsConn) writer() {
 		typ = websocket.MessageBinary
 	}
 	for {
-		var frame []byte
+		var f wsFrame
 		select {
-		case frame = <-wc.out:
+		case f = <-wc.out:
 		case <-wc.drain:
 			select {
-			case frame = <-wc.out:
+			case f = <-wc.out:
 			default:
 				return
 			}
@@ -281,7 +314,9 @@ func (wc *wsConn) writer() {
 		// No deadline here: a write cut short would break the frame and
 		// lose the close code. A stalled write is detected by send (the
 		// queue stays full) and by the pings, and ended by closing.
-		if err := wc.c.Write(context.Background(), typ, frame); err != nil {
+		err := wc.c.Write(context.Background(), typ, f.b)
+		wc.queued.Release(f.n)
+		if err != nil {
 			wc.fail(err)
 			return
 		}

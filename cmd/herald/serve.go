@@ -35,6 +35,7 @@ func serve(ctx context.Context, args []string) error {
 	fs.Duration(&cfg.WSPingInterval, "ws-ping-interval", []string{"HERALD_WS_PING_INTERVAL"}, 30*time.Second, "WebSocket ping interval (dead-peer detection)")
 	fs.Duration(&cfg.WriteTimeout, "write-timeout", []string{"HERALD_WRITE_TIMEOUT"}, 10*time.Second, "how long a write to a WebSocket or SSE client may stall before it is dropped as a slow consumer")
 	fs.Int(&cfg.WSWriteQueue, "ws-write-queue", []string{"HERALD_WS_WRITE_QUEUE"}, 256, "frames queued per WebSocket")
+	fs.Int(&cfg.WSWriteBytes, "ws-write-bytes", []string{"HERALD_WS_WRITE_BYTES"}, 1<<20, "bytes queued per WebSocket")
 	fs.String(&logFormat, "log-format", []string{"HERALD_LOG_FORMAT"}, "text", "text or json")
 	fs.String(&logLevel, "log-level", []string{"HERALD_LOG_LEVEL"}, "info", "debug, info, warn or error")
 	if err := fs.parse(args); err != nil {

@@ -71,6 +71,8 @@ type Config struct {
 	WSPingInterval time.Duration
 	// WSWriteQueue bounds the frames queued for one WebSocket. Default 256.
 	WSWriteQueue int
+	// WSWriteBytes bounds the bytes queued for one WebSocket. Default 1 MiB.
+	WSWriteBytes int
 	// WriteTimeout bounds a stalled write to a WebSocket or SSE client.
 	// Default 10s.
 	WriteTimeout time.Duration
@@ -179,6 +181,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		SSEKeepAlive:    cfg.SSEKeepAlive,
 		WSPingInterval:  cfg.WSPingInterval,
 		WSWriteQueue:    cfg.WSWriteQueue,
+		WSWriteBytes:    cfg.WSWriteBytes,
 		WriteTimeout:    cfg.WriteTimeout,
 	})
 	s.gw.Register(s.mux)

@@ -215,11 +215,23 @@ func TestWSDeadPeer(t *testing.T) {
 }
 
 // TestWSWriteQueueSlowConsumer: a client that stops reading while its
-// write queue is full is dropped (with 4008 when the close frame can still
+// write queue is full (in frames, or in bytes) is dropped (with 4008 when the close frame can still
 // get through), and resuming from what it received loses nothing.
 func TestWSWriteQueueSlowConsumer(t *testing.T) {
 	t.Parallel()
-	in := startInstance(t, server.Config{WSWriteQueue: 4, WriteTimeout: 300 * time.Millisecond, WSPingInterval: time.Hour})
+	for name, cfg := range map[string]server.Config{
+		"frames": {WSWriteQueue: 4},
+		"bytes":  {WSWriteBytes: 64 << 10},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg.WriteTimeout, cfg.WSPingInterval = 300*time.Millisecond, time.Hour
+			testWSWriteQueueSlowConsumer(t, startInstance(t, cfg))
+		})
+	}
+}
+
+func testWSWriteQueueSlowConsumer(t *testing.T, in *instance) {
 	c := grpcClients(in)
 	gate := make(chan struct{})
 	s := wsOpener(gateway.SubprotocolProto)(t, in.base, []string{"wq"}, ptr(int64(0)), gate)
