@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"path"
@@ -76,6 +77,11 @@ const (
 // publish, open a WebSocket or read a stream through a user's browser.
 func (g *Gateway) CORS(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.hostAllowed(r.Host) {
+			writeError(w, connect.NewError(connect.CodePermissionDenied,
+				errors.New("host "+r.Host+" is not served here: add it to --allowed-hosts")))
+			return
+		}
 		origin := r.Header.Get("Origin")
 		if origin == "" || sameOrigin(origin, r) {
 			next.ServeHTTP(w, r)
@@ -108,4 +114,22 @@ func (g *Gateway) CORS(next http.Handler) http.Handler {
 		h.Set("Access-Control-Expose-Headers", corsExposeHeaders)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// hostAllowed checks the Host header against Config.AllowedHosts.
+func (g *Gateway) hostAllowed(hostport string) bool {
+	if len(g.cfg.AllowedHosts) == 0 {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	for _, a := range g.cfg.AllowedHosts {
+		if strings.EqualFold(a, host) {
+			return true
+		}
+	}
+	return false
 }

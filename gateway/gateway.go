@@ -29,6 +29,12 @@ type Config struct {
 	// patterns with a wildcard ("https://*.example.com") or "*" for any.
 	// Empty (the default) allows same-origin requests only.
 	AllowedOrigins []string
+	// AllowedHosts, when set, lists the host names (without port) that
+	// requests may name in their Host header; others get 403. It defends a
+	// server on a loopback address against DNS rebinding: a page whose name
+	// resolves to 127.0.0.1 would otherwise count as same-origin. Empty
+	// allows any host.
+	AllowedHosts []string
 	// MaxMessageBytes bounds one WebSocket frame and one REST body.
 	// Default 2 MiB.
 	MaxMessageBytes int

@@ -18,7 +18,7 @@ func serve(ctx context.Context, args []string) error {
 		cfg                 server.Config
 		autoCreate          bool
 		logFormat, logLevel string
-		origins             string
+		origins, hosts      string
 	)
 	fs := newFlags("serve")
 	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, "127.0.0.1:8080", "address to listen on (gRPC, gRPC-Web, Connect, WebSocket, SSE, REST; h2c and HTTP/1.1)")
@@ -31,6 +31,7 @@ func serve(ctx context.Context, args []string) error {
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", []string{"HERALD_SHUTDOWN_TIMEOUT"}, 10*time.Second, "how long a graceful shutdown drains")
 	fs.Int(&cfg.MaxMessageBytes, "max-message-bytes", []string{"HERALD_MAX_MESSAGE_BYTES"}, 2<<20, "largest request message accepted")
 	fs.String(&origins, "allowed-origins", []string{"HERALD_ALLOWED_ORIGINS"}, "", "comma-separated browser origins allowed cross-origin (CORS, WebSocket Origin), e.g. https://app.example.com,https://*.example.com or *; empty allows same-origin pages only")
+	fs.String(&hosts, "allowed-hosts", []string{"HERALD_ALLOWED_HOSTS"}, "", "comma-separated host names requests may use (Host header); empty: loopback names on a loopback --addr (against DNS rebinding), any otherwise")
 	fs.Duration(&cfg.SSEKeepAlive, "sse-keepalive", []string{"HERALD_SSE_KEEPALIVE"}, 15*time.Second, "interval of SSE keep-alive comments")
 	fs.Duration(&cfg.WSPingInterval, "ws-ping-interval", []string{"HERALD_WS_PING_INTERVAL"}, 30*time.Second, "WebSocket ping interval (dead-peer detection)")
 	fs.Duration(&cfg.WriteTimeout, "write-timeout", []string{"HERALD_WRITE_TIMEOUT"}, 10*time.Second, "how long a write to a WebSocket or SSE client may stall before it is dropped as a slow consumer")
@@ -49,11 +50,8 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.NoAutoCreate = !autoCreate
-	for o := range strings.SplitSeq(origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
-		}
-	}
+	cfg.AllowedOrigins = splitList(origins)
+	cfg.AllowedHosts = splitList(hosts)
 	cfg.Logger = logger
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
@@ -82,4 +80,15 @@ func migrate(ctx context.Context, args []string) error {
 	}
 	fmt.Println("migrations applied")
 	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(v string) []string {
+	var out []string
+	for s := range strings.SplitSeq(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -65,6 +65,10 @@ type Config struct {
 	// WebSocket Origin); empty allows same-origin only. See
 	// gateway.Config.AllowedOrigins.
 	AllowedOrigins []string
+	// AllowedHosts lists the host names requests may name in their Host
+	// header. Empty: on a loopback address, only loopback names (localhost,
+	// 127.0.0.1, ::1), against DNS rebinding; elsewhere any.
+	AllowedHosts []string
 	// SSEKeepAlive is the SSE keep-alive comment interval. Default 15s.
 	SSEKeepAlive time.Duration
 	// WSPingInterval is the WebSocket ping interval. Default 30s.
@@ -177,6 +181,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Hub:             s.hub,
 		Logger:          cfg.Logger,
 		AllowedOrigins:  cfg.AllowedOrigins,
+		AllowedHosts:    allowedHosts(cfg.AllowedHosts, cfg.Addr),
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		SSEKeepAlive:    cfg.SSEKeepAlive,
 		WSPingInterval:  cfg.WSPingInterval,
@@ -363,4 +368,21 @@ func (s *Server) closePool() {
 	if s.pool != nil {
 		s.pool.Close()
 	}
+}
+
+// allowedHosts returns the Host allow-list: the configured one, or for a
+// loopback listen address the loopback names, so that a web page whose
+// name resolves to 127.0.0.1 (DNS rebinding) cannot call a local server.
+func allowedHosts(configured []string, addr string) []string {
+	if len(configured) > 0 {
+		return configured
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return []string{"localhost", "127.0.0.1", "::1"}
+	}
+	return nil
 }

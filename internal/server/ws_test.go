@@ -308,6 +308,19 @@ func TestOrigins(t *testing.T) {
 		t.Fatalf("allowed-origin websocket: %v", err)
 	}
 	c.CloseNow()
+	// DNS rebinding: a page on another name that resolves to the loopback
+	// server sends its own name as Host (and as a same-looking Origin).
+	rebind, _ := http.NewRequest(http.MethodPost, def.base+"/v1/channels/x/events", strings.NewReader("pwned"))
+	rebind.Host = "evil.example:" + strings.Split(def.base, ":")[2]
+	rebind.Header.Set("Origin", "http://"+rebind.Host)
+	resp, err = http.DefaultClient.Do(rebind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || def.srv.Hub().Head() != 0 {
+		t.Fatalf("rebinding request: %d, head %d; want 403 and nothing written", resp.StatusCode, def.srv.Hub().Head())
+	}
 	// A preflight from an allowed origin is answered with the CORS headers.
 	req, _ := http.NewRequest(http.MethodOptions, allow.base+"/v1/channels/x/events", nil)
 	req.Header.Set("Origin", "https://chat.example.com")
