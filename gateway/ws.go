@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -70,6 +71,11 @@ type wsConn struct {
 	drain      chan struct{}       // closed by finish: write what is queued, then stop
 	drainOnce  sync.Once
 	writerDone chan struct{} // closed when the writer stops (drained or failed)
+
+	// handling is set while the reader is inside Session.Handle, which
+	// blocks while the publish queue is full; pongs are only read by Read,
+	// so a ping unanswered then says nothing about the peer.
+	handling atomic.Bool
 
 	failOnce sync.Once
 	failErr  error
@@ -342,7 +348,7 @@ func (wc *wsConn) startPings() {
 		cancel()
 		switch {
 		case wc.ctx.Err() != nil:
-		case err != nil:
+		case err != nil && !wc.handling.Load():
 			wc.fail(errors.New("peer did not answer a ping"))
 		default:
 			mu.Lock()
@@ -371,7 +377,9 @@ func (wc *wsConn) reader(sess *services.Session) error {
 			wc.sendError(err)
 			continue
 		}
+		wc.handling.Store(true)
 		sess.Handle(req)
+		wc.handling.Store(false)
 	}
 }
 
