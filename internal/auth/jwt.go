@@ -1,0 +1,290 @@
+package auth
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+const (
+	minHMACSecret = 32   // bytes; HS256 secrets shorter than its output are guessable
+	minRSABits    = 2048 // smaller RSA keys are factorable
+	maxClaimItems = 256  // patterns per claim, to bound per-token work
+)
+
+// JWTConfig configures a Verifier. At least one of HS256Secret and Keys must
+// be set; the accepted algorithms follow from them and from nothing else.
+type JWTConfig struct {
+	// HS256Secret enables HS256 with this shared secret (at least 32 bytes).
+	HS256Secret []byte
+	// Keys enables RS256 (RSA keys) and ES256 (P-256 keys).
+	Keys []PublicKey
+	// Issuer, if set, must equal the "iss" claim. Set it in production.
+	Issuer string
+	// Audience, if set, must be one of the "aud" claim's values. Set it in
+	// production so tokens minted for another service are refused.
+	Audience string
+	// Leeway is the clock skew tolerated when checking exp, nbf and iat.
+	Leeway time.Duration
+	// AllowAdmin lets a token's "scopes" claim grant admin. Without it such
+	// tokens are refused.
+	AllowAdmin bool
+	// Now replaces time.Now, for tests.
+	Now func() time.Time
+}
+
+// PublicKey is a verification key with an optional key ID ("kid"). Key is an
+// *rsa.PublicKey (RS256) or an *ecdsa.PublicKey on P-256 (ES256).
+type PublicKey struct {
+	ID  string
+	Key crypto.PublicKey
+}
+
+func (k PublicKey) alg() (string, error) {
+	switch pk := k.Key.(type) {
+	case *rsa.PublicKey:
+		if pk.N == nil || pk.N.BitLen() < minRSABits {
+			return "", fmt.Errorf("RSA key %q: shorter than %d bits", k.ID, minRSABits)
+		}
+		return "RS256", nil
+	case *ecdsa.PublicKey:
+		if pk.Curve != elliptic.P256() {
+			return "", fmt.Errorf("EC key %q: curve must be P-256 for ES256", k.ID)
+		}
+		return "ES256", nil
+	}
+	return "", fmt.Errorf("key %q: type %T is not supported (want RSA or P-256 ECDSA)", k.ID, k.Key)
+}
+
+// ParsePublicKeyPEM parses a PEM "PUBLIC KEY" (PKIX) or "RSA PUBLIC KEY"
+// (PKCS #1) block into a PublicKey with the given key ID.
+func ParsePublicKeyPEM(id string, data []byte) (PublicKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return PublicKey{}, fmt.Errorf("key %q: no PEM block found", id)
+	}
+	var (
+		key any
+		err error
+	)
+	switch block.Type {
+	case "PUBLIC KEY":
+		key, err = x509.ParsePKIXPublicKey(block.Bytes)
+	case "RSA PUBLIC KEY":
+		key, err = x509.ParsePKCS1PublicKey(block.Bytes)
+	default:
+		return PublicKey{}, fmt.Errorf("key %q: PEM block %q is not a public key", id, block.Type)
+	}
+	if err != nil {
+		return PublicKey{}, fmt.Errorf("key %q: %w", id, err)
+	}
+	k := PublicKey{ID: id, Key: key}
+	if _, err := k.alg(); err != nil {
+		return PublicKey{}, err
+	}
+	return k, nil
+}
+
+type verifierKey struct {
+	id  string
+	alg string
+	key crypto.PublicKey
+}
+
+// Verifier verifies JWTs. It is safe for concurrent use.
+type Verifier struct {
+	cfg    JWTConfig
+	keys   []verifierKey
+	byKID  map[string]verifierKey
+	parser *jwt.Parser
+}
+
+// NewVerifier validates cfg and returns a Verifier.
+func NewVerifier(cfg JWTConfig) (*Verifier, error) {
+	v := &Verifier{cfg: cfg, byKID: make(map[string]verifierKey)}
+	var algs []string
+	if cfg.HS256Secret != nil {
+		if len(cfg.HS256Secret) < minHMACSecret {
+			return nil, fmt.Errorf("HS256 secret: shorter than %d bytes", minHMACSecret)
+		}
+		v.cfg.HS256Secret = slices.Clone(cfg.HS256Secret)
+		algs = append(algs, "HS256")
+	}
+	for _, k := range cfg.Keys {
+		alg, err := k.alg()
+		if err != nil {
+			return nil, err
+		}
+		vk := verifierKey{id: k.ID, alg: alg, key: k.Key}
+		if k.ID != "" {
+			if _, dup := v.byKID[k.ID]; dup {
+				return nil, fmt.Errorf("key %q: duplicate key ID", k.ID)
+			}
+			v.byKID[k.ID] = vk
+		}
+		v.keys = append(v.keys, vk)
+		if !slices.Contains(algs, alg) {
+			algs = append(algs, alg)
+		}
+	}
+	if len(algs) == 0 {
+		return nil, errors.New("jwt: configure an HS256 secret or at least one public key")
+	}
+	if cfg.Leeway < 0 {
+		return nil, errors.New("jwt: leeway is negative")
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	v.cfg.Now = now
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(algs),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithTimeFunc(now),
+		jwt.WithStrictDecoding(),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	v.parser = jwt.NewParser(opts...)
+	return v, nil
+}
+
+// claims are the token claims Herald reads besides the registered ones.
+type claims struct {
+	jwt.RegisteredClaims
+	Subscribe []string `json:"subscribe,omitempty"`
+	Publish   []string `json:"publish,omitempty"`
+	Channels  []string `json:"channels,omitempty"`
+	Scopes    []string `json:"scopes,omitempty"`
+}
+
+// keyFor selects the verification key for a token. Each key serves exactly
+// one algorithm: the HS256 secret is never handed to an RS/ES token and an
+// RSA or EC key never to an HS token, which rules out algorithm confusion
+// even before jwt's own key-type checks.
+func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
+	alg := t.Method.Alg()
+	rawKID, hasKID := t.Header["kid"]
+	kid, ok := rawKID.(string)
+	if hasKID && !ok {
+		return nil, errors.New("kid header is not a string")
+	}
+	if alg == "HS256" {
+		if v.cfg.HS256Secret == nil {
+			return nil, errors.New("HS256 is not configured")
+		}
+		return v.cfg.HS256Secret, nil
+	}
+	if hasKID {
+		k, ok := v.byKID[kid]
+		if !ok {
+			return nil, fmt.Errorf("unknown key id %q", truncate(kid))
+		}
+		if k.alg != alg {
+			return nil, fmt.Errorf("key %q is for %s, token says %s", truncate(kid), k.alg, alg)
+		}
+		return k.key, nil
+	}
+	var set jwt.VerificationKeySet
+	for _, k := range v.keys {
+		if k.alg == alg {
+			set.Keys = append(set.Keys, k.key)
+		}
+	}
+	if len(set.Keys) == 0 {
+		return nil, fmt.Errorf("no %s key configured", alg)
+	}
+	return set, nil
+}
+
+// Verify checks a compact JWT's signature and claims and returns the user's
+// identity. Errors are *Error values.
+func (v *Verifier) Verify(token string) (Identity, error) {
+	var c claims
+	if _, err := v.parser.ParseWithClaims(token, &c, v.keyFor); err != nil {
+		return Identity{}, jwtError(err)
+	}
+	if c.Subject == "" {
+		return Identity{}, newError(ErrInvalidCredential, "token has no sub claim")
+	}
+	id := Identity{kind: User, name: c.Subject, expires: c.ExpiresAt.Time}
+	if c.Scopes == nil {
+		id.scopes = bitPublish | bitSubscribe | bitHistory
+	}
+	for _, s := range c.Scopes {
+		b, known := scopeBit(Scope(s))
+		if b == bitAdmin && !v.cfg.AllowAdmin {
+			return Identity{}, newError(ErrInvalidCredential, "token claims the admin scope, which this server does not grant to tokens")
+		}
+		if known { // other scopes may be meant for other services
+			id.scopes |= b
+		}
+	}
+	var err error
+	if id.subscribe, err = expandClaim("subscribe", c.Subscribe, c.Subject); err != nil {
+		return Identity{}, err
+	}
+	if id.publish, err = expandClaim("publish", c.Publish, c.Subject); err != nil {
+		return Identity{}, err
+	}
+	chans, err := expandClaim("channels", c.Channels, c.Subject)
+	if err != nil {
+		return Identity{}, err
+	}
+	for i, p := range chans {
+		ch, ok := p.Channel()
+		if !ok {
+			return Identity{}, newError(ErrInvalidCredential, fmt.Sprintf("channels claim item %d is not a single valid channel for this subject", i+1))
+		}
+		id.channels = append(id.channels, ch)
+	}
+	return id, nil
+}
+
+func expandClaim(name string, items []string, sub string) ([]Pattern, error) {
+	if len(items) > maxClaimItems {
+		return nil, newError(ErrInvalidCredential, fmt.Sprintf("%s claim has more than %d items", name, maxClaimItems))
+	}
+	out := make([]Pattern, 0, len(items))
+	for i, s := range items {
+		p, err := ParsePattern(s)
+		if err != nil {
+			return nil, newError(ErrInvalidCredential, fmt.Sprintf("%s claim item %d: %v", name, i+1, err))
+		}
+		out = append(out, p.Expand(sub))
+	}
+	return out, nil
+}
+
+// jwtError classifies a jwt error. Expiry wins over other claim failures so
+// a client that only needs a fresh token is told so.
+func jwtError(err error) *Error {
+	detail := err.Error()
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return newError(ErrMalformedCredential, detail)
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return newError(ErrInvalidCredential, detail)
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return newError(ErrExpired, detail)
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return newError(ErrNotYetValid, detail)
+	}
+	return newError(ErrInvalidCredential, detail)
+}
