@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -209,7 +210,11 @@ func writeErrorStatus(w http.ResponseWriter, status int, err error) {
 	if status == 0 {
 		status = httpStatus(ce.Code())
 	}
-	if ce.Code() == connect.CodeUnavailable {
+	var lim *limits.Error
+	switch {
+	case errors.As(err, &lim) && lim.RetryAfterHeader() != "":
+		w.Header().Set("Retry-After", lim.RetryAfterHeader())
+	case ce.Code() == connect.CodeUnavailable, errors.Is(err, limits.ErrTooManyConnections):
 		w.Header().Set("Retry-After", "1")
 	}
 	w.Header().Set("Content-Type", "application/json")

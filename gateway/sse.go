@@ -94,6 +94,12 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	release, err := g.cfg.Events.Streams().Acquire()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
 	ctx := r.Context()
 	sub, err := g.cfg.Hub.Subscribe(ctx, req.channels, req.cursor)
 	if err != nil {

@@ -89,6 +89,13 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, connect.NewError(connect.CodePermissionDenied, errors.New("origin "+o+" is not allowed: add it to --allowed-origins")))
 		return
 	}
+	// Refused before the upgrade, so the client sees 429 and Retry-After.
+	release, err := g.cfg.Events.Streams().Acquire()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{SubprotocolJSON, SubprotocolProto},
 		InsecureSkipVerify: true,

@@ -14,9 +14,10 @@ import (
 
 // EventService implements heraldv1connect.EventServiceHandler.
 type EventService struct {
-	log    eventlog.Log
-	hub    *fanout.Hub
-	logger *slog.Logger
+	log     eventlog.Log
+	hub     *fanout.Hub
+	logger  *slog.Logger
+	streams *Streams // nil: unlimited
 }
 
 var _ heraldv1connect.EventServiceHandler = (*EventService)(nil)
@@ -28,6 +29,16 @@ func NewEventService(log eventlog.Log, hub *fanout.Hub, logger *slog.Logger) *Ev
 	}
 	return &EventService{log: log, hub: hub, logger: logger}
 }
+
+// WithStreams bounds the service's streams (Subscribe, Connect, Poll)
+// with st, which the gateway shares for WebSockets and SSE.
+func (s *EventService) WithStreams(st *Streams) *EventService {
+	s.streams = st
+	return s
+}
+
+// Streams returns the stream limiter (nil when unlimited).
+func (s *EventService) Streams() *Streams { return s.streams }
 
 // Publish appends one event.
 func (s *EventService) Publish(ctx context.Context, req *connect.Request[heraldv1.PublishRequest]) (*connect.Response[heraldv1.PublishResponse], error) {
@@ -69,6 +80,11 @@ func (s *EventService) publish(ctx context.Context, reqs []*heraldv1.PublishRequ
 
 // Subscribe streams replay then live events of the requested channels.
 func (s *EventService) Subscribe(ctx context.Context, req *connect.Request[heraldv1.SubscribeRequest], stream *connect.ServerStream[heraldv1.SubscribeResponse]) error {
+	release, err := s.streams.Acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
 	sub, err := s.hub.Subscribe(ctx, req.Msg.Channels, req.Msg.Cursor)
 	if err != nil {
 		return toConnect(s.logger, "subscribe", err)

@@ -18,9 +18,16 @@ const DefaultPageSize = 100
 
 // HistoryService implements heraldv1connect.HistoryServiceHandler.
 type HistoryService struct {
-	log    eventlog.Log
-	hub    *fanout.Hub // for long-poll (ListEvents wait)
-	logger *slog.Logger
+	log     eventlog.Log
+	hub     *fanout.Hub // for long-poll (ListEvents wait)
+	logger  *slog.Logger
+	streams *Streams // bounds held long-polls; nil: unlimited
+}
+
+// WithStreams counts long-polls (ListEvents with wait) against st.
+func (s *HistoryService) WithStreams(st *Streams) *HistoryService {
+	s.streams = st
+	return s
 }
 
 var _ heraldv1connect.HistoryServiceHandler = (*HistoryService)(nil)
@@ -64,6 +71,11 @@ func (s *HistoryService) ListEvents(ctx context.Context, req *connect.Request[he
 	if len(page.Events) == 0 && wait > 0 {
 		// Long-poll: wait for the first entry after the cursor through the
 		// subscription core, then answer with the ordinary page.
+		release, err := s.streams.Acquire()
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 		cursor := m.Cursor
 		got, err := poll(ctx, s.hub, []string{m.Channel}, &cursor, wait, 1)
 		if err != nil {

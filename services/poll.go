@@ -17,6 +17,11 @@ const catchUpTimeout = time.Second
 
 // Poll answers a long-poll through the subscription core.
 func (s *EventService) Poll(ctx context.Context, req *connect.Request[heraldv1.PollRequest]) (*connect.Response[heraldv1.PollResponse], error) {
+	release, err := s.streams.Acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	m := req.Msg
 	resp, err := poll(ctx, s.hub, m.Channels, m.Cursor, m.Wait.AsDuration(), int(m.Limit))
 	if err != nil {

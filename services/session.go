@@ -380,6 +380,11 @@ func (ss *Session) Close() {
 
 // Connect serves the bidirectional stream with a Session.
 func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[heraldv1.ConnectRequest, heraldv1.ConnectResponse]) error {
+	release, err := s.streams.Acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
 	sess := s.StartSession(ctx, stream.Send)
 	// The receiving goroutine may stay blocked in Receive until the handler
 	// returns and the stream is closed; it touches the session only through

@@ -30,6 +30,7 @@ func serve(ctx context.Context, args []string) error {
 	fs.Duration(&cfg.RetentionInterval, "retention-interval", []string{"HERALD_RETENTION_INTERVAL"}, time.Minute, "how often retention trims channels")
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", []string{"HERALD_SHUTDOWN_TIMEOUT"}, 10*time.Second, "how long a graceful shutdown drains")
 	fs.Int(&cfg.MaxMessageBytes, "max-message-bytes", []string{"HERALD_MAX_MESSAGE_BYTES"}, 2<<20, "largest request message accepted")
+	fs.Int(&cfg.MaxConnections, "max-connections", []string{"HERALD_MAX_CONNECTIONS"}, 20000, "long-lived requests (streams, WebSockets, SSE, long-polls) one instance holds; beyond it new ones get resource_exhausted / 429; -1: unlimited")
 	fs.String(&origins, "allowed-origins", []string{"HERALD_ALLOWED_ORIGINS"}, "", "comma-separated browser origins allowed cross-origin (CORS, WebSocket Origin), e.g. https://app.example.com,https://*.example.com or *; empty allows same-origin pages only")
 	fs.String(&hosts, "allowed-hosts", []string{"HERALD_ALLOWED_HOSTS"}, "", "comma-separated host names requests may use (Host header); empty: loopback names on a loopback --addr (against DNS rebinding), any otherwise")
 	fs.Duration(&cfg.SSEKeepAlive, "sse-keepalive", []string{"HERALD_SSE_KEEPALIVE"}, 15*time.Second, "interval of SSE keep-alive comments")

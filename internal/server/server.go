@@ -35,6 +35,7 @@ import (
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/migrations"
 	"github.com/heraldrt/herald/services"
 )
@@ -61,6 +62,10 @@ type Config struct {
 	// MaxMessageBytes bounds one request message (RPC, WebSocket frame,
 	// REST body). Default 2 MiB.
 	MaxMessageBytes int
+	// MaxConnections bounds the long-lived requests of the instance across
+	// transports (Subscribe and Connect streams, WebSockets, SSE streams,
+	// long-polls). Default 20000; negative: unlimited.
+	MaxConnections int
 	// AllowedOrigins lists the browser origins allowed cross-origin (CORS,
 	// WebSocket Origin); empty allows same-origin only. See
 	// gateway.Config.AllowedOrigins.
@@ -95,6 +100,9 @@ func (c *Config) defaults() {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = limits.Defaults().MaxConnectionsPerInstance
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 2 << 20
@@ -168,8 +176,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		// compressed: 7k -> see docs/benchmarks.md).
 		connect.WithCompressMinBytes(compressMinBytes),
 	}
-	events := services.NewEventService(s.log, s.hub, cfg.Logger)
-	history := services.NewHistoryService(s.log, s.hub, cfg.Logger)
+	streams := services.NewStreams(cfg.MaxConnections)
+	events := services.NewEventService(s.log, s.hub, cfg.Logger).WithStreams(streams)
+	history := services.NewHistoryService(s.log, s.hub, cfg.Logger).WithStreams(streams)
 	channels := services.NewChannelService(s.log, cfg.Logger)
 	s.mux.Handle(heraldv1connect.NewEventServiceHandler(events, handlerOpts...))
 	s.mux.Handle(heraldv1connect.NewHistoryServiceHandler(history, handlerOpts...))

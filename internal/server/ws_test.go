@@ -3,13 +3,16 @@ package server_test
 import (
 	"context"
 	"crypto/rand"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/coder/websocket"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/heraldrt/herald/gateway"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
@@ -334,4 +337,65 @@ func TestOrigins(t *testing.T) {
 		!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST") {
 		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
 	}
+}
+
+// TestConnectionLimit: the instance's connection limit counts long-lived
+// requests of every transport alike, refuses the next one with
+// resource_exhausted (429 and Retry-After over HTTP, before a WebSocket
+// upgrade), and frees a slot when one ends.
+func TestConnectionLimit(t *testing.T) {
+	t.Parallel()
+	in := startInstance(t, server.Config{MaxConnections: 2})
+	c := grpcClients(in)
+	mustPublish(t, c.events, "lim", "x")
+	sse := getSSE(t, http.DefaultClient, in.base+"/v1/sse?channel=lim", nil)
+	if sse.resp.StatusCode != http.StatusOK {
+		t.Fatalf("first SSE: %s", sse.resp.Status)
+	}
+	openWS(t, in.base, gateway.SubprotocolJSON)
+	waitFor(t, func() bool { return in.srv.Gateway().Connections() == 1 })
+
+	resp, err := http.Get(in.base + "/v1/sse?channel=lim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"code":"resource_exhausted"`) {
+		t.Fatalf("third stream over SSE: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	_, wresp, err := websocket.Dial(t.Context(), wsURL(in.base), nil)
+	if err == nil || wresp == nil || wresp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third stream over WebSocket: %v %v", err, wresp)
+	}
+	st, err := c.events.Subscribe(t.Context(), connect.NewRequest(&heraldv1.SubscribeRequest{Channels: []string{"lim"}}))
+	if err == nil {
+		st.Receive()
+		err = st.Err()
+		st.Close()
+	}
+	if codeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("third stream over gRPC: %v", err)
+	}
+	_, err = c.events.Poll(t.Context(), connect.NewRequest(&heraldv1.PollRequest{Channels: []string{"lim"}, Wait: durationpb.New(time.Second)}))
+	if codeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("long-poll at the limit: %v", err)
+	}
+	_, err = c.history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: "lim", Cursor: 1, Wait: durationpb.New(time.Second)}))
+	if codeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("list with wait at the limit: %v", err)
+	}
+	// Unary calls are not streams: they still work.
+	mustPublish(t, c.events, "lim", "y")
+
+	// Ending a stream frees its slot.
+	sse.resp.Body.Close()
+	waitFor(t, func() bool {
+		resp, err := http.Get(in.base + "/v1/events?channel=lim&cursor=0")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
