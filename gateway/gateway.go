@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/services"
@@ -23,6 +24,10 @@ type Config struct {
 	Channels *services.ChannelService
 	Hub      *fanout.Hub
 	Logger   *slog.Logger
+	// Auth, when set, authenticates every request (see Handler); the
+	// services then authorize each action by the caller's identity. Nil
+	// turns authentication off: everything is allowed.
+	Auth *auth.Authenticator
 
 	// AllowedOrigins lists the browser origins allowed to call cross-origin
 	// (CORS for REST, SSE, Connect and gRPC-Web; the Origin check of
@@ -86,7 +91,7 @@ func (c *Config) defaults() {
 }
 
 // Gateway serves the browser transports. Create it with New, add its routes
-// with Register and wrap the server's handler with CORS.
+// with Register and wrap the server's handler with Handler.
 type Gateway struct {
 	cfg     Config
 	origins originMatcher

@@ -94,6 +94,10 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := services.AuthorizeSubscribe(r.Context(), req.channels); err != nil {
+		writeError(w, err)
+		return
+	}
 	release, err := g.cfg.Events.Streams().Acquire()
 	if err != nil {
 		writeError(w, err)

@@ -29,6 +29,9 @@ func NewChannelService(log eventlog.Log, logger *slog.Logger) *ChannelService {
 
 // CreateChannel creates a channel; unset settings take the defaults.
 func (s *ChannelService) CreateChannel(ctx context.Context, req *connect.Request[heraldv1.CreateChannelRequest]) (*connect.Response[heraldv1.CreateChannelResponse], error) {
+	if err := authorizeAdmin(ctx, "create channels"); err != nil {
+		return nil, err
+	}
 	settings := settingsPatch(req.Msg.Settings).Apply(eventlog.DefaultSettings())
 	ch, err := s.log.CreateChannel(ctx, req.Msg.Name, settings)
 	if err != nil {
@@ -39,6 +42,9 @@ func (s *ChannelService) CreateChannel(ctx context.Context, req *connect.Request
 
 // GetChannel returns a channel.
 func (s *ChannelService) GetChannel(ctx context.Context, req *connect.Request[heraldv1.GetChannelRequest]) (*connect.Response[heraldv1.GetChannelResponse], error) {
+	if err := authorize(ctx, actHistory, req.Msg.Name); err != nil {
+		return nil, err
+	}
 	ch, err := s.log.GetChannel(ctx, req.Msg.Name)
 	if err != nil {
 		return nil, toConnect(s.logger, "get channel", err)
@@ -49,6 +55,9 @@ func (s *ChannelService) GetChannel(ctx context.Context, req *connect.Request[he
 // ListChannels lists channels by name. The page token is the last name of
 // the previous page.
 func (s *ChannelService) ListChannels(ctx context.Context, req *connect.Request[heraldv1.ListChannelsRequest]) (*connect.Response[heraldv1.ListChannelsResponse], error) {
+	if err := authorizeAdmin(ctx, "list channels"); err != nil {
+		return nil, err
+	}
 	size := int(req.Msg.PageSize)
 	if size == 0 {
 		size = DefaultPageSize
@@ -66,6 +75,9 @@ func (s *ChannelService) ListChannels(ctx context.Context, req *connect.Request[
 
 // UpdateChannel changes the settings set in the request.
 func (s *ChannelService) UpdateChannel(ctx context.Context, req *connect.Request[heraldv1.UpdateChannelRequest]) (*connect.Response[heraldv1.UpdateChannelResponse], error) {
+	if err := authorizeAdmin(ctx, "change channel settings"); err != nil {
+		return nil, err
+	}
 	ch, err := s.log.UpdateChannel(ctx, req.Msg.Name, settingsPatch(req.Msg.Settings))
 	if err != nil {
 		return nil, toConnect(s.logger, "update channel", err)
@@ -75,6 +87,9 @@ func (s *ChannelService) UpdateChannel(ctx context.Context, req *connect.Request
 
 // DeleteChannel deletes a channel and its events.
 func (s *ChannelService) DeleteChannel(ctx context.Context, req *connect.Request[heraldv1.DeleteChannelRequest]) (*connect.Response[heraldv1.DeleteChannelResponse], error) {
+	if err := authorizeAdmin(ctx, "delete channels"); err != nil {
+		return nil, err
+	}
 	if err := s.log.DeleteChannel(ctx, req.Msg.Name); err != nil {
 		return nil, toConnect(s.logger, "delete channel", err)
 	}

@@ -42,6 +42,9 @@ func (s *EventService) Streams() *Streams { return s.streams }
 
 // Publish appends one event.
 func (s *EventService) Publish(ctx context.Context, req *connect.Request[heraldv1.PublishRequest]) (*connect.Response[heraldv1.PublishResponse], error) {
+	if err := authorize(ctx, actPublish, req.Msg.Channel); err != nil {
+		return nil, err
+	}
 	res, err := s.publish(ctx, []*heraldv1.PublishRequest{req.Msg})
 	if err != nil {
 		return nil, toConnect(s.logger, "publish", err)
@@ -80,6 +83,9 @@ func (s *EventService) publish(ctx context.Context, reqs []*heraldv1.PublishRequ
 
 // Subscribe streams replay then live events of the requested channels.
 func (s *EventService) Subscribe(ctx context.Context, req *connect.Request[heraldv1.SubscribeRequest], stream *connect.ServerStream[heraldv1.SubscribeResponse]) error {
+	if err := authorize(ctx, actSubscribe, req.Msg.Channels...); err != nil {
+		return err
+	}
 	release, err := s.streams.Acquire()
 	if err != nil {
 		return err

@@ -43,6 +43,9 @@ func NewHistoryService(log eventlog.Log, hub *fanout.Hub, logger *slog.Logger) *
 
 // ListEvents returns a page of a channel's log.
 func (s *HistoryService) ListEvents(ctx context.Context, req *connect.Request[heraldv1.ListEventsRequest]) (*connect.Response[heraldv1.ListEventsResponse], error) {
+	if err := authorize(ctx, actHistory, req.Msg.Channel); err != nil {
+		return nil, err
+	}
 	m := req.Msg
 	limit := int(m.Limit)
 	if limit == 0 {
@@ -107,6 +110,9 @@ func (s *HistoryService) ListEvents(ctx context.Context, req *connect.Request[he
 
 // GetEvent returns one entry.
 func (s *HistoryService) GetEvent(ctx context.Context, req *connect.Request[heraldv1.GetEventRequest]) (*connect.Response[heraldv1.GetEventResponse], error) {
+	if err := authorize(ctx, actHistory, req.Msg.Channel); err != nil {
+		return nil, err
+	}
 	ev, err := s.log.Get(ctx, req.Msg.Channel, req.Msg.Position)
 	if err != nil {
 		return nil, toConnect(s.logger, "get event", err)
@@ -116,6 +122,9 @@ func (s *HistoryService) GetEvent(ctx context.Context, req *connect.Request[hera
 
 // UpdateEvent replaces an event's data and appends an UPDATED entry.
 func (s *HistoryService) UpdateEvent(ctx context.Context, req *connect.Request[heraldv1.UpdateEventRequest]) (*connect.Response[heraldv1.UpdateEventResponse], error) {
+	if err := authorize(ctx, actPublish, req.Msg.Channel); err != nil {
+		return nil, err
+	}
 	ev, entry, err := s.log.Update(ctx, req.Msg.Channel, req.Msg.Position, req.Msg.Data)
 	if err != nil {
 		return nil, toConnect(s.logger, "update event", err)
@@ -125,6 +134,9 @@ func (s *HistoryService) UpdateEvent(ctx context.Context, req *connect.Request[h
 
 // DeleteEvent deletes an event and appends a DELETED entry.
 func (s *HistoryService) DeleteEvent(ctx context.Context, req *connect.Request[heraldv1.DeleteEventRequest]) (*connect.Response[heraldv1.DeleteEventResponse], error) {
+	if err := authorize(ctx, actPublish, req.Msg.Channel); err != nil {
+		return nil, err
+	}
 	entry, err := s.log.Delete(ctx, req.Msg.Channel, req.Msg.Position)
 	if err != nil {
 		return nil, toConnect(s.logger, "delete event", err)

@@ -133,10 +133,18 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 	}
 	switch c := req.Command.(type) {
 	case *heraldv1.ConnectRequest_Subscribe:
+		if err := authorize(ss.ctx, actSubscribe, c.Subscribe.Channels...); err != nil {
+			ss.emit(ss.svc.errorFrame(req.Id, "subscribe", err))
+			return
+		}
 		ss.subscribe(req.Id, c.Subscribe)
 	case *heraldv1.ConnectRequest_Unsubscribe:
 		ss.unsubscribe(req.Id, c.Unsubscribe.SubscriptionId)
 	case *heraldv1.ConnectRequest_Publish:
+		if err := authorize(ss.ctx, actPublish, c.Publish.Channel); err != nil {
+			ss.emit(ss.svc.errorFrame(req.Id, "publish", err))
+			return
+		}
 		ss.enqueue(pubCmd{id: req.Id, req: c.Publish})
 	case *heraldv1.ConnectRequest_Ping:
 		ss.emit(&heraldv1.ConnectResponse{Id: req.Id, Message: &heraldv1.ConnectResponse_Pong{Pong: &heraldv1.Pong{}}})

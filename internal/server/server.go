@@ -33,6 +33,7 @@ import (
 
 	"github.com/heraldrt/herald/gateway"
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
@@ -66,6 +67,10 @@ type Config struct {
 	// transports (Subscribe and Connect streams, WebSockets, SSE streams,
 	// long-polls). Default 20000; negative: unlimited.
 	MaxConnections int
+	// Auth, when set, authenticates every request and the services
+	// authorize each action by the caller's identity (API keys and JWTs,
+	// see internal/auth). Nil: no authentication, everything allowed.
+	Auth *auth.Authenticator
 	// AllowedOrigins lists the browser origins allowed cross-origin (CORS,
 	// WebSocket Origin); empty allows same-origin only. See
 	// gateway.Config.AllowedOrigins.
@@ -189,6 +194,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Channels:        channels,
 		Hub:             s.hub,
 		Logger:          cfg.Logger,
+		Auth:            cfg.Auth,
 		AllowedOrigins:  cfg.AllowedOrigins,
 		AllowedHosts:    allowedHosts(cfg.AllowedHosts, cfg.Addr),
 		MaxMessageBytes: cfg.MaxMessageBytes,
@@ -209,7 +215,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
-		Handler:           s.gw.CORS(s.mux),
+		Handler:           s.gw.Handler(s.mux),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -1,0 +1,72 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	"github.com/heraldrt/herald/internal/auth"
+)
+
+// Where credentials may come from besides the Authorization header, for
+// clients that cannot set headers (EventSource, the WebSocket constructor).
+const (
+	tokenParam  = "access_token"
+	tokenCookie = "herald_token"
+)
+
+// Handler wraps the whole server (every transport: gRPC, Connect,
+// gRPC-Web, REST, SSE, WebSocket) with the origin policy, then
+// authentication when Config.Auth is set.
+func (g *Gateway) Handler(next http.Handler) http.Handler {
+	return g.CORS(g.authenticate(next))
+}
+
+// authenticate puts the caller's identity in the request context, where
+// the services authorize each action. A request without a credential is
+// anonymous (and may do nothing that needs one); a credential that does
+// not verify is refused here with unauthenticated (401), whatever the
+// route. Health checks and the embedded files stay public.
+func (g *Gateway) authenticate(next http.Handler) http.Handler {
+	if g.cfg.Auth == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if public(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		cred := r.Header.Get("Authorization")
+		if cred == "" && r.Method == http.MethodGet && r.URL.Query().Has(tokenParam) {
+			q := r.URL.Query()
+			cred = q.Get(tokenParam)
+			// The handlers refuse unknown parameters, and the token must
+			// not travel further (logs, error messages).
+			q.Del(tokenParam)
+			r = r.Clone(r.Context())
+			r.URL.RawQuery = q.Encode()
+		}
+		if cred == "" {
+			if c, err := r.Cookie(tokenCookie); err == nil {
+				cred = c.Value
+			}
+		}
+		var id auth.Identity // anonymous
+		if cred != "" {
+			var err error
+			if id, err = g.cfg.Auth.Authenticate(cred); err != nil {
+				writeError(w, connect.NewError(connect.CodeUnauthenticated, err))
+				return
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(auth.NewContext(r.Context(), id)))
+	})
+}
+
+// public paths need no credential: load balancer health checks and the
+// embedded client and demo pages (which then authenticate their calls).
+func public(path string) bool {
+	return path == "/" || path == "/healthz" || path == "/herald.js" || strings.HasPrefix(path, "/demo/") ||
+		strings.HasPrefix(path, "/grpc.health.v1.Health/")
+}

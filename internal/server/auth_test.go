@@ -1,0 +1,247 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/heraldrt/herald/gateway"
+	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/auth"
+	"github.com/heraldrt/herald/internal/server"
+)
+
+const testSecret = "0123456789abcdef0123456789abcdef-test-secret"
+
+// authInstance runs an instance that authenticates: one publishing API key
+// and HS256 tokens.
+func authInstance(t *testing.T) (*instance, string) {
+	t.Helper()
+	key, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auth.NewKeys([]auth.KeyConfig{{Name: "backend", Hash: auth.HashKey(key), Scopes: []auth.Scope{auth.ScopePublish, auth.ScopeSubscribe, auth.ScopeHistory}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(auth.JWTConfig{HS256Secret: []byte(testSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startInstance(t, server.Config{Auth: auth.NewAuthenticator(keys, v)}), key
+}
+
+// userToken signs a token for a user who may subscribe to news:> only.
+func userToken(t *testing.T) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "ann", "exp": time.Now().Add(time.Hour).Unix(), "subscribe": []string{"news:>"},
+	}).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// bearer adds an Authorization header to every call of a client.
+func bearer(token string) connect.ClientOption {
+	return connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if token != "" {
+				req.Header().Set("Authorization", "Bearer "+token)
+			}
+			return next(ctx, req)
+		}
+	}), streamBearer(token))
+}
+
+type streamBearer string
+
+func (b streamBearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc { return next }
+func (b streamBearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		if b != "" {
+			conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		}
+		return conn
+	}
+}
+func (b streamBearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// TestAuthForbiddenActions tries each forbidden action over each transport,
+// as an anonymous client, as a user without the permission and with a bad
+// token, and checks the code and that nothing was written or delivered.
+func TestAuthForbiddenActions(t *testing.T) {
+	t.Parallel()
+	in, _ := authInstance(t)
+	user := userToken(t)
+	callers := []struct {
+		name, token, code string
+	}{
+		{"anonymous", "", "unauthenticated"},
+		{"user", user, "permission_denied"},
+		{"bad-token", user[:len(user)-4] + "AAAA", "unauthenticated"},
+	}
+	httpStatus := map[string]int{"unauthenticated": 401, "permission_denied": 403}
+	for _, cl := range callers {
+		t.Run(cl.name, func(t *testing.T) {
+			for _, p := range protocols {
+				c := newClients(in.base, p.http(), append(p.opts, bearer(cl.token))...)
+				_, err := c.events.Publish(t.Context(), connect.NewRequest(&heraldv1.PublishRequest{Channel: "news:1", Data: []byte("x")}))
+				if codeOf(err).String() != cl.code {
+					t.Errorf("%s publish: %v, want %s", p.name, err, cl.code)
+				}
+				st, err := c.events.Subscribe(t.Context(), connect.NewRequest(&heraldv1.SubscribeRequest{Channels: []string{"secret:1"}}))
+				if err == nil {
+					st.Receive()
+					err = st.Err()
+					st.Close()
+				}
+				if codeOf(err).String() != cl.code {
+					t.Errorf("%s subscribe: %v, want %s", p.name, err, cl.code)
+				}
+				_, err = c.history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: "secret:1"}))
+				if codeOf(err).String() != cl.code {
+					t.Errorf("%s history: %v, want %s", p.name, err, cl.code)
+				}
+				_, err = c.channels.CreateChannel(t.Context(), connect.NewRequest(&heraldv1.CreateChannelRequest{Name: "news:2"}))
+				if codeOf(err).String() != cl.code {
+					t.Errorf("%s create channel: %v, want %s", p.name, err, cl.code)
+				}
+			}
+			// REST, SSE and long-poll, with the token as a header and (for
+			// what EventSource uses) as access_token.
+			for _, r := range []struct{ method, path, body string }{
+				{"POST", "/v1/channels/news:1/events", "x"},
+				{"GET", "/v1/channels/secret:1/events", ""},
+				{"GET", "/v1/sse?channel=secret:1", ""},
+				{"GET", "/v1/events?channel=secret:1&wait=1s", ""},
+				{"DELETE", "/v1/channels/news:1", ""},
+			} {
+				for _, viaQuery := range []bool{false, true} {
+					if viaQuery && r.method != "GET" {
+						continue
+					}
+					u := in.base + r.path
+					req, _ := http.NewRequest(r.method, u, strings.NewReader(r.body))
+					if cl.token != "" {
+						if viaQuery {
+							sep := "?"
+							if strings.Contains(u, "?") {
+								sep = "&"
+							}
+							req, _ = http.NewRequest(r.method, u+sep+"access_token="+url.QueryEscape(cl.token), nil)
+						} else {
+							req.Header.Set("Authorization", "Bearer "+cl.token)
+						}
+					}
+					// Bounded: a stream wrongly admitted must fail, not hang.
+					rctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+					resp, err := http.DefaultClient.Do(req.WithContext(rctx))
+					if err != nil {
+						cancel()
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					cancel()
+					resp.Body.Close()
+					if resp.StatusCode != httpStatus[cl.code] || !strings.Contains(string(body), `"code":"`+cl.code+`"`) || strings.Contains(string(body), testSecret) {
+						t.Errorf("%s %s (token in query: %v): %d %s, want %d %s", r.method, r.path, viaQuery, resp.StatusCode, body, httpStatus[cl.code], cl.code)
+					}
+				}
+			}
+			// WebSocket: a bad token is refused at the handshake; otherwise
+			// each forbidden command gets an error frame.
+			ctx := t.Context()
+			h := http.Header{}
+			if cl.token != "" {
+				h.Set("Authorization", "Bearer "+cl.token)
+			}
+			wc, resp, err := websocket.Dial(ctx, wsURL(in.base), &websocket.DialOptions{HTTPHeader: h, Subprotocols: []string{gateway.SubprotocolJSON}})
+			if cl.name == "bad-token" {
+				if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+					t.Fatalf("websocket with a bad token: %v %v", err, resp)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer wc.CloseNow()
+			for _, cmd := range []*heraldv1.ConnectRequest{
+				{Id: "p", Command: &heraldv1.ConnectRequest_Publish{Publish: &heraldv1.PublishRequest{Channel: "news:1", Data: []byte("x")}}},
+				{Id: "s", Command: &heraldv1.ConnectRequest_Subscribe{Subscribe: &heraldv1.SubscribeRequest{Channels: []string{"secret:1"}}}},
+			} {
+				if err := wsWrite(ctx, wc, gateway.SubprotocolJSON, cmd); err != nil {
+					t.Fatal(err)
+				}
+				m, err := wsRead(ctx, wc)
+				if err != nil || m.Id != cmd.Id || m.GetError().GetCode() != cl.code {
+					t.Errorf("websocket %s: %v %v, want %s", cmd.Id, m, err, cl.code)
+				}
+			}
+		})
+	}
+	if head := in.srv.Hub().Head(); head != 0 {
+		t.Fatalf("forbidden actions wrote %d events", head)
+	}
+}
+
+// TestAuthAllowedActions: what the key and the token allow works, over the
+// transports clients use with them.
+func TestAuthAllowedActions(t *testing.T) {
+	t.Parallel()
+	in, key := authInstance(t)
+	user := userToken(t)
+	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
+	// The user's EventSource, authenticated by access_token.
+	sse := getSSE(t, http.DefaultClient, in.base+"/v1/sse?channel=news:1&access_token="+url.QueryEscape(user), nil)
+	if sse.resp.StatusCode != http.StatusOK {
+		t.Fatalf("user SSE: %s", sse.resp.Status)
+	}
+	sse.next(t) // retry
+	sse.next(t) // subscribed
+	ev := mustPublish(t, svc.events, "news:1", "hello")
+	if got := sse.next(t); got.id != strconv.FormatInt(ev.Position, 10) {
+		t.Fatalf("user got %+v, want position %d", got, ev.Position)
+	}
+	// The user's WebSocket, authenticated by a header.
+	wc, _, err := websocket.Dial(t.Context(), wsURL(in.base), &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + user}}, Subprotocols: []string{gateway.SubprotocolJSON}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.CloseNow()
+	if err := wsWrite(t.Context(), wc, gateway.SubprotocolJSON, &heraldv1.ConnectRequest{Id: "s", Command: &heraldv1.ConnectRequest_Subscribe{
+		Subscribe: &heraldv1.SubscribeRequest{Channels: []string{"news:1"}, Cursor: ptr(int64(0))}}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := wsRead(t.Context(), wc); err != nil || m.GetSubscribed() == nil {
+		t.Fatalf("user websocket subscribe: %v %v", m, err)
+	}
+	if m, err := wsRead(t.Context(), wc); err != nil || m.GetEvent().GetPosition() != ev.Position {
+		t.Fatalf("user websocket replay: %v %v", m, err)
+	}
+	// The service key reads history; health stays public.
+	if _, err := svc.history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: "news:1"})); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(in.base + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
