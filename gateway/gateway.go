@@ -225,7 +225,9 @@ func writeErrorStatus(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(errorBody{Code: ce.Code().String(), Message: ce.Message()})
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // messages quote <token> and the like
+	_ = enc.Encode(errorBody{Code: ce.Code().String(), Message: ce.Message()})
 }
 
 // invalid returns an invalid_argument error with msg.

@@ -16,8 +16,8 @@ type action struct {
 }
 
 var (
-	actPublish   = action{"publish", auth.Identity.CanPublish}
-	actSubscribe = action{"subscribe", auth.Identity.CanSubscribe}
+	actPublish   = action{"publish to", auth.Identity.CanPublish}
+	actSubscribe = action{"subscribe to", auth.Identity.CanSubscribe}
 	actHistory   = action{"read the history of", auth.Identity.CanReadHistory}
 )
 

@@ -24,11 +24,25 @@ import (
 type clientFlags struct {
 	server   string
 	protocol string
+	token    string
 }
 
 func (c *clientFlags) register(fs *envFlags) {
 	fs.String(&c.server, "server", []string{"HERALD_SERVER"}, "http://127.0.0.1:8080", "Herald server URL")
 	fs.String(&c.protocol, "protocol", []string{"HERALD_PROTOCOL"}, "grpc", "grpc, grpcweb or connect")
+	fs.String(&c.token, "token", []string{"HERALD_TOKEN"}, "", "API key or JWT, sent as Authorization: Bearer (servers with --auth-config)")
+}
+
+// bearer sends a credential with every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
 
 func (c *clientFlags) client() (heraldv1connect.EventServiceClient, error) {
@@ -57,7 +71,11 @@ func (c *clientFlags) client() (heraldv1connect.EventServiceClient, error) {
 		p = http.Protocols{}
 		p.SetUnencryptedHTTP2(true) // gRPC needs HTTP/2
 	}
-	hc := &http.Client{Transport: &http.Transport{Protocols: &p}}
+	var rt http.RoundTripper = &http.Transport{Protocols: &p}
+	if c.token != "" {
+		rt = bearer{token: c.token, next: rt}
+	}
+	hc := &http.Client{Transport: rt}
 	return heraldv1connect.NewEventServiceClient(hc, c.server, opts...), nil
 }
 

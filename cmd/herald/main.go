@@ -30,6 +30,8 @@ Usage:
   herald migrate [flags]               apply PostgreSQL migrations and exit
   herald publish [flags] CHANNEL [DATA] publish one event (DATA, or stdin when absent)
   herald tail    [flags] CHANNEL...    print events as they arrive; resumes after disconnects
+  herald keygen  NAME [SCOPE...]       make an API key: prints the key once, and the
+                                       apiKeys entry (its hash) for --auth-config
   herald version
 
 Run "herald COMMAND -h" for the flags of a command. Every flag can also be
@@ -55,6 +57,8 @@ func main() {
 		err = publish(ctx, args, os.Stdin, os.Stdout)
 	case "tail":
 		err = tail(ctx, args, os.Stdout)
+	case "keygen":
+		err = keygen(args, os.Stdout)
 	case "version", "--version":
 		fmt.Println("herald", version)
 	case "help", "-h", "--help":
