@@ -104,7 +104,8 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	ctx := r.Context()
+	ctx, cancel := services.WithExpiry(r.Context())
+	defer cancel()
 	sub, err := g.cfg.Hub.Subscribe(ctx, req.channels, req.cursor)
 	if err != nil {
 		writeError(w, services.ConnectError(g.cfg.Logger, "sse", err))
@@ -158,6 +159,13 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if err != nil {
+			if services.TokenExpired(ctx) {
+				sw.field("event", sseEnd)
+				sw.data(mustJSON(services.ExpiredEnd(sub.LastPosition())))
+				sw.end()
+				_ = sw.flush()
+				return
+			}
 			g.sseEnd(sw, err)
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -29,8 +30,8 @@ const (
 // subscription from the last position it received after any of them
 // except StatusPolicy and StatusTooBig (fix the client first).
 const (
-	// StatusPolicy (1008): the connection broke a rule, e.g. a frame of
-	// the wrong type.
+	// StatusPolicy (1008): the connection may not continue: the token it
+	// was opened with expired. Reconnect with a fresh one and resume.
 	StatusPolicy = websocket.StatusPolicyViolation
 	// StatusTooBig (1009): a frame was larger than the server's limit.
 	StatusTooBig = websocket.StatusMessageTooBig
@@ -185,9 +186,20 @@ func (wc *wsConn) serve() {
 	go func() { readErr <- wc.reader(sess) }()
 	wc.startPings()
 
+	// A connection opened with a token ends when the token does.
+	var expired <-chan time.Time
+	if id, on := auth.FromContext(wc.ctx); on && !id.Expires().IsZero() {
+		t := time.NewTimer(time.Until(id.Expires()))
+		defer t.Stop()
+		expired = t.C
+	}
+
 	var code websocket.StatusCode
 	var reason string
 	select {
+	case <-expired:
+		sess.Close()
+		code, reason = StatusPolicy, "token expired: reconnect with a fresh token and resume from your last positions"
 	case <-readErr:
 		// The client closed or broke the connection, or sent a frame over
 		// the limit (the library then closed it with 1009). Publishes

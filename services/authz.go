@@ -2,10 +2,12 @@ package services
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
 
+	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/auth"
 )
 
@@ -60,4 +62,43 @@ func authorizeAdmin(ctx context.Context, what string) error {
 // subscription core directly (SSE).
 func AuthorizeSubscribe(ctx context.Context, channels []string) error {
 	return authorize(ctx, actSubscribe, channels...)
+}
+
+// errTokenExpired is the cause of a stream context ended by its caller's
+// credential expiring.
+var errTokenExpired = errors.New("token expired")
+
+// WithExpiry returns ctx ending when the caller's credential expires (and
+// ctx unchanged when it has no expiry or authentication is off). Long-lived
+// streams run under it, so that a token's end ends what it opened.
+func WithExpiry(ctx context.Context) (context.Context, context.CancelFunc) {
+	id, on := auth.FromContext(ctx)
+	if !on || id.Expires().IsZero() {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadlineCause(ctx, id.Expires(), errTokenExpired)
+}
+
+// TokenExpired reports whether ctx ended because the credential expired.
+func TokenExpired(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errTokenExpired)
+}
+
+// ExpiredEnd is the Error a stream ends with when its token expired.
+func ExpiredEnd(lastPosition int64) *heraldv1.Error {
+	return &heraldv1.Error{
+		Code:    connect.CodeUnauthenticated.String(),
+		Message: fmt.Sprintf("token expired: reconnect with a fresh token and resume from position %d", lastPosition),
+		End:     &heraldv1.StreamEnd{Reason: heraldv1.StreamEndReason_STREAM_END_REASON_TOKEN_EXPIRED, LastPosition: lastPosition},
+	}
+}
+
+// expiredError is ExpiredEnd as an RPC error with its StreamEnd detail.
+func expiredError(lastPosition int64) error {
+	e := ExpiredEnd(lastPosition)
+	cerr := connect.NewError(connect.CodeUnauthenticated, errors.New(e.Message))
+	if d, err := connect.NewErrorDetail(e.End); err == nil {
+		cerr.AddDetail(d)
+	}
+	return cerr
 }

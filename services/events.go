@@ -91,6 +91,8 @@ func (s *EventService) Subscribe(ctx context.Context, req *connect.Request[heral
 		return err
 	}
 	defer release()
+	ctx, cancel := WithExpiry(ctx)
+	defer cancel()
 	sub, err := s.hub.Subscribe(ctx, req.Msg.Channels, req.Msg.Cursor)
 	if err != nil {
 		return toConnect(s.logger, "subscribe", err)
@@ -104,6 +106,9 @@ func (s *EventService) Subscribe(ctx context.Context, req *connect.Request[heral
 	for {
 		msg, err := sub.Next(ctx)
 		if err != nil {
+			if TokenExpired(ctx) {
+				return expiredError(sub.LastPosition())
+			}
 			return toConnect(s.logger, "subscribe", err)
 		}
 		if err := stream.Send(subscribeResponse(sub, msg)); err != nil {

@@ -393,6 +393,8 @@ func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		return err
 	}
 	defer release()
+	ctx, cancel := WithExpiry(ctx)
+	defer cancel()
 	sess := s.StartSession(ctx, stream.Send)
 	// The receiving goroutine may stay blocked in Receive until the handler
 	// returns and the stream is closed; it touches the session only through
@@ -445,6 +447,9 @@ func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; reconnect and resume from your last positions"))
 	case <-ctx.Done():
 		sess.Close()
+		if TokenExpired(ctx) {
+			return connect.NewError(connect.CodeUnauthenticated, errors.New("token expired: reconnect with a fresh token and resume from your last positions"))
+		}
 		return ctx.Err()
 	}
 }

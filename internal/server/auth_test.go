@@ -245,3 +245,68 @@ func TestAuthAllowedActions(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestAuthTokenExpiryEndsStreams: a stream opened with a token ends when
+// the token expires, with unauthenticated and where to resume (gRPC), an
+// @end event (SSE) or close 1008 (WebSocket).
+func TestAuthTokenExpiryEndsStreams(t *testing.T) {
+	t.Parallel()
+	in, key := authInstance(t)
+	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
+	ev := mustPublish(t, svc.events, "news:1", "x")
+	short, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "ann", "exp": time.Now().Add(2 * time.Second).Unix(), "subscribe": []string{"news:>"},
+	}).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// gRPC
+	user := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(short))
+	st, err := user.events.Subscribe(t.Context(), connect.NewRequest(&heraldv1.SubscribeRequest{Channels: []string{"news:1"}, Cursor: ptr(int64(0))}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// SSE
+	sse := getSSE(t, http.DefaultClient, in.base+"/v1/sse?channel=news:1&last_event_id=0&access_token="+url.QueryEscape(short), nil)
+	// WebSocket
+	wc, _, err := websocket.Dial(t.Context(), wsURL(in.base), &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + short}}, Subprotocols: []string{gateway.SubprotocolJSON}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.CloseNow()
+
+	var got []int64
+	for st.Receive() {
+		if e := st.Msg().GetEvent(); e != nil {
+			got = append(got, e.Position)
+		}
+	}
+	if codeOf(st.Err()) != connect.CodeUnauthenticated || len(got) != 1 {
+		t.Fatalf("gRPC stream ended with %v after %v, want unauthenticated after the event", st.Err(), got)
+	}
+	end := errorOf(st.Err()).End
+	if end.GetReason() != heraldv1.StreamEndReason_STREAM_END_REASON_TOKEN_EXPIRED || end.GetLastPosition() != ev.Position {
+		t.Fatalf("gRPC StreamEnd = %v", end)
+	}
+	for {
+		e := sse.next(t)
+		if e.event == "@end" {
+			m := &heraldv1.Error{}
+			mustUnmarshal(e.data, m)
+			if m.Code != "unauthenticated" || m.End.GetLastPosition() != ev.Position {
+				t.Fatalf("SSE @end = %v", m)
+			}
+			break
+		}
+	}
+	for {
+		if _, _, err := wc.Read(t.Context()); err != nil {
+			if websocket.CloseStatus(err) != gateway.StatusPolicy {
+				t.Fatalf("websocket closed with %v, want 1008", err)
+			}
+			break
+		}
+	}
+}

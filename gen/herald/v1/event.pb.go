@@ -89,6 +89,9 @@ const (
 	StreamEndReason_STREAM_END_REASON_SHUTDOWN StreamEndReason = 2
 	// The event log failed while replaying history.
 	StreamEndReason_STREAM_END_REASON_UNAVAILABLE StreamEndReason = 3
+	// The credential the stream was opened with expired (code
+	// unauthenticated); reconnect with a fresh token and resume.
+	StreamEndReason_STREAM_END_REASON_TOKEN_EXPIRED StreamEndReason = 4
 )
 
 // Enum value maps for StreamEndReason.
@@ -98,12 +101,14 @@ var (
 		1: "STREAM_END_REASON_SLOW_CONSUMER",
 		2: "STREAM_END_REASON_SHUTDOWN",
 		3: "STREAM_END_REASON_UNAVAILABLE",
+		4: "STREAM_END_REASON_TOKEN_EXPIRED",
 	}
 	StreamEndReason_value = map[string]int32{
 		"STREAM_END_REASON_UNSPECIFIED":   0,
 		"STREAM_END_REASON_SLOW_CONSUMER": 1,
 		"STREAM_END_REASON_SHUTDOWN":      2,
 		"STREAM_END_REASON_UNAVAILABLE":   3,
+		"STREAM_END_REASON_TOKEN_EXPIRED": 4,
 	}
 )
 
@@ -339,12 +344,13 @@ const file_herald_v1_event_proto_rawDesc = "" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14EVENT_KIND_PUBLISHED\x10\x01\x12\x16\n" +
 	"\x12EVENT_KIND_UPDATED\x10\x02\x12\x16\n" +
-	"\x12EVENT_KIND_DELETED\x10\x03*\x9c\x01\n" +
+	"\x12EVENT_KIND_DELETED\x10\x03*\xc1\x01\n" +
 	"\x0fStreamEndReason\x12!\n" +
 	"\x1dSTREAM_END_REASON_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fSTREAM_END_REASON_SLOW_CONSUMER\x10\x01\x12\x1e\n" +
 	"\x1aSTREAM_END_REASON_SHUTDOWN\x10\x02\x12!\n" +
-	"\x1dSTREAM_END_REASON_UNAVAILABLE\x10\x03B3Z1github.com/heraldrt/herald/gen/herald/v1;heraldv1b\x06proto3"
+	"\x1dSTREAM_END_REASON_UNAVAILABLE\x10\x03\x12#\n" +
+	"\x1fSTREAM_END_REASON_TOKEN_EXPIRED\x10\x04B3Z1github.com/heraldrt/herald/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_event_proto_rawDescOnce sync.Once
