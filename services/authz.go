@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/auth"
+	"github.com/heraldrt/herald/internal/limits"
 )
 
 // Actions a caller may be allowed on a channel.
@@ -101,4 +103,27 @@ func expiredError(lastPosition int64) error {
 		cerr.AddDetail(d)
 	}
 	return cerr
+}
+
+// WithUserPublishRate limits how fast each end user (a JWT identity) may
+// publish, across all of their connections and transports. Services with
+// API keys are not limited.
+func (s *EventService) WithUserPublishRate(k *limits.Keyed) *EventService {
+	s.userRates = k
+	return s
+}
+
+// checkUserRate takes one publish from the caller's per-user bucket.
+func (s *EventService) checkUserRate(ctx context.Context) error {
+	if s.userRates == nil {
+		return nil
+	}
+	id, on := auth.FromContext(ctx)
+	if !on || id.Kind() != auth.User {
+		return nil
+	}
+	if err := limits.CheckPublish(time.Now(), nil, s.userRates, id.Name(), 1); err != nil {
+		return connect.NewError(connect.CodeResourceExhausted, err)
+	}
+	return nil
 }

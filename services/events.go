@@ -10,6 +10,7 @@ import (
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/limits"
 )
 
 // EventService implements heraldv1connect.EventServiceHandler.
@@ -18,6 +19,8 @@ type EventService struct {
 	hub     *fanout.Hub
 	logger  *slog.Logger
 	streams *Streams // nil: unlimited
+	// userRates bounds end users' publish rate; nil: unlimited.
+	userRates *limits.Keyed
 }
 
 var _ heraldv1connect.EventServiceHandler = (*EventService)(nil)
@@ -43,6 +46,9 @@ func (s *EventService) Streams() *Streams { return s.streams }
 // Publish appends one event.
 func (s *EventService) Publish(ctx context.Context, req *connect.Request[heraldv1.PublishRequest]) (*connect.Response[heraldv1.PublishResponse], error) {
 	if err := authorize(ctx, actPublish, req.Msg.Channel); err != nil {
+		return nil, err
+	}
+	if err := s.checkUserRate(ctx); err != nil {
 		return nil, err
 	}
 	res, err := s.publish(ctx, []*heraldv1.PublishRequest{req.Msg})

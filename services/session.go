@@ -145,6 +145,10 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 			ss.emit(ss.svc.errorFrame(req.Id, "publish", err))
 			return
 		}
+		if err := ss.svc.checkUserRate(ss.ctx); err != nil {
+			ss.emit(ss.svc.errorFrame(req.Id, "publish", err))
+			return
+		}
 		ss.enqueue(pubCmd{id: req.Id, req: c.Publish})
 	case *heraldv1.ConnectRequest_Ping:
 		ss.emit(&heraldv1.ConnectResponse{Id: req.Id, Message: &heraldv1.ConnectResponse_Pong{Pong: &heraldv1.Pong{}}})

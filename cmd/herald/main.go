@@ -123,6 +123,15 @@ func (f *envFlags) Int(p *int, name string, keys []string, def int, help string)
 	f.IntVar(p, name, n, envHelp(keys, help))
 }
 
+func (f *envFlags) Float64(p *float64, name string, keys []string, def float64, help string) {
+	v, k := f.envOr(keys, strconv.FormatFloat(def, 'g', -1, 64))
+	n, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		f.errs = append(f.errs, fmt.Errorf("%s=%q: want a number", k, v))
+	}
+	f.Float64Var(p, name, n, envHelp(keys, help))
+}
+
 func (f *envFlags) Duration(p *time.Duration, name string, keys []string, def time.Duration, help string) {
 	v, k := f.envOr(keys, def.String())
 	d, err := time.ParseDuration(v)

@@ -34,6 +34,8 @@ func serve(ctx context.Context, args []string) error {
 	fs.Int(&cfg.MaxMessageBytes, "max-message-bytes", []string{"HERALD_MAX_MESSAGE_BYTES"}, 2<<20, "largest request message accepted")
 	fs.Int(&cfg.MaxConnections, "max-connections", []string{"HERALD_MAX_CONNECTIONS"}, 20000, "long-lived requests (streams, WebSockets, SSE, long-polls) one instance holds; beyond it new ones get resource_exhausted / 429; -1: unlimited")
 	fs.String(&authConfig, "auth-config", []string{"HERALD_AUTH_CONFIG"}, "", "JSON file of API keys and JWT settings; empty: no authentication (every client may do everything)")
+	fs.Float64(&cfg.UserPublishRate.PerSecond, "user-publish-rate", []string{"HERALD_USER_PUBLISH_RATE"}, 20, "events per second each end user (JWT) may publish, across connections; API keys are not limited")
+	fs.Int(&cfg.UserPublishRate.Burst, "user-publish-burst", []string{"HERALD_USER_PUBLISH_BURST"}, 40, "burst above --user-publish-rate")
 	fs.String(&origins, "allowed-origins", []string{"HERALD_ALLOWED_ORIGINS"}, "", "comma-separated browser origins allowed cross-origin (CORS, WebSocket Origin), e.g. https://app.example.com,https://*.example.com or *; empty allows same-origin pages only")
 	fs.String(&hosts, "allowed-hosts", []string{"HERALD_ALLOWED_HOSTS"}, "", "comma-separated host names requests may use (Host header); empty: loopback names on a loopback --addr (against DNS rebinding), any otherwise")
 	fs.Duration(&cfg.SSEKeepAlive, "sse-keepalive", []string{"HERALD_SSE_KEEPALIVE"}, 15*time.Second, "interval of SSE keep-alive comments")

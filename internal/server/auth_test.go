@@ -310,3 +310,61 @@ func TestAuthTokenExpiryEndsStreams(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthUserPublishRate: an end user's publishes are rate limited across
+// transports (resource_exhausted, 429 with Retry-After); a service's API
+// key is not.
+func TestAuthUserPublishRate(t *testing.T) {
+	t.Parallel()
+	in, key := authInstance(t)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "bob", "exp": time.Now().Add(time.Hour).Unix(), "publish": []string{"chat:>"}, "subscribe": []string{"chat:>"},
+	}).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(tok))
+	ok, limited := 0, 0
+	for range 60 {
+		_, err := user.events.Publish(t.Context(), connect.NewRequest(&heraldv1.PublishRequest{Channel: "chat:1", Data: []byte("x")}))
+		switch {
+		case err == nil:
+			ok++
+		case codeOf(err) == connect.CodeResourceExhausted:
+			limited++
+		default:
+			t.Fatal(err)
+		}
+	}
+	// Burst 40 plus what 20/s refills while publishing.
+	if ok < 40 || ok > 55 || limited == 0 {
+		t.Fatalf("user: %d published, %d limited; want the burst of 40 (plus refill) then refusals", ok, limited)
+	}
+	// Over REST the same user's bucket is shared and the refusal says when
+	// to retry.
+	// (The bucket refills a token every 50 ms, so one attempt may pass.)
+	refused := false
+	for range 20 {
+		req, _ := http.NewRequest(http.MethodPost, in.base+"/v1/channels/chat:1/events", strings.NewReader("x"))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("429 without Retry-After: %v", resp.Header)
+			}
+			refused = true
+			break
+		}
+	}
+	if !refused {
+		t.Fatal("20 REST publishes in a row over the user's rate were all accepted")
+	}
+	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
+	for range 100 {
+		mustPublish(t, svc.events, "chat:1", "x")
+	}
+}

@@ -71,6 +71,10 @@ type Config struct {
 	// authorize each action by the caller's identity (API keys and JWTs,
 	// see internal/auth). Nil: no authentication, everything allowed.
 	Auth *auth.Authenticator
+	// UserPublishRate bounds how fast each end user (JWT identity) may
+	// publish, across connections and transports. Default 20/s with a
+	// burst of 40 (limits.Defaults); API keys are not limited.
+	UserPublishRate limits.Rate
 	// AllowedOrigins lists the browser origins allowed cross-origin (CORS,
 	// WebSocket Origin); empty allows same-origin only. See
 	// gateway.Config.AllowedOrigins.
@@ -105,6 +109,9 @@ func (c *Config) defaults() {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.UserPublishRate == (limits.Rate{}) {
+		c.UserPublishRate = limits.Defaults().PublishPerUser
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = limits.Defaults().MaxConnectionsPerInstance
@@ -182,7 +189,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		connect.WithCompressMinBytes(compressMinBytes),
 	}
 	streams := services.NewStreams(cfg.MaxConnections)
-	events := services.NewEventService(s.log, s.hub, cfg.Logger).WithStreams(streams)
+	events := services.NewEventService(s.log, s.hub, cfg.Logger).WithStreams(streams).
+		WithUserPublishRate(limits.NewKeyed(cfg.UserPublishRate, limits.Defaults().MaxTrackedUsers))
 	history := services.NewHistoryService(s.log, s.hub, cfg.Logger).WithStreams(streams)
 	channels := services.NewChannelService(s.log, cfg.Logger)
 	s.mux.Handle(heraldv1connect.NewEventServiceHandler(events, handlerOpts...))
