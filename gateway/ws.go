@@ -26,9 +26,10 @@ const (
 	SubprotocolProto = "herald.v1.proto"
 )
 
-// Close codes the server uses. A client reconnects and resumes every
-// subscription from the last position it received after any of them
-// except StatusPolicy and StatusTooBig (fix the client first).
+// Close codes the server uses. After any of them a client reconnects and
+// resumes every subscription from the last position it received: after
+// StatusPolicy with a fresh token, after StatusTooBig once it sends
+// smaller frames.
 const (
 	// StatusPolicy (1008): the connection may not continue: the token it
 	// was opened with expired. Reconnect with a fresh one and resume.
