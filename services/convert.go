@@ -20,6 +20,7 @@ func EventProto(ev *eventlog.Event) *heraldv1.Event {
 		TargetPosition: ev.Target,
 		IdempotencyKey: ev.IdempotencyKey,
 		Deleted:        ev.Deleted,
+		Author:         ev.Author,
 	}
 	if !ev.CreatedAt.IsZero() {
 		p.CreateTime = timestamppb.New(ev.CreatedAt)

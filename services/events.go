@@ -70,7 +70,7 @@ type publishResult struct {
 func (s *EventService) publish(ctx context.Context, reqs []*heraldv1.PublishRequest) ([]publishResult, error) {
 	ps := make([]eventlog.Publish, len(reqs))
 	for i, r := range reqs {
-		ps[i] = eventlog.Publish{Channel: r.Channel, Type: r.Type, Data: r.Data, IdempotencyKey: r.IdempotencyKey}
+		ps[i] = eventlog.Publish{Channel: r.Channel, Type: r.Type, Data: r.Data, IdempotencyKey: r.IdempotencyKey, Author: authorOf(ctx)}
 	}
 	res, errs, err := s.log.Append(ctx, ps)
 	if err != nil {

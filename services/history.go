@@ -125,7 +125,7 @@ func (s *HistoryService) UpdateEvent(ctx context.Context, req *connect.Request[h
 	if err := authorize(ctx, actPublish, req.Msg.Channel); err != nil {
 		return nil, err
 	}
-	ev, entry, err := s.log.Update(ctx, req.Msg.Channel, req.Msg.Position, req.Msg.Data)
+	ev, entry, err := s.log.Update(ctx, req.Msg.Channel, req.Msg.Position, req.Msg.Data, authorOf(ctx))
 	if err != nil {
 		return nil, toConnect(s.logger, "update event", err)
 	}
@@ -137,7 +137,7 @@ func (s *HistoryService) DeleteEvent(ctx context.Context, req *connect.Request[h
 	if err := authorize(ctx, actPublish, req.Msg.Channel); err != nil {
 		return nil, err
 	}
-	entry, err := s.log.Delete(ctx, req.Msg.Channel, req.Msg.Position)
+	entry, err := s.log.Delete(ctx, req.Msg.Channel, req.Msg.Position, authorOf(ctx))
 	if err != nil {
 		return nil, toConnect(s.logger, "delete event", err)
 	}

@@ -46,6 +46,11 @@ type Event struct {
 	CreatedAt      time.Time
 	UpdatedAt      time.Time // zero unless a published event's data was updated
 	Deleted        bool      // a published event that was later deleted (Data empty)
+	// Author is who wrote the entry, as the caller gave it (Publish.Author,
+	// or the author passed to Update/Delete); "" when unknown. A published
+	// event keeps its author through edits; Updated and Deleted entries
+	// carry the editor's.
+	Author string
 }
 
 // Publish is one event to append.
@@ -54,6 +59,9 @@ type Publish struct {
 	Type           string
 	Data           []byte
 	IdempotencyKey string // optional; dedupes per channel
+	// Author is stored with the event as given ("" for none); the log does
+	// not interpret it. A duplicate returns the first event's author.
+	Author string
 }
 
 // Published is the result of an append.
@@ -189,10 +197,12 @@ type Log interface {
 	// idempotency keys).
 	Append(ctx context.Context, ps []Publish) (res []Published, errs []error, err error)
 	// Update replaces the data of the published event at pos in channel and
-	// appends an Updated entry. It returns the updated event and the entry.
-	Update(ctx context.Context, channel string, pos int64, data []byte) (ev, entry Event, err error)
-	// Delete erases the published event at pos and appends a Deleted entry.
-	Delete(ctx context.Context, channel string, pos int64) (entry Event, err error)
+	// appends an Updated entry whose Author is author. It returns the
+	// updated event (its Author unchanged) and the entry.
+	Update(ctx context.Context, channel string, pos int64, data []byte, author string) (ev, entry Event, err error)
+	// Delete erases the published event at pos and appends a Deleted entry
+	// whose Author is author.
+	Delete(ctx context.Context, channel string, pos int64, author string) (entry Event, err error)
 
 	// Read returns entries for subscribers (see Query).
 	Read(ctx context.Context, q Query) ([]Event, error)

@@ -130,6 +130,7 @@ func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error
 			Kind:           KindPublished,
 			IdempotencyKey: p.IdempotencyKey,
 			CreatedAt:      now,
+			Author:         p.Author,
 		})
 		if p.IdempotencyKey != "" {
 			c.keys[p.IdempotencyKey] = ev.Position
@@ -208,8 +209,8 @@ func (m *Memory) editable(op, channel string, pos int64) (*memChannel, *Event, e
 }
 
 // Update replaces the data of the published event at pos and appends an
-// Updated entry.
-func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []byte) (Event, Event, error) {
+// Updated entry by author.
+func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []byte, author string) (Event, Event, error) {
 	if err := ctx.Err(); err != nil {
 		return Event{}, Event{}, err
 	}
@@ -234,13 +235,15 @@ func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []b
 		Kind:      KindUpdated,
 		Target:    pos,
 		CreatedAt: now,
+		Author:    author,
 	})
 	m.notify()
 	return ev, *entry, nil
 }
 
-// Delete erases the published event at pos and appends a Deleted entry.
-func (m *Memory) Delete(ctx context.Context, channel string, pos int64) (Event, error) {
+// Delete erases the published event at pos and appends a Deleted entry by
+// author.
+func (m *Memory) Delete(ctx context.Context, channel string, pos int64, author string) (Event, error) {
 	if err := ctx.Err(); err != nil {
 		return Event{}, err
 	}
@@ -260,6 +263,7 @@ func (m *Memory) Delete(ctx context.Context, channel string, pos int64) (Event, 
 		Kind:      KindDeleted,
 		Target:    pos,
 		CreatedAt: m.now(),
+		Author:    author,
 	})
 	m.notify()
 	return *entry, nil

@@ -91,9 +91,9 @@ func FuzzMemory(f *testing.F) {
 				pos := 1 + int64(arg)%(head+1)
 				var err error
 				if op == 4 {
-					_, _, err = l.Update(ctx, ch, pos, bytes.Repeat([]byte{'u'}, int(arg)%16))
+					_, _, err = l.Update(ctx, ch, pos, bytes.Repeat([]byte{'u'}, int(arg)%16), "")
 				} else {
-					_, err = l.Delete(ctx, ch, pos)
+					_, err = l.Delete(ctx, ch, pos, "")
 				}
 				if err != nil && !errors.Is(err, eventlog.ErrEventNotFound) &&
 					!errors.Is(err, eventlog.ErrNotEditable) && !errors.Is(err, eventlog.ErrTooLarge) {

@@ -168,7 +168,7 @@ func (p *Postgres) Append(ctx context.Context, ps []Publish) ([]Published, []err
 }
 
 func publishBytes(p *Publish) int {
-	return len(p.Channel) + len(p.Type) + len(p.Data) + len(p.IdempotencyKey) + 16
+	return len(p.Channel) + len(p.Type) + len(p.Data) + len(p.IdempotencyKey) + len(p.Author) + 16
 }
 
 // Run runs the batching writer until ctx ends. The batch being written then
@@ -243,9 +243,10 @@ func (p *Postgres) drain() {
 	}
 }
 
-// publishSQL appends one batch: see herald_publish in migrations.
-const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit
-FROM herald_publish($1, $2, $3, $4, $5)`
+// publishSQL appends one batch: see herald_publish in migrations (the
+// overload with authors, 0002_author.sql).
+const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit, author
+FROM herald_publish($1, $2, $3, $4, $5, $6)`
 
 // Statuses returned by herald_publish.
 const (
@@ -311,14 +312,15 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, res []Published, 
 	types := make([]string, len(ps))
 	data := make([][]byte, len(ps))
 	keys := make([]string, len(ps))
+	authors := make([]string, len(ps))
 	for i, in := range ps {
-		channels[i], types[i], keys[i] = in.Channel, in.Type, in.IdempotencyKey
+		channels[i], types[i], keys[i], authors[i] = in.Channel, in.Type, in.IdempotencyKey, in.Author
 		data[i] = in.Data
 		if data[i] == nil {
 			data[i] = []byte{} // NULL in a bytea[] is coalesced anyway; send what we store
 		}
 	}
-	rows, err := p.pool.Query(ctx, publishSQL, channels, types, data, keys, p.opts.AutoCreate)
+	rows, err := p.pool.Query(ctx, publishSQL, channels, types, data, keys, authors, p.opts.AutoCreate)
 	if err != nil {
 		return 0, err
 	}
@@ -339,8 +341,9 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, res []Published, 
 			deleted   *bool
 			dupOf     *int64
 			limit     *int32
+			author    *string
 		)
-		if err := rows.Scan(&ord, &status, &id, &createdAt, &typ, &d, &updatedAt, &deleted, &dupOf, &limit); err != nil {
+		if err := rows.Scan(&ord, &status, &id, &createdAt, &typ, &d, &updatedAt, &deleted, &dupOf, &limit, &author); err != nil {
 			return 0, err
 		}
 		i := int(ord - 1)
@@ -359,6 +362,7 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, res []Published, 
 				Kind:           KindPublished,
 				IdempotencyKey: in.IdempotencyKey,
 				CreatedAt:      deref(createdAt),
+				Author:         in.Author,
 			}}
 			maxID = max(maxID, deref(id))
 		case pubDuplicate:
@@ -380,6 +384,7 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, res []Published, 
 				CreatedAt:      deref(createdAt),
 				UpdatedAt:      deref(updatedAt),
 				Deleted:        deref(deleted),
+				Author:         deref(author),
 			}, Duplicate: true}
 		case pubNoChannel:
 			errs[i] = fmt.Errorf("append to %q: %w", in.Channel, ErrChannelNotFound)

@@ -20,7 +20,7 @@ func limitArg(n int) *int {
 	return &n
 }
 
-const eventColumns = `id, channel, kind, target, type, data, idempotency_key, created_at, updated_at, deleted`
+const eventColumns = `id, channel, kind, target, type, data, idempotency_key, created_at, updated_at, deleted, author`
 
 func scanEvent(row pgx.Row) (Event, error) {
 	var (
@@ -29,7 +29,7 @@ func scanEvent(row pgx.Row) (Event, error) {
 		updatedAt *time.Time
 	)
 	if err := row.Scan(&ev.Position, &ev.Channel, &ev.Kind, &ev.Target, &ev.Type, &ev.Data,
-		&key, &ev.CreatedAt, &updatedAt, &ev.Deleted); err != nil {
+		&key, &ev.CreatedAt, &updatedAt, &ev.Deleted, &ev.Author); err != nil {
 		return Event{}, err
 	}
 	ev.IdempotencyKey = deref(key)
@@ -163,9 +163,9 @@ func (p *Postgres) Get(ctx context.Context, channel string, pos int64) (Event, e
 }
 
 // Update replaces the data of the published event at pos and appends an
-// Updated entry, in one transaction under the write lock.
-func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data []byte) (Event, Event, error) {
-	r, err := p.edit(ctx, channel, pos, false, data)
+// Updated entry by author, in one transaction under the write lock.
+func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data []byte, author string) (Event, Event, error) {
+	r, err := p.edit(ctx, channel, pos, false, data, author)
 	if err != nil {
 		return Event{}, Event{}, err
 	}
@@ -178,6 +178,7 @@ func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data [
 		IdempotencyKey: r.key,
 		CreatedAt:      r.evCreatedAt,
 		UpdatedAt:      r.evUpdatedAt,
+		Author:         r.evAuthor,
 	}
 	entry := Event{
 		Position:  r.entryID,
@@ -187,14 +188,15 @@ func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data [
 		Kind:      KindUpdated,
 		Target:    pos,
 		CreatedAt: r.entryCreatedAt,
+		Author:    author,
 	}
 	return ev, entry, nil
 }
 
-// Delete erases the published event at pos and appends a Deleted entry, in
-// one transaction under the write lock.
-func (p *Postgres) Delete(ctx context.Context, channel string, pos int64) (Event, error) {
-	r, err := p.edit(ctx, channel, pos, true, nil)
+// Delete erases the published event at pos and appends a Deleted entry by
+// author, in one transaction under the write lock.
+func (p *Postgres) Delete(ctx context.Context, channel string, pos int64, author string) (Event, error) {
+	r, err := p.edit(ctx, channel, pos, true, nil, author)
 	if err != nil {
 		return Event{}, err
 	}
@@ -205,6 +207,7 @@ func (p *Postgres) Delete(ctx context.Context, channel string, pos int64) (Event
 		Kind:      KindDeleted,
 		Target:    pos,
 		CreatedAt: r.entryCreatedAt,
+		Author:    author,
 	}, nil
 }
 
@@ -214,9 +217,10 @@ type editResult struct {
 	typ, key       string
 	evCreatedAt    time.Time
 	evUpdatedAt    time.Time
+	evAuthor       string // the edited event's author, which it keeps
 }
 
-func (p *Postgres) edit(ctx context.Context, channel string, pos int64, del bool, data []byte) (editResult, error) {
+func (p *Postgres) edit(ctx context.Context, channel string, pos int64, del bool, data []byte, author string) (editResult, error) {
 	op := fmt.Sprintf("update %d of %q", pos, channel)
 	if del {
 		op = fmt.Sprintf("delete %d of %q", pos, channel)
@@ -239,11 +243,12 @@ func (p *Postgres) edit(ctx context.Context, channel string, pos int64, del bool
 		entryCreatedAt *time.Time
 		typ, key       *string
 		created, upd   *time.Time
+		evAuthor       *string
 	)
 	err := p.pool.QueryRow(wctx,
-		`SELECT status, size_limit, entry_id, entry_created_at, ev_type, ev_key, ev_created_at, ev_updated_at
-FROM herald_edit($1, $2, $3, $4)`, channel, pos, del, data).
-		Scan(&status, &limit, &entryID, &entryCreatedAt, &typ, &key, &created, &upd)
+		`SELECT status, size_limit, entry_id, entry_created_at, ev_type, ev_key, ev_created_at, ev_updated_at, ev_author
+FROM herald_edit($1, $2, $3, $4, $5)`, channel, pos, del, data, author).
+		Scan(&status, &limit, &entryID, &entryCreatedAt, &typ, &key, &created, &upd, &evAuthor)
 	if err != nil {
 		return editResult{}, p.dbErr(op, err)
 	}
@@ -254,6 +259,7 @@ FROM herald_edit($1, $2, $3, $4)`, channel, pos, del, data).
 		key:            deref(key),
 		evCreatedAt:    deref(created),
 		evUpdatedAt:    deref(upd),
+		evAuthor:       deref(evAuthor),
 	}
 	switch status {
 	case editDone:

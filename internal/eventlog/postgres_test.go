@@ -167,7 +167,7 @@ func TestPostgresHistory(t *testing.T) {
 		res := mustAppend(t, lg, eventlog.Publish{Channel: "h", Data: []byte{byte(i)}})
 		pos = append(pos, res[0].Event.Position)
 	}
-	if _, err := lg.Delete(ctx, "h", pos[1]); err != nil {
+	if _, err := lg.Delete(ctx, "h", pos[1], ""); err != nil {
 		t.Fatal(err)
 	}
 
@@ -309,7 +309,7 @@ func TestPostgresEdit(t *testing.T) {
 	lg := startPostgres(t, autoCreate())
 	ev := mustAppend(t, lg, eventlog.Publish{Channel: "e", Type: "note", Data: []byte("v1"), IdempotencyKey: "k"})[0].Event
 
-	upd, entry, err := lg.Update(ctx, "e", ev.Position, []byte("v2"))
+	upd, entry, err := lg.Update(ctx, "e", ev.Position, []byte("v2"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,18 +324,18 @@ func TestPostgresEdit(t *testing.T) {
 	if err != nil || string(got.Data) != "v2" || !got.UpdatedAt.Equal(upd.UpdatedAt) {
 		t.Fatalf("Get after update = %+v, %v", got, err)
 	}
-	if _, _, err := lg.Update(ctx, "e", entry.Position, []byte("x")); !errors.Is(err, eventlog.ErrNotEditable) {
+	if _, _, err := lg.Update(ctx, "e", entry.Position, []byte("x"), ""); !errors.Is(err, eventlog.ErrNotEditable) {
 		t.Fatalf("update of an entry: %v, want ErrNotEditable", err)
 	}
-	if _, _, err := lg.Update(ctx, "other", ev.Position, []byte("x")); !errors.Is(err, eventlog.ErrEventNotFound) {
+	if _, _, err := lg.Update(ctx, "other", ev.Position, []byte("x"), ""); !errors.Is(err, eventlog.ErrEventNotFound) {
 		t.Fatalf("update in the wrong channel: %v, want ErrEventNotFound", err)
 	}
 	big := make([]byte, eventlog.DefaultMaxEventSize+1)
-	if _, _, err := lg.Update(ctx, "e", ev.Position, big); !errors.Is(err, eventlog.ErrTooLarge) {
+	if _, _, err := lg.Update(ctx, "e", ev.Position, big, ""); !errors.Is(err, eventlog.ErrTooLarge) {
 		t.Fatalf("update too large: %v, want ErrTooLarge", err)
 	}
 
-	del, err := lg.Delete(ctx, "e", ev.Position)
+	del, err := lg.Delete(ctx, "e", ev.Position, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +346,7 @@ func TestPostgresEdit(t *testing.T) {
 	if err != nil || !got.Deleted || len(got.Data) != 0 {
 		t.Fatalf("Get after delete = %+v, %v", got, err)
 	}
-	if _, err := lg.Delete(ctx, "e", ev.Position); !errors.Is(err, eventlog.ErrNotEditable) {
+	if _, err := lg.Delete(ctx, "e", ev.Position, ""); !errors.Is(err, eventlog.ErrNotEditable) {
 		t.Fatalf("second delete: %v, want ErrNotEditable", err)
 	}
 	// The key still names the deleted event.
@@ -667,7 +667,7 @@ func TestPostgresUnavailable(t *testing.T) {
 	if _, err := lg.Head(t.Context()); !errors.Is(err, eventlog.ErrUnavailable) {
 		t.Fatalf("Head: %v, want ErrUnavailable", err)
 	}
-	if _, _, err := lg.Update(t.Context(), "c", 1, nil); !errors.Is(err, eventlog.ErrUnavailable) {
+	if _, _, err := lg.Update(t.Context(), "c", 1, nil, ""); !errors.Is(err, eventlog.ErrUnavailable) {
 		t.Fatalf("Update: %v, want ErrUnavailable", err)
 	}
 }

@@ -156,7 +156,13 @@ type Event struct {
 	// Set on a published event whose data was later updated.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// True on a published event that was later deleted (its data is then empty).
-	Deleted       bool `protobuf:"varint,10,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Deleted bool `protobuf:"varint,10,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// Who published the event, set by the server from the caller's credential:
+	// "user:<sub>" for a JWT user (its subject), "key:<name>" for an API key
+	// (its configured name), empty when authentication is off or for anonymous
+	// publishers. Clients cannot set it. UPDATED and DELETED entries carry the
+	// author of the edit; the published event keeps its original author.
+	Author        string `protobuf:"bytes,11,opt,name=author,proto3" json:"author,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -261,6 +267,13 @@ func (x *Event) GetDeleted() bool {
 	return false
 }
 
+func (x *Event) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
 // StreamEnd is attached as an error detail when the server ends a subscription
 // (Subscribe RPC) and is carried in ConnectResponse.error for Connect streams.
 // Resume by subscribing again with cursor = last_position: nothing is lost.
@@ -322,7 +335,7 @@ var File_herald_v1_event_proto protoreflect.FileDescriptor
 
 const file_herald_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/event.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x02\n" +
+	"\x15herald/v1/event.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x03\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x03R\bposition\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x12\n" +
@@ -336,7 +349,8 @@ const file_herald_v1_event_proto_rawDesc = "" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x18\n" +
 	"\adeleted\x18\n" +
-	" \x01(\bR\adeleted\"d\n" +
+	" \x01(\bR\adeleted\x12\x16\n" +
+	"\x06author\x18\v \x01(\tR\x06author\"d\n" +
 	"\tStreamEnd\x122\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1a.herald.v1.StreamEndReasonR\x06reason\x12#\n" +
 	"\rlast_position\x18\x02 \x01(\x03R\flastPosition*q\n" +

@@ -164,7 +164,7 @@ func testIdempotentRetry(t *testing.T, open Open) {
 	}
 
 	// The duplicate is the event as stored now: after an update, then a delete.
-	ev, _, err := l.Update(ctx, "ch", first.Position, []byte("edited"))
+	ev, _, err := l.Update(ctx, "ch", first.Position, []byte("edited"), "")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -173,7 +173,7 @@ func testIdempotentRetry(t *testing.T, open Open) {
 		t.Fatal("retry after update: not a duplicate")
 	}
 	equalEvent(t, "retry after update", retry.Event, ev)
-	if _, err := l.Delete(ctx, "ch", first.Position); err != nil {
+	if _, err := l.Delete(ctx, "ch", first.Position, ""); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	retry = appendAll(t, l, keyed("ch", "k", "one"))[0]
@@ -316,7 +316,7 @@ func testTooLarge(t *testing.T, open Open) {
 	ev := appendNew(t, l, pub("small", "0123456789a"))[0]
 	_, errs = appendSome(t, l, pub("small", strings.Repeat("x", 21)))
 	wantTooLarge(t, "21 bytes, limit 20", errs[0], 21, 20)
-	_, _, err = l.Update(ctx, "small", ev.Position, []byte(strings.Repeat("x", 21)))
+	_, _, err = l.Update(ctx, "small", ev.Position, []byte(strings.Repeat("x", 21)), "")
 	wantTooLarge(t, "Update with 21 bytes, limit 20", err, 21, 20)
 
 	appendNew(t, l, pub("auto", strings.Repeat("x", eventlog.DefaultMaxEventSize)))

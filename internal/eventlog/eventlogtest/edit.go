@@ -34,7 +34,7 @@ func testUpdateDelete(t *testing.T, open Open) {
 		snapshot[i].Data = slices.Clone(ev.Data)
 	}
 
-	ev, upd, err := l.Update(ctx, "ch", e1.Position, []byte("v2"))
+	ev, upd, err := l.Update(ctx, "ch", e1.Position, []byte("v2"), "")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -56,7 +56,7 @@ func testUpdateDelete(t *testing.T, open Open) {
 	})
 	recent(t, "Updated entry CreatedAt", upd.CreatedAt)
 
-	del, err := l.Delete(ctx, "ch", e2.Position)
+	del, err := l.Delete(ctx, "ch", e2.Position, "")
 	if err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
@@ -72,7 +72,7 @@ func testUpdateDelete(t *testing.T, open Open) {
 	gone.Data, gone.Deleted = nil, true
 
 	// Update the updated event again: it is still editable.
-	ev2, upd2, err := l.Update(ctx, "ch", e1.Position, nil)
+	ev2, upd2, err := l.Update(ctx, "ch", e1.Position, nil, "")
 	if err != nil {
 		t.Fatalf("second Update: %v", err)
 	}
@@ -106,11 +106,11 @@ func testEditErrors(t *testing.T, open Open) {
 	l := open(t, eventlog.Options{AutoCreate: true})
 	ctx := context.Background()
 	evs := appendNew(t, l, pub("ch", "a"), pub("ch", "b"), pub("other", "c"))
-	_, upd, err := l.Update(ctx, "ch", evs[0].Position, []byte("a2"))
+	_, upd, err := l.Update(ctx, "ch", evs[0].Position, []byte("a2"), "")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
-	del, err := l.Delete(ctx, "ch", evs[1].Position)
+	del, err := l.Delete(ctx, "ch", evs[1].Position, "")
 	if err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
@@ -132,9 +132,9 @@ func testEditErrors(t *testing.T, open Open) {
 		{"Deleted entry", "ch", del.Position, eventlog.ErrNotEditable},
 	}
 	for _, tc := range cases {
-		_, _, err := l.Update(ctx, tc.channel, tc.pos, []byte("new"))
+		_, _, err := l.Update(ctx, tc.channel, tc.pos, []byte("new"), "")
 		wantErr(t, fmt.Sprintf("Update %s", tc.name), err, tc.want)
-		_, err = l.Delete(ctx, tc.channel, tc.pos)
+		_, err = l.Delete(ctx, tc.channel, tc.pos, "")
 		wantErr(t, fmt.Sprintf("Delete %s", tc.name), err, tc.want)
 	}
 	if got := head(t, l); got != h {
@@ -147,7 +147,7 @@ func testGet(t *testing.T, open Open) {
 	l := open(t, eventlog.Options{AutoCreate: true})
 	ctx := context.Background()
 	evs := appendNew(t, l, pub("a", "1"), keyed("b", "k", "2"), pub("a", "3"))
-	if _, _, err := l.Update(ctx, "a", evs[0].Position, []byte("1b")); err != nil {
+	if _, _, err := l.Update(ctx, "a", evs[0].Position, []byte("1b"), ""); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 	for _, want := range readAll(t, l) {

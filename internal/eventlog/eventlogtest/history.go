@@ -66,12 +66,12 @@ func testHistoryPages(t *testing.T, open Open) {
 		published = append(published, evs[0])
 	}
 	for _, i := range []int{2, 3, 9} {
-		if _, _, err := l.Update(ctx, "h", published[i].Position, []byte("edited")); err != nil {
+		if _, _, err := l.Update(ctx, "h", published[i].Position, []byte("edited"), ""); err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 	}
 	for _, i := range []int{0, 3, 10, 11, 16} {
-		if _, err := l.Delete(ctx, "h", published[i].Position); err != nil {
+		if _, err := l.Delete(ctx, "h", published[i].Position, ""); err != nil {
 			t.Fatalf("Delete: %v", err)
 		}
 	}

@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T, opts eventlog.Options) eventlog.L
 	}{
 		{"Append", appendTests},
 		{"Edit", editTests},
+		{"Author", authorTests},
 		{"History", historyTests},
 		{"Channels", channelTests},
 		{"Trim", trimTests},
@@ -254,6 +255,9 @@ func diff(got, want eventlog.Event) string {
 	}
 	if got.Deleted != want.Deleted {
 		add("Deleted", got.Deleted, want.Deleted)
+	}
+	if got.Author != want.Author {
+		add("Author", fmt.Sprintf("%q", got.Author), fmt.Sprintf("%q", want.Author))
 	}
 	if len(d) == 0 {
 		return ""

@@ -31,12 +31,12 @@ func testWatchWakes(t *testing.T, open Open) {
 	ev := appendNew(t, l, pub("w", "1"))[0]
 	waitWake(t, "append", wakes)
 	drain(wakes)
-	if _, _, err := l.Update(ctx, "w", ev.Position, []byte("2")); err != nil {
+	if _, _, err := l.Update(ctx, "w", ev.Position, []byte("2"), ""); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 	waitWake(t, "update", wakes)
 	drain(wakes)
-	if _, err := l.Delete(ctx, "w", ev.Position); err != nil {
+	if _, err := l.Delete(ctx, "w", ev.Position, ""); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	waitWake(t, "delete", wakes)
@@ -73,10 +73,10 @@ func testCanceled(t *testing.T, open Open) {
 	}
 
 	ev := appendNew(t, l, pub("c", "kept"))[0]
-	if _, _, err := l.Update(canceled, "c", ev.Position, []byte("changed")); err == nil {
+	if _, _, err := l.Update(canceled, "c", ev.Position, []byte("changed"), ""); err == nil {
 		t.Error("Update with a canceled context succeeded")
 	}
-	if _, err := l.Delete(canceled, "c", ev.Position); err == nil {
+	if _, err := l.Delete(canceled, "c", ev.Position, ""); err == nil {
 		t.Error("Delete with a canceled context succeeded")
 	}
 	if _, err := l.CreateChannel(canceled, "c2", eventlog.DefaultSettings()); err == nil {
