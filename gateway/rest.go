@@ -292,7 +292,7 @@ var restRoutes = []*route{
 		req:  typeOf(&heraldv1.PollRequest{}),
 		resp: typeOf(&heraldv1.PollResponse{}),
 		query: []param{
-			{name: "channel", field: "channels", desc: "Channels to poll, 1 to 100: repeat the parameter (`channel=a&channel=b`) or separate names with commas (`channel=a,b`)."},
+			{name: "channel", field: "channels", desc: "Channels to poll, 1 to the server's `--max-channels-per-request` (32 by default; more: 400 invalid_argument): repeat the parameter (`channel=a&channel=b`) or separate names with commas (`channel=a,b`)."},
 			{name: "cursor", field: "cursor", desc: "Exclusive position to poll from (0: every retained event). Left out: only events published after the request arrives; continue with the returned cursor." + emptyIsUnset},
 			{name: "wait", field: "wait", desc: waitDesc},
 			{name: "limit", field: "limit", desc: "1 to 1000 events; 0 (the default) means 100."},

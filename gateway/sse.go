@@ -94,11 +94,15 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := g.cfg.Events.CheckChannels(len(req.channels)); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := services.AuthorizeSubscribe(r.Context(), req.channels); err != nil {
 		writeError(w, err)
 		return
 	}
-	release, err := g.cfg.Events.Streams().Acquire()
+	release, err := g.cfg.Events.Streams().Acquire(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return

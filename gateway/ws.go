@@ -91,8 +91,10 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, connect.NewError(connect.CodePermissionDenied, errors.New("origin "+o+" is not allowed: add it to --allowed-origins")))
 		return
 	}
-	// Refused before the upgrade, so the client sees 429 and Retry-After.
-	release, err := g.cfg.Events.Streams().Acquire()
+	// Refused before the upgrade, so the client sees 429 and Retry-After
+	// (the instance's limit) or which limit to respect (the user's: close
+	// other tabs or connections).
+	release, err := g.cfg.Events.Streams().Acquire(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return

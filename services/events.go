@@ -21,6 +21,9 @@ type EventService struct {
 	streams *Streams // nil: unlimited
 	// userRates bounds end users' publish rate; nil: unlimited.
 	userRates *limits.Keyed
+	// conn holds the per-connection and per-request limits (see
+	// WithConnectionLimits).
+	conn limits.Limits
 }
 
 var _ heraldv1connect.EventServiceHandler = (*EventService)(nil)
@@ -30,7 +33,7 @@ func NewEventService(log eventlog.Log, hub *fanout.Hub, logger *slog.Logger) *Ev
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &EventService{log: log, hub: hub, logger: logger}
+	return &EventService{log: log, hub: hub, logger: logger, conn: limits.Defaults()}
 }
 
 // WithStreams bounds the service's streams (Subscribe, Connect, Poll)
@@ -89,10 +92,13 @@ func (s *EventService) publish(ctx context.Context, reqs []*heraldv1.PublishRequ
 
 // Subscribe streams replay then live events of the requested channels.
 func (s *EventService) Subscribe(ctx context.Context, req *connect.Request[heraldv1.SubscribeRequest], stream *connect.ServerStream[heraldv1.SubscribeResponse]) error {
+	if err := s.CheckChannels(len(req.Msg.Channels)); err != nil {
+		return err
+	}
 	if err := authorize(ctx, actSubscribe, req.Msg.Channels...); err != nil {
 		return err
 	}
-	release, err := s.streams.Acquire()
+	release, err := s.streams.Acquire(ctx)
 	if err != nil {
 		return err
 	}

@@ -74,7 +74,7 @@ func (s *HistoryService) ListEvents(ctx context.Context, req *connect.Request[he
 	if len(page.Events) == 0 && wait > 0 {
 		// Long-poll: wait for the first entry after the cursor through the
 		// subscription core, then answer with the ordinary page.
-		release, err := s.streams.Acquire()
+		release, err := s.streams.Acquire(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -17,10 +17,13 @@ const catchUpTimeout = time.Second
 
 // Poll answers a long-poll through the subscription core.
 func (s *EventService) Poll(ctx context.Context, req *connect.Request[heraldv1.PollRequest]) (*connect.Response[heraldv1.PollResponse], error) {
+	if err := s.CheckChannels(len(req.Msg.Channels)); err != nil {
+		return nil, err
+	}
 	if err := authorize(ctx, actSubscribe, req.Msg.Channels...); err != nil {
 		return nil, err
 	}
-	release, err := s.streams.Acquire()
+	release, err := s.streams.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -11,13 +11,15 @@ import (
 	"connectrpc.com/connect"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/limits"
 )
 
-// Limits of one bidirectional session.
+// Limits of one bidirectional session. The configurable ones (publish rate,
+// subscriptions, channels per command) are the EventService's; see
+// WithConnectionLimits.
 const (
-	// maxSessionSubscriptions bounds open subscriptions per session.
-	maxSessionSubscriptions = 100
 	// publishQueue bounds publishes received but not yet acknowledged;
 	// when full, the session stops reading commands (backpressure).
 	publishQueue = 256
@@ -39,6 +41,9 @@ const (
 type Session struct {
 	svc  *EventService
 	send func(*heraldv1.ConnectResponse) error
+	// rate is the connection's publish bucket (PublishPerConnection);
+	// nil: not limited (see connectionRate).
+	rate *limits.Bucket
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -83,6 +88,7 @@ func (s *EventService) StartSession(ctx context.Context, send func(*heraldv1.Con
 	sess := &Session{
 		svc:       s,
 		send:      send,
+		rate:      s.connectionRate(ctx),
 		ctx:       ctx,
 		cancel:    cancel,
 		pubCtx:    pubCtx,
@@ -91,6 +97,17 @@ func (s *EventService) StartSession(ctx context.Context, send func(*heraldv1.Con
 		failed:    make(chan struct{}),
 	}
 	return sess
+}
+
+// connectionRate returns the publish bucket of a new connection. As with
+// the per-user rate, API keys (backend services, which publish in bulk over
+// these streams) and servers without authentication are not limited; end
+// users and anonymous clients are.
+func (s *EventService) connectionRate(ctx context.Context) *limits.Bucket {
+	if id, on := auth.FromContext(ctx); !on || id.Kind() == auth.APIKey {
+		return nil
+	}
+	return s.conn.NewConnectionBucket()
 }
 
 // Failed is closed when sending to the peer failed; Err tells why.
@@ -133,6 +150,10 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 	}
 	switch c := req.Command.(type) {
 	case *heraldv1.ConnectRequest_Subscribe:
+		if err := ss.svc.CheckChannels(len(c.Subscribe.Channels)); err != nil {
+			ss.emit(ss.svc.errorFrame(req.Id, "subscribe", err))
+			return
+		}
 		if err := authorize(ss.ctx, actSubscribe, c.Subscribe.Channels...); err != nil {
 			ss.emit(ss.svc.errorFrame(req.Id, "subscribe", err))
 			return
@@ -143,6 +164,13 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 	case *heraldv1.ConnectRequest_Publish:
 		if err := authorize(ss.ctx, actPublish, c.Publish.Channel); err != nil {
 			ss.emit(ss.svc.errorFrame(req.Id, "publish", err))
+			return
+		}
+		// The connection's bucket first: a connection over its own rate
+		// then spends none of its user's, which the user's other
+		// connections share.
+		if err := limits.CheckPublish(time.Now(), ss.rate, nil, "", 1); err != nil {
+			ss.emit(ss.svc.errorFrame(req.Id, "publish", connect.NewError(connect.CodeResourceExhausted, err)))
 			return
 		}
 		if err := ss.svc.checkUserRate(ss.ctx); err != nil {
@@ -161,9 +189,15 @@ func (ss *Session) subscribe(id string, req *heraldv1.SubscribeRequest) {
 			errors.New("subscribe needs an id: it names the subscription"))))
 		return
 	}
+	// The cap counts channels: each costs a hub entry and fan-out work.
+	// Handle runs one command at a time, so none is added between this
+	// count and the subscription's; ending ones only lower it.
 	ss.mu.Lock()
 	_, dup := ss.subs[id]
-	n := len(ss.subs)
+	have := 0
+	for _, e := range ss.subs {
+		have += len(e.sub.Channels())
+	}
 	closed := ss.closed
 	ss.mu.Unlock()
 	switch {
@@ -173,9 +207,9 @@ func (ss *Session) subscribe(id string, req *heraldv1.SubscribeRequest) {
 		ss.emit(ss.svc.errorFrame(id, "connect", connect.NewError(connect.CodeAlreadyExists,
 			fmt.Errorf("subscription %q is already open; unsubscribe first or use another id", id))))
 		return
-	case n >= maxSessionSubscriptions:
-		ss.emit(ss.svc.errorFrame(id, "connect", connect.NewError(connect.CodeResourceExhausted,
-			fmt.Errorf("at most %d subscriptions per connection", maxSessionSubscriptions))))
+	}
+	if err := ss.svc.conn.CheckSubscriptions(have, len(req.Channels)); err != nil {
+		ss.emit(ss.svc.errorFrame(id, "connect", connect.NewError(connect.CodeResourceExhausted, err)))
 		return
 	}
 	sub, err := ss.svc.hub.Subscribe(ss.ctx, req.Channels, req.Cursor)
@@ -392,7 +426,7 @@ func (ss *Session) Close() {
 
 // Connect serves the bidirectional stream with a Session.
 func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[heraldv1.ConnectRequest, heraldv1.ConnectResponse]) error {
-	release, err := s.streams.Acquire()
+	release, err := s.streams.Acquire(ctx)
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,11 @@ type Config struct {
 	// transports (Subscribe and Connect streams, WebSockets, SSE streams,
 	// long-polls). Default 20000; negative: unlimited.
 	MaxConnections int
+	// MaxConnectionsPerUser bounds one end user's (JWT identity's)
+	// long-lived requests on the instance, counted like MaxConnections.
+	// API keys and anonymous callers are not counted per user.
+	// Default 50; negative: unlimited.
+	MaxConnectionsPerUser int
 	// Auth, when set, authenticates every request and the services
 	// authorize each action by the caller's identity (API keys and JWTs,
 	// see internal/auth). Nil: no authentication, everything allowed.
@@ -75,6 +80,22 @@ type Config struct {
 	// publish, across connections and transports. Default 20/s with a
 	// burst of 40 (limits.Defaults); API keys are not limited.
 	UserPublishRate limits.Rate
+	// ConnectionPublishRate bounds how fast one bidirectional connection
+	// (Connect stream, WebSocket) of an end user (JWT identity) or an
+	// anonymous client may publish. Default 10/s with a burst of 20
+	// (limits.Defaults); a zero PerSecond with a Burst set: unlimited. As
+	// with UserPublishRate, API keys and a server without Auth are not
+	// limited.
+	ConnectionPublishRate limits.Rate
+	// MaxSubscriptionsPerConnection bounds the channels one bidirectional
+	// connection's subscriptions hold together. Default 128; negative:
+	// unlimited.
+	MaxSubscriptionsPerConnection int
+	// MaxChannelsPerRequest bounds the channels one Subscribe, Poll, SSE
+	// request or subscribe command names. Default 32; at most
+	// services.MaxChannelsCeiling (100, the proto's rule); negative: only
+	// that ceiling.
+	MaxChannelsPerRequest int
 	// AllowedOrigins lists the browser origins allowed cross-origin (CORS,
 	// WebSocket Origin); empty allows same-origin only. See
 	// gateway.Config.AllowedOrigins.
@@ -113,8 +134,20 @@ func (c *Config) defaults() {
 	if c.UserPublishRate == (limits.Rate{}) {
 		c.UserPublishRate = limits.Defaults().PublishPerUser
 	}
+	if c.ConnectionPublishRate == (limits.Rate{}) {
+		c.ConnectionPublishRate = limits.Defaults().PublishPerConnection
+	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = limits.Defaults().MaxConnectionsPerInstance
+	}
+	if c.MaxConnectionsPerUser == 0 {
+		c.MaxConnectionsPerUser = limits.Defaults().MaxConnectionsPerUser
+	}
+	if c.MaxSubscriptionsPerConnection == 0 {
+		c.MaxSubscriptionsPerConnection = limits.Defaults().MaxSubscriptionsPerConnection
+	}
+	if c.MaxChannelsPerRequest == 0 {
+		c.MaxChannelsPerRequest = limits.Defaults().MaxChannelsPerRequest
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 2 << 20
@@ -122,6 +155,28 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+}
+
+// limits returns the configured limits (after defaults), negative values
+// turned into 0 (no limit), and checks them.
+func (c *Config) limits() (limits.Limits, error) {
+	unlimited := func(n int) int { return max(n, 0) }
+	l := limits.Defaults()
+	l.MaxConnectionsPerInstance = unlimited(c.MaxConnections)
+	l.MaxConnectionsPerUser = unlimited(c.MaxConnectionsPerUser)
+	l.PublishPerConnection = c.ConnectionPublishRate
+	l.PublishPerUser = c.UserPublishRate
+	l.MaxSubscriptionsPerConnection = unlimited(c.MaxSubscriptionsPerConnection)
+	l.MaxChannelsPerRequest = unlimited(c.MaxChannelsPerRequest)
+	err := l.Validate()
+	if l.MaxChannelsPerRequest > services.MaxChannelsCeiling {
+		err = errors.Join(err, fmt.Errorf("MaxChannelsPerRequest is %d; want at most %d (the API's own limit)",
+			l.MaxChannelsPerRequest, services.MaxChannelsCeiling))
+	}
+	if err != nil {
+		return l, fmt.Errorf("invalid limits: %w", err)
+	}
+	return l, nil
 }
 
 // Server is one Herald instance.
@@ -154,6 +209,10 @@ var serviceNames = []string{
 // DatabaseURL is set, and listens on Addr.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.defaults()
+	lim, err := cfg.limits()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, kill: make(chan struct{})}
 	opts := eventlog.Options{AutoCreate: !cfg.NoAutoCreate}
 	if cfg.DatabaseURL != "" {
@@ -188,9 +247,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		// compressed: 7k -> see docs/benchmarks.md).
 		connect.WithCompressMinBytes(compressMinBytes),
 	}
-	streams := services.NewStreams(cfg.MaxConnections)
+	streams := services.NewStreams(lim.MaxConnectionsPerInstance, lim.MaxConnectionsPerUser)
 	events := services.NewEventService(s.log, s.hub, cfg.Logger).WithStreams(streams).
-		WithUserPublishRate(limits.NewKeyed(cfg.UserPublishRate, limits.Defaults().MaxTrackedUsers))
+		WithUserPublishRate(lim.NewUserBuckets()).
+		WithConnectionLimits(lim)
 	history := services.NewHistoryService(s.log, s.hub, cfg.Logger).WithStreams(streams)
 	channels := services.NewChannelService(s.log, cfg.Logger)
 	s.mux.Handle(heraldv1connect.NewEventServiceHandler(events, handlerOpts...))
