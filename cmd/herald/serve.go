@@ -62,7 +62,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	cfg.NoAutoCreate = !autoCreate
 	if authConfig != "" {
-		if cfg.Auth, err = auth.LoadConfig(authConfig); err != nil {
+		if cfg.Auth, err = auth.LoadConfig(ctx, authConfig, logger); err != nil {
 			return err
 		}
 	} else {

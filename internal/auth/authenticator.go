@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"strings"
 )
 
@@ -19,6 +20,17 @@ type Authenticator struct {
 // keys and JWTs checked by jwt. Either may be nil to refuse that kind.
 func NewAuthenticator(keys *Keys, jwt *Verifier) *Authenticator {
 	return &Authenticator{keys: keys, jwt: jwt}
+}
+
+// Run keeps the Authenticator's keys current until ctx ends (see
+// JWKS.Run), then returns nil. It returns nil at once when there is
+// nothing to reload: no JWKS, or a nil Authenticator, so a server may
+// always call it.
+func (a *Authenticator) Run(ctx context.Context) error {
+	if a == nil || a.jwt == nil || a.jwt.cfg.JWKS == nil {
+		return nil
+	}
+	return a.jwt.cfg.JWKS.Run(ctx)
 }
 
 // Authenticate accepts the credential as the transport received it: the

@@ -2,9 +2,11 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 )
@@ -13,16 +15,20 @@ import (
 //
 //	{
 //	  "apiKeys": [{"name": "billing", "hash": "<herald auth hash-key output>", "scopes": ["publish"]}],
-//	  "jwt": {"hs256Secret": "<at least 32 bytes>", "jwksFile": "/etc/herald/jwks.json",
-//	          "issuer": "https://auth.example.com", "audience": "herald", "leeway": "30s"}
+//	  "jwt": {"hs256Secret": "<at least 32 bytes>", "jwksURL": "https://auth.example.com/.well-known/jwks.json",
+//	          "jwksRefresh": "5m", "issuer": "https://auth.example.com", "audience": "herald", "leeway": "30s"}
 //	}
 //
-// Either part may be left out to refuse that kind of credential.
+// Either part may be left out to refuse that kind of credential. The public
+// keys come from jwksURL or jwksFile (not both), reloaded every jwksRefresh
+// (default 5m, at least 30s); see JWKS.
 type FileConfig struct {
 	APIKeys []KeyConfig `json:"apiKeys"`
 	JWT     *struct {
 		HS256Secret string `json:"hs256Secret"`
 		JWKSFile    string `json:"jwksFile"`
+		JWKSURL     string `json:"jwksURL"`
+		JWKSRefresh string `json:"jwksRefresh"`
 		Issuer      string `json:"issuer"`
 		Audience    string `json:"audience"`
 		Leeway      string `json:"leeway"`
@@ -30,9 +36,12 @@ type FileConfig struct {
 	} `json:"jwt"`
 }
 
-// LoadConfig reads a FileConfig and builds its Authenticator. Errors name
-// the field at fault, never a secret.
-func LoadConfig(path string) (*Authenticator, error) {
+// LoadConfig reads a FileConfig and builds its Authenticator. With
+// jwksURL or jwksFile it loads the key set once and fails if it cannot, so
+// that a misconfiguration stops the server from starting; the
+// Authenticator's Run then keeps the set current and logs to log (nil:
+// slog.Default()). Errors name the field at fault, never a secret.
+func LoadConfig(ctx context.Context, path string, log *slog.Logger) (*Authenticator, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("auth config: %w", err)
@@ -55,14 +64,32 @@ func LoadConfig(path string) (*Authenticator, error) {
 		if j.HS256Secret != "" {
 			cfg.HS256Secret = []byte(j.HS256Secret)
 		}
-		if j.JWKSFile != "" {
-			if cfg.Keys, err = ReadJWKS(j.JWKSFile); err != nil {
-				return nil, fmt.Errorf("auth config %s: jwt.jwksFile: %w", path, err)
-			}
-		}
 		if j.Leeway != "" {
 			if cfg.Leeway, err = time.ParseDuration(j.Leeway); err != nil {
 				return nil, fmt.Errorf("auth config %s: jwt.leeway: %w", path, err)
+			}
+		}
+		src := JWKSConfig{URL: j.JWKSURL, File: j.JWKSFile, Logger: log}
+		field := "jwt.jwksURL"
+		switch {
+		case j.JWKSURL != "" && j.JWKSFile != "":
+			return nil, fmt.Errorf("auth config %s: jwt: set jwksURL or jwksFile, not both", path)
+		case j.JWKSFile != "":
+			field = "jwt.jwksFile"
+		case j.JWKSURL == "" && j.JWKSRefresh != "":
+			return nil, fmt.Errorf("auth config %s: jwt.jwksRefresh: set jwksURL or jwksFile too", path)
+		}
+		if j.JWKSRefresh != "" {
+			if src.Refresh, err = time.ParseDuration(j.JWKSRefresh); err != nil {
+				return nil, fmt.Errorf("auth config %s: jwt.jwksRefresh: %w", path, err)
+			}
+			if src.Refresh < minJWKSRefresh {
+				return nil, fmt.Errorf("auth config %s: jwt.jwksRefresh: shorter than %v", path, minJWKSRefresh)
+			}
+		}
+		if src.URL != "" || src.File != "" {
+			if cfg.JWKS, err = OpenJWKS(ctx, src); err != nil {
+				return nil, fmt.Errorf("auth config %s: %s: %w", path, field, err)
 			}
 		}
 		if verifier, err = NewVerifier(cfg); err != nil {

@@ -24,7 +24,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	good := write("good.json", `{"apiKeys":[{"name":"svc","hash":"`+auth.HashKey(key)+`","scopes":["publish"]}],
 		"jwt":{"hs256Secret":"0123456789abcdef0123456789abcdef","leeway":"30s","issuer":"https://auth.example"}}`)
-	a, err := auth.LoadConfig(good)
+	a, err := auth.LoadConfig(t.Context(), good, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestLoadConfig(t *testing.T) {
 		"bad leeway":    {`{"jwt":{"hs256Secret":"0123456789abcdef0123456789abcdef","leeway":"soon"}}`, "jwt.leeway"},
 		"raw key":       {`{"apiKeys":[{"name":"x","hash":"` + key + `","scopes":["publish"]}]}`, "apiKeys"},
 	} {
-		_, err := auth.LoadConfig(write(strings.ReplaceAll(name, " ", "-")+".json", tc.body))
+		_, err := auth.LoadConfig(t.Context(), write(strings.ReplaceAll(name, " ", "-")+".json", tc.body), nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error mentioning %q", name, err, tc.want)
 		}

@@ -11,7 +11,8 @@
 //     hashes are configured ([KeyConfig], [NewKeys]).
 //   - JWTs for browsers and end users, signed with HS256, RS256 or ES256
 //     ([JWTConfig], [NewVerifier]). Keys come from a shared secret, PEM public
-//     keys ([ParsePublicKeyPEM]) or a JWKS document ([ParseJWKS], [ReadJWKS]).
+//     keys ([ParsePublicKeyPEM]), a JWKS document ([ParseJWKS], [ReadJWKS]) or
+//     a key set that is reloaded from a file or URL while running ([JWKS]).
 //
 // A missing credential yields the zero [Identity] (anonymous, allowed nothing)
 // together with an error wrapping [ErrMissingCredential]; whether anonymous
@@ -67,6 +68,18 @@
 // JWTConfig.AllowAdmin is set. A "channels" item must expand to exactly one
 // valid channel, otherwise the whole token is refused.
 //
-// Everything in this package is safe for concurrent use once constructed;
-// nothing here starts goroutines or does I/O except [ReadJWKS].
+// # Concurrency and key reload
+//
+// Everything in this package is safe for concurrent use once constructed.
+// Nothing here starts goroutines; I/O happens only in [ReadJWKS],
+// [OpenJWKS], [LoadConfig] and the reload loop of a [JWKS].
+//
+// A [JWKS] owns one key set. [OpenJWKS] loads it once (failing if it
+// cannot, so misconfiguration is loud); [JWKS.Run], started by the caller
+// (the server does so through [Authenticator.Run]), reloads it every
+// refresh interval and when a Verifier met an unknown "kid" (at most once
+// per 30s), and returns when its context ends. Run is the only writer: it
+// swaps in each good set through an atomic pointer, and verification reads
+// that pointer without locks and never waits for a fetch. A failed reload
+// keeps the previous set.
 package auth

@@ -166,3 +166,42 @@ func FuzzAuthenticate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseJWKS: any document is either refused or gives keys a Verifier
+// accepts, each with its own non-empty kid; never a panic.
+func FuzzParseJWKS(f *testing.F) {
+	k := testKeys()
+	f.Add(jwks(f, rsaJWK("rsa-1", &k.rsa1.PublicKey), ecJWK(f, "ec-1", &k.ec1.PublicKey)))
+	f.Add(jwks(f, rsaJWK("a", &k.rsa1.PublicKey), rsaJWK("a", &k.rsa2.PublicKey)))
+	for _, s := range []string{
+		`{"keys":[]}`, `{}`, `null`, `{"keys":null}`, `[]`, `{"keys":[null]}`,
+		`{"keys":[{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"}]}`,
+		`{"keys":[{"kty":"RSA","kid":"a","n":"AQAB","e":"AAAAAAE"}]}`,
+		`{"keys":[{"kty":"EC","crv":"P-256","kid":"a","x":"AA","y":"AA"}]}`,
+		`{"keys":[{"kty":"oct","kid":"s","k":"c2VjcmV0"},{"kty":"RSA","use":"enc","kid":"e"}]}`,
+		`{"keys":[{"kty":"RSA","kid":"a","alg":"RS256","use":"sig","n":"","e":""}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		keys, err := auth.ParseJWKS(data)
+		if err != nil {
+			if keys != nil {
+				t.Fatalf("ParseJWKS returned keys and %v", err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for _, key := range keys {
+			if key.ID == "" || seen[key.ID] {
+				t.Fatalf("key ID %q is empty or repeated", key.ID)
+			}
+			seen[key.ID] = true
+		}
+		if len(keys) > 0 {
+			if _, err := auth.NewVerifier(auth.JWTConfig{Keys: keys}); err != nil {
+				t.Fatalf("parsed keys are refused by NewVerifier: %v", err)
+			}
+		}
+	})
+}

@@ -28,6 +28,11 @@ type JWTConfig struct {
 	HS256Secret []byte
 	// Keys enables RS256 (RSA keys) and ES256 (P-256 keys).
 	Keys []PublicKey
+	// JWKS, if set, enables RS256 and ES256 with the keys of a key set
+	// that is reloaded while the Verifier is in use (see OpenJWKS). A key
+	// ID in Keys takes precedence over the same ID in the set. A token
+	// naming a key ID found in neither asks the set for a reload.
+	JWKS *JWKS
 	// Issuer, if set, must equal the "iss" claim. Set it in production.
 	Issuer string
 	// Audience, if set, must be one of the "aud" claim's values. Set it in
@@ -100,10 +105,11 @@ type verifierKey struct {
 	key crypto.PublicKey
 }
 
-// Verifier verifies JWTs. It is safe for concurrent use.
+// Verifier verifies JWTs. It is safe for concurrent use, and never waits
+// for a reload of its JWKS.
 type Verifier struct {
 	cfg    JWTConfig
-	keys   []verifierKey
+	keys   []verifierKey // from cfg.Keys; cfg.JWKS holds the others
 	byKID  map[string]verifierKey
 	parser *jwt.Parser
 }
@@ -134,6 +140,15 @@ func NewVerifier(cfg JWTConfig) (*Verifier, error) {
 		v.keys = append(v.keys, vk)
 		if !slices.Contains(algs, alg) {
 			algs = append(algs, alg)
+		}
+	}
+	if cfg.JWKS != nil {
+		// The set may gain either kind of key; keyFor still hands each
+		// key only to its own algorithm.
+		for _, alg := range []string{"RS256", "ES256"} {
+			if !slices.Contains(algs, alg) {
+				algs = append(algs, alg)
+			}
 		}
 	}
 	if len(algs) == 0 {
@@ -191,9 +206,19 @@ func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
 		}
 		return v.cfg.HS256Secret, nil
 	}
+	var set *keySet
+	if v.cfg.JWKS != nil {
+		set = v.cfg.JWKS.current() // one snapshot for the whole lookup
+	}
 	if hasKID {
 		k, ok := v.byKID[kid]
+		if !ok && set != nil {
+			k, ok = set.byKID[kid]
+		}
 		if !ok {
+			if v.cfg.JWKS != nil {
+				v.cfg.JWKS.requestReload() // the provider may have rotated its keys
+			}
 			return nil, fmt.Errorf("unknown key id %q", truncate(kid))
 		}
 		if k.alg != alg {
@@ -201,16 +226,18 @@ func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
 		}
 		return k.key, nil
 	}
-	var set jwt.VerificationKeySet
-	for _, k := range v.keys {
-		if k.alg == alg {
-			set.Keys = append(set.Keys, k.key)
+	var candidates jwt.VerificationKeySet
+	for _, keys := range [][]verifierKey{v.keys, set.all()} {
+		for _, k := range keys {
+			if k.alg == alg {
+				candidates.Keys = append(candidates.Keys, k.key)
+			}
 		}
 	}
-	if len(set.Keys) == 0 {
+	if len(candidates.Keys) == 0 {
 		return nil, fmt.Errorf("no %s key configured", alg)
 	}
-	return set, nil
+	return candidates, nil
 }
 
 // Verify checks a compact JWT's signature and claims and returns the user's

@@ -373,6 +373,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { s.retention(retCtx) })
+	wg.Go(func() { // reloads JWKS keys; returns at once without them
+		if err := s.cfg.Auth.Run(retCtx); err != nil {
+			errc <- fmt.Errorf("auth: %w", err)
+		}
+	})
 	serveDone := make(chan struct{})
 	go func() {
 		defer close(serveDone)
