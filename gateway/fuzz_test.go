@@ -84,7 +84,7 @@ func FuzzSSERequest(f *testing.F) {
 		if err != nil {
 			return // net/http would have rejected or split it the same way
 		}
-		req, err := parseSSERequest(q, lastEventID)
+		req, err := parseSSERequest(q, lastEventID, nil)
 		if err != nil {
 			if !isInvalidArgument(err) {
 				t.Fatalf("error %v is not invalid_argument", err)

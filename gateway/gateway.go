@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/heraldrt/herald/internal/auth"
+	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/services"
@@ -214,6 +215,9 @@ func writeErrorStatus(w http.ResponseWriter, status int, err error) {
 	}
 	if status == 0 {
 		status = httpStatus(ce.Code())
+		if errors.Is(err, eventlog.ErrTooLarge) {
+			status = http.StatusRequestEntityTooLarge
+		}
 	}
 	var lim *limits.Error
 	switch {

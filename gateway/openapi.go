@@ -64,7 +64,7 @@ var errorStatusDesc = map[int]string{
 	http.StatusBadRequest:            "invalid_argument (a parameter or field breaks the rules; nothing was written), failed_precondition or out_of_range.",
 	http.StatusNotFound:              "not_found: unknown channel or event.",
 	http.StatusConflict:              "already_exists.",
-	http.StatusRequestEntityTooLarge: "invalid_argument: the body is larger than the server's limit (the message gives it).",
+	http.StatusRequestEntityTooLarge: "invalid_argument: the body is larger than the server's limit, or the event data than the channel's or namespace's max event size (the message gives the limit).",
 	http.StatusUnsupportedMediaType:  "invalid_argument: the Content-Type is not application/json.",
 	http.StatusServiceUnavailable:    "unavailable: the event log is unreachable, or the server is starting or stopping. Retry (publishes with the same idempotency key); Retry-After is set.",
 }

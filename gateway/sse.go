@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/services"
 )
@@ -33,7 +34,9 @@ type sseRequest struct {
 // parseSSERequest decodes the query and the Last-Event-ID header. The
 // header wins over last_event_id: EventSource sends it on every reconnect,
 // with the position it last received, while the URL keeps the first one.
-func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
+// Without a channel parameter the stream carries serverChannels (the
+// token's "channels" claim).
+func parseSSERequest(q url.Values, lastEventID string, serverChannels []string) (sseRequest, error) {
 	var req sseRequest
 	for k, vs := range q {
 		switch k {
@@ -59,7 +62,10 @@ func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
 		}
 	}
 	if len(req.channels) == 0 {
-		return req, invalid("channel: give at least one channel (?channel=a&channel=b)")
+		req.channels = serverChannels
+	}
+	if len(req.channels) == 0 {
+		return req, invalid("channel: give at least one channel (?channel=a&channel=b), or a token whose channels claim lists some")
 	}
 	id, name := lastEventID, "Last-Event-ID"
 	if id == "" && q.Has("last_event_id") {
@@ -89,7 +95,8 @@ func parseCursor(s string) (int64, error) {
 // event is its position, which covers all the stream's channels, so the
 // Last-Event-ID of a reconnecting EventSource resumes it exactly.
 func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
-	req, err := parseSSERequest(r.URL.Query(), r.Header.Get("Last-Event-ID"))
+	id, _ := auth.FromContext(r.Context())
+	req, err := parseSSERequest(r.URL.Query(), r.Header.Get("Last-Event-ID"), id.Channels())
 	if err != nil {
 		writeError(w, err)
 		return
@@ -98,7 +105,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := services.AuthorizeSubscribe(r.Context(), req.channels); err != nil {
+	if err := g.cfg.Events.AuthorizeSubscribe(r.Context(), req.channels); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
-	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -82,6 +81,8 @@ type wsConn struct {
 	failOnce sync.Once
 	failErr  error
 	failed   chan struct{}
+
+	cursor *int64 // where the server subscription resumes; nil: live
 }
 
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -89,6 +90,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	// again so that Register alone is safe too.
 	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r) && !g.origins.allowed(o) {
 		writeError(w, connect.NewError(connect.CodePermissionDenied, errors.New("origin "+o+" is not allowed: add it to --allowed-origins")))
+		return
+	}
+	// The server subscription (the token's channels) resumes after cursor.
+	cursor, err := services.ParseServerCursor(r.URL.Query().Get("cursor"))
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	// Refused before the upgrade, so the client sees 429 and Retry-After
@@ -124,6 +131,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		drain:      make(chan struct{}),
 		writerDone: make(chan struct{}),
 		failed:     make(chan struct{}),
+		cursor:     cursor,
 	}
 	if !g.track(wc) {
 		cancel()
@@ -188,21 +196,16 @@ func (wc *wsConn) serve() {
 	readErr := make(chan error, 1)
 	go func() { readErr <- wc.reader(sess) }()
 	wc.startPings()
-
-	// A connection opened with a token ends when the token does.
-	var expired <-chan time.Time
-	if id, on := auth.FromContext(wc.ctx); on && !id.Expires().IsZero() {
-		t := time.NewTimer(time.Until(id.Expires()))
-		defer t.Stop()
-		expired = t.C
-	}
+	sess.SubscribeServerChannels(wc.cursor)
 
 	var code websocket.StatusCode
 	var reason string
 	select {
-	case <-expired:
+	case <-sess.Expired():
+		// A connection opened with a token ends when the token does,
+		// unless a refresh command replaced it in time.
 		sess.Close()
-		code, reason = StatusPolicy, "token expired: reconnect with a fresh token and resume from your last positions"
+		code, reason = StatusPolicy, "token expired: refresh it before it expires, or reconnect with a fresh token and resume from your last positions"
 	case <-readErr:
 		// The client closed or broke the connection, or sent a frame over
 		// the limit (the library then closed it with 1009). Publishes

@@ -11,42 +11,73 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/namespace"
 )
 
 // Actions a caller may be allowed on a channel.
 type action struct {
-	name    string
-	allowed func(auth.Identity, string) bool
+	name string
+	ns   namespace.Action
 }
 
 var (
-	actPublish   = action{"publish to", auth.Identity.CanPublish}
-	actSubscribe = action{"subscribe to", auth.Identity.CanSubscribe}
-	actHistory   = action{"read the history of", auth.Identity.CanReadHistory}
+	actPublish   = action{"publish to", namespace.Publish}
+	actSubscribe = action{"subscribe to", namespace.Subscribe}
+	actHistory   = action{"read the history of", namespace.History}
 )
 
-// authorize checks that the caller may act on every channel. Without an
-// identity in ctx the server does not authenticate and everything is
-// allowed. An anonymous caller is told to authenticate (unauthenticated);
-// an authenticated one that lacks the permission gets permission_denied.
-func authorize(ctx context.Context, act action, channels ...string) error {
+// authorize checks that the caller may act on every channel: the
+// namespace policy of each channel (ns; nil gives every channel the
+// default policy) applied to the caller's credential. Without an identity
+// in ctx the server does not authenticate and only the namespaces'
+// refuseUnknown applies. An anonymous caller is told to authenticate
+// (unauthenticated); an authenticated one that lacks the permission gets
+// permission_denied.
+func authorize(ctx context.Context, ns *namespace.Set, act action, channels ...string) error {
 	id, on := auth.FromContext(ctx)
-	if !on {
-		return nil
-	}
 	for _, ch := range channels {
-		if act.allowed(id, ch) {
+		pol, err := ns.For(ch)
+		if err != nil {
+			return connect.NewError(connect.CodeInvalidArgument, err)
+		}
+		if !on {
 			continue
 		}
-		if id.Kind() == auth.Anonymous {
-			return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf(
-				"to %s channel %q, authenticate: send Authorization: Bearer <token or API key> (EventSource: the access_token query parameter or the herald_token cookie)", act.name, ch))
+		if err := refusal(id, act.name, ch, pol, pol.Allow(id, act.ns, ch)); err != nil {
+			return err
 		}
-		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
-			"%s %q may not %s channel %q: its token or key does not allow it", id.Kind(), id.Name(), act.name, ch))
 	}
 	return nil
 }
+
+// refusal turns a policy verdict into the error the caller sees.
+func refusal(id auth.Identity, what, ch string, pol *namespace.Policy, v namespace.Verdict) error {
+	switch v {
+	case namespace.Allowed:
+		return nil
+	case namespace.NeedCredential:
+		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf(
+			"to %s channel %q, authenticate: send Authorization: Bearer <token or API key> (EventSource: the access_token query parameter or the herald_token cookie)", what, ch))
+	}
+	why := "its token or key does not allow it"
+	switch {
+	case what == actEdit && pol.Edit == namespace.Author:
+		why = fmt.Sprintf("in namespace %q only an event's author may change it", pol.Name)
+	case what == actEdit && pol.Edit == namespace.ServicesOnly:
+		why = fmt.Sprintf("in namespace %q only services (API keys) may change events", pol.Name)
+	case what == actEdit && pol.Edit == namespace.None:
+		why = fmt.Sprintf("events in namespace %q cannot be changed", pol.Name)
+	case what == actPublish.name && pol.Publish == namespace.Services,
+		what == actSubscribe.name && pol.Subscribe == namespace.Services,
+		what == actHistory.name && pol.History == namespace.Services:
+		why = fmt.Sprintf("in namespace %q only services (API keys) may", pol.Name)
+	}
+	return connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
+		"%s %q may not %s channel %q: %s", id.Kind(), id.Name(), what, ch, why))
+}
+
+// actEdit names edits in refusals.
+const actEdit = "update or delete events of"
 
 // authorizeAdmin checks the admin scope (channel management).
 func authorizeAdmin(ctx context.Context, what string) error {
@@ -62,8 +93,8 @@ func authorizeAdmin(ctx context.Context, what string) error {
 
 // AuthorizeSubscribe is the subscribe check for transports that reach the
 // subscription core directly (SSE).
-func AuthorizeSubscribe(ctx context.Context, channels []string) error {
-	return authorize(ctx, actSubscribe, channels...)
+func (s *EventService) AuthorizeSubscribe(ctx context.Context, channels []string) error {
+	return authorize(ctx, s.ns, actSubscribe, channels...)
 }
 
 // errTokenExpired is the cause of a stream context ended by its caller's
@@ -126,4 +157,33 @@ func (s *EventService) checkUserRate(ctx context.Context) error {
 		return connect.NewError(connect.CodeResourceExhausted, err)
 	}
 	return nil
+}
+
+// authorizeEdit checks that the caller may update or delete the event at
+// pos of channel under its namespace's edit rule, and returns the policy.
+// Only the author rule reads the event (to learn its author).
+func (s *HistoryService) authorizeEdit(ctx context.Context, channel string, pos int64) (*namespace.Policy, error) {
+	pol, err := s.ns.For(channel)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	id, on := auth.FromContext(ctx)
+	if !on {
+		return pol, nil
+	}
+	author := ""
+	if pol.Edit == namespace.Author && !id.IsAdmin() && id.Kind() == auth.User {
+		if v := pol.Allow(id, namespace.Publish, channel); v != namespace.Allowed {
+			return nil, refusal(id, actPublish.name, channel, pol, v)
+		}
+		ev, err := s.log.Get(ctx, channel, pos)
+		if err != nil {
+			return nil, toConnect(s.logger, "get event", err)
+		}
+		author = ev.Author
+	}
+	if err := refusal(id, actEdit, channel, pol, pol.AllowEdit(id, channel, author, authorOf(ctx))); err != nil {
+		return nil, err
+	}
+	return pol, nil
 }

@@ -9,12 +9,14 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/namespace"
 )
 
 // ChannelService implements heraldv1connect.ChannelServiceHandler.
 type ChannelService struct {
 	log    eventlog.Log
 	logger *slog.Logger
+	ns     *namespace.Set
 }
 
 var _ heraldv1connect.ChannelServiceHandler = (*ChannelService)(nil)
@@ -32,7 +34,11 @@ func (s *ChannelService) CreateChannel(ctx context.Context, req *connect.Request
 	if err := authorizeAdmin(ctx, "create channels"); err != nil {
 		return nil, err
 	}
-	settings := settingsPatch(req.Msg.Settings).Apply(eventlog.DefaultSettings())
+	pol, err := s.ns.For(req.Msg.Name)
+	if err != nil {
+		return nil, toConnect(s.logger, "create channel", err)
+	}
+	settings := settingsPatch(req.Msg.Settings).Apply(namespaceSettings(pol))
 	ch, err := s.log.CreateChannel(ctx, req.Msg.Name, settings)
 	if err != nil {
 		return nil, toConnect(s.logger, "create channel", err)
@@ -42,7 +48,7 @@ func (s *ChannelService) CreateChannel(ctx context.Context, req *connect.Request
 
 // GetChannel returns a channel.
 func (s *ChannelService) GetChannel(ctx context.Context, req *connect.Request[heraldv1.GetChannelRequest]) (*connect.Response[heraldv1.GetChannelResponse], error) {
-	if err := authorize(ctx, actHistory, req.Msg.Name); err != nil {
+	if err := authorize(ctx, s.ns, actHistory, req.Msg.Name); err != nil {
 		return nil, err
 	}
 	ch, err := s.log.GetChannel(ctx, req.Msg.Name)

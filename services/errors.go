@@ -10,6 +10,7 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/namespace"
 )
 
 // codeTable maps the event log's and the hub's sentinels to connect codes.
@@ -25,6 +26,7 @@ var codeTable = []struct {
 	{eventlog.ErrEventNotFound, connect.CodeNotFound, ""},
 	{eventlog.ErrChannelExists, connect.CodeAlreadyExists, ""},
 	{eventlog.ErrTooLarge, connect.CodeInvalidArgument, ""},
+	{namespace.ErrUnknown, connect.CodeInvalidArgument, ""},
 	{eventlog.ErrNotEditable, connect.CodeFailedPrecondition, ""},
 	{fanout.ErrNoChannels, connect.CodeInvalidArgument, ""},
 	{fanout.ErrCursorAhead, connect.CodeOutOfRange, ""},

@@ -2,15 +2,18 @@ package services
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"connectrpc.com/connect"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/namespace"
 )
 
 // EventService implements heraldv1connect.EventServiceHandler.
@@ -23,7 +26,10 @@ type EventService struct {
 	userRates *limits.Keyed
 	// conn holds the per-connection and per-request limits (see
 	// WithConnectionLimits).
-	conn limits.Limits
+	conn    limits.Limits
+	ns      *namespace.Set      // nil: the default policy everywhere
+	creator *channelCreator     // creates channels with namespace settings; nil: off
+	authn   *auth.Authenticator // verifies refresh tokens; nil: no refresh
 }
 
 var _ heraldv1connect.EventServiceHandler = (*EventService)(nil)
@@ -48,7 +54,7 @@ func (s *EventService) Streams() *Streams { return s.streams }
 
 // Publish appends one event.
 func (s *EventService) Publish(ctx context.Context, req *connect.Request[heraldv1.PublishRequest]) (*connect.Response[heraldv1.PublishResponse], error) {
-	if err := authorize(ctx, actPublish, req.Msg.Channel); err != nil {
+	if err := authorize(ctx, s.ns, actPublish, req.Msg.Channel); err != nil {
 		return nil, err
 	}
 	if err := s.checkUserRate(ctx); err != nil {
@@ -69,23 +75,37 @@ type publishResult struct {
 	err  error
 }
 
-// publish appends reqs in order, in one call to the log.
+// publish appends reqs in order, in one call to the log. A publish the
+// namespace rules refuse gets its own error; the others go ahead.
 func (s *EventService) publish(ctx context.Context, reqs []*heraldv1.PublishRequest) ([]publishResult, error) {
-	ps := make([]eventlog.Publish, len(reqs))
+	out := make([]publishResult, len(reqs))
+	ps := make([]eventlog.Publish, 0, len(reqs))
+	idx := make([]int, 0, len(reqs)) // ps[j] is reqs[idx[j]]
 	for i, r := range reqs {
-		ps[i] = eventlog.Publish{Channel: r.Channel, Type: r.Type, Data: r.Data, IdempotencyKey: r.IdempotencyKey, Author: authorOf(ctx)}
+		p := eventlog.Publish{Channel: r.Channel, Type: r.Type, Data: r.Data, IdempotencyKey: r.IdempotencyKey, Author: authorOf(ctx)}
+		if err := s.prepare(ctx, &p); err != nil {
+			if !errors.Is(err, eventlog.ErrTooLarge) && !isNamespaceError(err) {
+				return nil, err // the log failed: nothing is written
+			}
+			out[i].err = err
+			continue
+		}
+		ps = append(ps, p)
+		idx = append(idx, i)
+	}
+	if len(ps) == 0 {
+		return out, nil
 	}
 	res, errs, err := s.log.Append(ctx, ps)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]publishResult, len(reqs))
-	for i := range reqs {
-		if errs != nil && errs[i] != nil {
-			out[i].err = errs[i]
+	for j, i := range idx {
+		if errs != nil && errs[j] != nil {
+			out[i].err = errs[j]
 			continue
 		}
-		out[i].resp = &heraldv1.PublishResponse{Event: EventProto(&res[i].Event), Duplicate: res[i].Duplicate}
+		out[i].resp = &heraldv1.PublishResponse{Event: EventProto(&res[j].Event), Duplicate: res[j].Duplicate}
 	}
 	return out, nil
 }
@@ -95,7 +115,7 @@ func (s *EventService) Subscribe(ctx context.Context, req *connect.Request[heral
 	if err := s.CheckChannels(len(req.Msg.Channels)); err != nil {
 		return err
 	}
-	if err := authorize(ctx, actSubscribe, req.Msg.Channels...); err != nil {
+	if err := authorize(ctx, s.ns, actSubscribe, req.Msg.Channels...); err != nil {
 		return err
 	}
 	release, err := s.streams.Acquire(ctx)

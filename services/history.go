@@ -11,6 +11,7 @@ import (
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/namespace"
 )
 
 // DefaultPageSize is the page size when a request leaves it 0.
@@ -22,6 +23,7 @@ type HistoryService struct {
 	hub     *fanout.Hub // for long-poll (ListEvents wait)
 	logger  *slog.Logger
 	streams *Streams // bounds held long-polls; nil: unlimited
+	ns      *namespace.Set
 }
 
 // WithStreams counts long-polls (ListEvents with wait) against st.
@@ -43,7 +45,7 @@ func NewHistoryService(log eventlog.Log, hub *fanout.Hub, logger *slog.Logger) *
 
 // ListEvents returns a page of a channel's log.
 func (s *HistoryService) ListEvents(ctx context.Context, req *connect.Request[heraldv1.ListEventsRequest]) (*connect.Response[heraldv1.ListEventsResponse], error) {
-	if err := authorize(ctx, actHistory, req.Msg.Channel); err != nil {
+	if err := authorize(ctx, s.ns, actHistory, req.Msg.Channel); err != nil {
 		return nil, err
 	}
 	m := req.Msg
@@ -110,7 +112,7 @@ func (s *HistoryService) ListEvents(ctx context.Context, req *connect.Request[he
 
 // GetEvent returns one entry.
 func (s *HistoryService) GetEvent(ctx context.Context, req *connect.Request[heraldv1.GetEventRequest]) (*connect.Response[heraldv1.GetEventResponse], error) {
-	if err := authorize(ctx, actHistory, req.Msg.Channel); err != nil {
+	if err := authorize(ctx, s.ns, actHistory, req.Msg.Channel); err != nil {
 		return nil, err
 	}
 	ev, err := s.log.Get(ctx, req.Msg.Channel, req.Msg.Position)
@@ -122,8 +124,12 @@ func (s *HistoryService) GetEvent(ctx context.Context, req *connect.Request[hera
 
 // UpdateEvent replaces an event's data and appends an UPDATED entry.
 func (s *HistoryService) UpdateEvent(ctx context.Context, req *connect.Request[heraldv1.UpdateEventRequest]) (*connect.Response[heraldv1.UpdateEventResponse], error) {
-	if err := authorize(ctx, actPublish, req.Msg.Channel); err != nil {
+	pol, err := s.authorizeEdit(ctx, req.Msg.Channel, req.Msg.Position)
+	if err != nil {
 		return nil, err
+	}
+	if err := checkSize(pol, req.Msg.Data); err != nil {
+		return nil, toConnect(s.logger, "update event", err)
 	}
 	ev, entry, err := s.log.Update(ctx, req.Msg.Channel, req.Msg.Position, req.Msg.Data, authorOf(ctx))
 	if err != nil {
@@ -134,7 +140,7 @@ func (s *HistoryService) UpdateEvent(ctx context.Context, req *connect.Request[h
 
 // DeleteEvent deletes an event and appends a DELETED entry.
 func (s *HistoryService) DeleteEvent(ctx context.Context, req *connect.Request[heraldv1.DeleteEventRequest]) (*connect.Response[heraldv1.DeleteEventResponse], error) {
-	if err := authorize(ctx, actPublish, req.Msg.Channel); err != nil {
+	if _, err := s.authorizeEdit(ctx, req.Msg.Channel, req.Msg.Position); err != nil {
 		return nil, err
 	}
 	entry, err := s.log.Delete(ctx, req.Msg.Channel, req.Msg.Position, authorOf(ctx))

@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/fanout"
 )
 
@@ -17,10 +18,17 @@ const catchUpTimeout = time.Second
 
 // Poll answers a long-poll through the subscription core.
 func (s *EventService) Poll(ctx context.Context, req *connect.Request[heraldv1.PollRequest]) (*connect.Response[heraldv1.PollResponse], error) {
+	if len(req.Msg.Channels) == 0 {
+		id, _ := auth.FromContext(ctx)
+		req.Msg.Channels = id.Channels()
+		if len(req.Msg.Channels) == 0 {
+			return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("channels: give at least one channel, or a token whose channels claim lists some"))
+		}
+	}
 	if err := s.CheckChannels(len(req.Msg.Channels)); err != nil {
 		return nil, err
 	}
-	if err := authorize(ctx, actSubscribe, req.Msg.Channels...); err != nil {
+	if err := authorize(ctx, s.ns, actSubscribe, req.Msg.Channels...); err != nil {
 		return nil, err
 	}
 	release, err := s.streams.Acquire(ctx)

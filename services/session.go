@@ -68,6 +68,15 @@ type Session struct {
 	failOnce sync.Once
 	failed   chan struct{} // closed when a send fails
 	failErr  error
+
+	// The caller's identity, replaced by refresh; authOn is false when the
+	// server does not authenticate.
+	idMu     sync.Mutex // guards id, expTimer
+	id       auth.Identity
+	authOn   bool
+	expTimer *time.Timer   // fires expire at the identity's expiry; nil: none
+	expired  chan struct{} // closed when the credential expired unrefreshed
+	expOnce  sync.Once
 }
 
 type sessionSub struct {
@@ -95,6 +104,11 @@ func (s *EventService) StartSession(ctx context.Context, send func(*heraldv1.Con
 		pubCancel: pubCancel,
 		subs:      make(map[string]*sessionSub),
 		failed:    make(chan struct{}),
+		expired:   make(chan struct{}),
+	}
+	sess.id, sess.authOn = auth.FromContext(ctx)
+	if exp := sess.id.Expires(); sess.authOn && !exp.IsZero() {
+		sess.expTimer = time.AfterFunc(time.Until(exp), sess.expire)
 	}
 	return sess
 }
@@ -108,6 +122,29 @@ func (s *EventService) connectionRate(ctx context.Context) *limits.Bucket {
 		return nil
 	}
 	return s.conn.NewConnectionBucket()
+}
+
+// Expired is closed when the session's credential expired without being
+// refreshed. The transport then ends the connection (RPC unauthenticated,
+// WebSocket 1008); Close stops the clock.
+func (ss *Session) Expired() <-chan struct{} { return ss.expired }
+
+func (ss *Session) expire() { ss.expOnce.Do(func() { close(ss.expired) }) }
+
+// identity returns the session's current identity.
+func (ss *Session) identity() auth.Identity {
+	ss.idMu.Lock()
+	defer ss.idMu.Unlock()
+	return ss.id
+}
+
+// authCtx is the session's context carrying its current identity, for
+// authorization and rate limits.
+func (ss *Session) authCtx() context.Context {
+	if !ss.authOn {
+		return ss.ctx
+	}
+	return auth.NewContext(ss.ctx, ss.identity())
 }
 
 // Failed is closed when sending to the peer failed; Err tells why.
@@ -150,11 +187,16 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 	}
 	switch c := req.Command.(type) {
 	case *heraldv1.ConnectRequest_Subscribe:
+		if isServerID(req.Id) {
+			ss.emit(ss.svc.errorFrame(req.Id, "subscribe", connect.NewError(connect.CodeInvalidArgument,
+				fmt.Errorf("subscription ids starting with %q are the server's: choose another id", serverPrefix))))
+			return
+		}
 		if err := ss.svc.CheckChannels(len(c.Subscribe.Channels)); err != nil {
 			ss.emit(ss.svc.errorFrame(req.Id, "subscribe", err))
 			return
 		}
-		if err := authorize(ss.ctx, actSubscribe, c.Subscribe.Channels...); err != nil {
+		if err := authorize(ss.authCtx(), ss.svc.ns, actSubscribe, c.Subscribe.Channels...); err != nil {
 			ss.emit(ss.svc.errorFrame(req.Id, "subscribe", err))
 			return
 		}
@@ -162,7 +204,8 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 	case *heraldv1.ConnectRequest_Unsubscribe:
 		ss.unsubscribe(req.Id, c.Unsubscribe.SubscriptionId)
 	case *heraldv1.ConnectRequest_Publish:
-		if err := authorize(ss.ctx, actPublish, c.Publish.Channel); err != nil {
+		actx := ss.authCtx()
+		if err := authorize(actx, ss.svc.ns, actPublish, c.Publish.Channel); err != nil {
 			ss.emit(ss.svc.errorFrame(req.Id, "publish", err))
 			return
 		}
@@ -173,13 +216,15 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 			ss.emit(ss.svc.errorFrame(req.Id, "publish", connect.NewError(connect.CodeResourceExhausted, err)))
 			return
 		}
-		if err := ss.svc.checkUserRate(ss.ctx); err != nil {
+		if err := ss.svc.checkUserRate(actx); err != nil {
 			ss.emit(ss.svc.errorFrame(req.Id, "publish", err))
 			return
 		}
 		ss.enqueue(pubCmd{id: req.Id, req: c.Publish})
 	case *heraldv1.ConnectRequest_Ping:
 		ss.emit(&heraldv1.ConnectResponse{Id: req.Id, Message: &heraldv1.ConnectResponse_Pong{Pong: &heraldv1.Pong{}}})
+	case *heraldv1.ConnectRequest_Refresh:
+		ss.refresh(req.Id, c.Refresh.Token)
 	}
 }
 
@@ -407,6 +452,11 @@ func (ss *Session) WaitSubscriptions() { ss.subsWG.Wait() }
 // are refused. It waits for the session's goroutines. Handle may still be
 // called concurrently from a receiver that has not noticed yet.
 func (ss *Session) Close() {
+	ss.idMu.Lock()
+	if ss.expTimer != nil {
+		ss.expTimer.Stop()
+	}
+	ss.idMu.Unlock()
 	ss.mu.Lock()
 	ss.closed = true
 	subs := ss.subs
@@ -431,9 +481,8 @@ func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		return err
 	}
 	defer release()
-	ctx, cancel := WithExpiry(ctx)
-	defer cancel()
 	sess := s.StartSession(ctx, stream.Send)
+	sess.SubscribeServerChannels(serverCursor(stream.RequestHeader()))
 	// The receiving goroutine may stay blocked in Receive until the handler
 	// returns and the stream is closed; it touches the session only through
 	// Handle, which is a no-op once the session is closed.
@@ -471,6 +520,9 @@ func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		case <-done:
 		case <-ctx.Done():
 		case <-sess.Failed():
+		case <-sess.Expired():
+			sess.Close()
+			return errSessionExpired
 		case <-s.hub.Stopped():
 			<-done
 		}
@@ -483,11 +535,11 @@ func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		sess.WaitSubscriptions() // each sends its shutdown frame
 		sess.Close()
 		return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; reconnect and resume from your last positions"))
+	case <-sess.Expired():
+		sess.Close()
+		return errSessionExpired
 	case <-ctx.Done():
 		sess.Close()
-		if TokenExpired(ctx) {
-			return connect.NewError(connect.CodeUnauthenticated, errors.New("token expired: reconnect with a fresh token and resume from your last positions"))
-		}
 		return ctx.Err()
 	}
 }

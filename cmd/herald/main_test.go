@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -109,5 +110,25 @@ func TestMigrate(t *testing.T) {
 	t.Setenv("HERALD_DATABASE_URL", "")
 	if err := migrate(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "DATABASE_URL") {
 		t.Fatalf("migrate without a database: %v", err)
+	}
+}
+
+// TestServeNamespacesFile: a namespaces file with mistakes stops the
+// server before it listens, naming every mistake.
+func TestServeNamespacesFile(t *testing.T) {
+	path := t.TempDir() + "/ns.json"
+	if err := os.WriteFile(path, []byte(`{"namespaces": {"news": {"publsh": "services"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := serve(t.Context(), []string{"--addr=127.0.0.1:0", "--namespaces=" + path})
+	if err == nil || !strings.Contains(err.Error(), "publsh") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("serve with a misspelt field: %v", err)
+	}
+	if err := os.WriteFile(path, []byte(`{"namespaces": {"news": {"publish": "nobody", "maxAge": "soon"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = serve(t.Context(), []string{"--addr=127.0.0.1:0", "--namespaces=" + path})
+	if err == nil || !strings.Contains(err.Error(), "publish") || !strings.Contains(err.Error(), "maxAge") {
+		t.Fatalf("serve with bad values: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldrt/herald/internal/auth"
+	"github.com/heraldrt/herald/internal/namespace"
 	"github.com/heraldrt/herald/internal/server"
 	"github.com/heraldrt/herald/migrations"
 )
@@ -21,6 +22,7 @@ func serve(ctx context.Context, args []string) error {
 		logFormat, logLevel string
 		origins, hosts      string
 		authConfig          string
+		namespaces          string
 	)
 	fs := newFlags("serve")
 	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, "127.0.0.1:8080", "address to listen on (gRPC, gRPC-Web, Connect, WebSocket, SSE, REST; h2c and HTTP/1.1)")
@@ -35,6 +37,7 @@ func serve(ctx context.Context, args []string) error {
 	fs.Int(&cfg.MaxConnections, "max-connections", []string{"HERALD_MAX_CONNECTIONS"}, 20000, "long-lived requests (streams, WebSockets, SSE, long-polls) one instance holds; beyond it new ones get resource_exhausted / 429; -1: unlimited")
 	fs.Int(&cfg.MaxConnectionsPerUser, "max-connections-per-user", []string{"HERALD_MAX_CONNECTIONS_PER_USER"}, 50, "long-lived requests one end user (JWT) holds on the instance; beyond it new ones get resource_exhausted / 429; API keys and anonymous clients are not counted per user; -1: unlimited")
 	fs.String(&authConfig, "auth-config", []string{"HERALD_AUTH_CONFIG"}, "", "JSON file of API keys and JWT settings; empty: no authentication (every client may do everything)")
+	fs.String(&namespaces, "namespaces", []string{"HERALD_NAMESPACES"}, "", "JSON file of channel namespace policies (anonymous or authenticated access, who may publish and edit, event size, retention); empty: every channel follows the credential's permissions")
 	fs.Float64(&cfg.UserPublishRate.PerSecond, "user-publish-rate", []string{"HERALD_USER_PUBLISH_RATE"}, 20, "events per second each end user (JWT) may publish, across connections; API keys are not limited")
 	fs.Int(&cfg.UserPublishRate.Burst, "user-publish-burst", []string{"HERALD_USER_PUBLISH_BURST"}, 40, "burst above --user-publish-rate")
 	fs.Float64(&cfg.ConnectionPublishRate.PerSecond, "publish-rate-per-connection", []string{"HERALD_PUBLISH_RATE_PER_CONNECTION"}, 10, "events per second one WebSocket or Connect stream of an end user (JWT) may publish; API keys are not limited; 0: unlimited")
@@ -67,6 +70,16 @@ func serve(ctx context.Context, args []string) error {
 		}
 	} else {
 		logger.Warn("authentication off (no --auth-config): every client may publish, subscribe and manage channels")
+	}
+	if namespaces != "" {
+		if cfg.Namespaces, err = namespace.Load(namespaces); err != nil {
+			return err
+		}
+		for _, p := range cfg.Namespaces.Policies() {
+			if cfg.Auth == nil && p.Restricts() {
+				logger.Warn("namespace access rules need --auth-config: without authentication every client may do everything", "namespace", p.Name)
+			}
+		}
 	}
 	cfg.AllowedOrigins = splitList(origins)
 	cfg.AllowedHosts = splitList(hosts)

@@ -35,7 +35,7 @@ func authInstance(t *testing.T, opts ...func(*server.Config)) (*instance, string
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := auth.NewVerifier(auth.JWTConfig{HS256Secret: []byte(testSecret)})
+	v, err := auth.NewVerifier(auth.JWTConfig{HS256Secret: []byte(testSecret), AllowAdmin: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -363,9 +363,9 @@ func testRESTChannels(t *testing.T, in *instance) {
 	restCall(t, "PATCH", chURL, "application/json", []byte(`{"name":"crud/other","settings":{}}`)).
 		fails(t, http.StatusBadRequest, "invalid_argument", "name")
 	restCall(t, "PATCH", chURL, "application/json", []byte(`{}`)).fails(t, http.StatusBadRequest, "invalid_argument", "settings")
-	// The new size limit holds for REST publishes.
+	// The new size limit holds for REST publishes: 413, like the body limit.
 	restCall(t, "POST", restEvents(in.base, "crud/one"), "text/plain", bytes.Repeat([]byte("x"), 101)).
-		fails(t, http.StatusBadRequest, "invalid_argument")
+		fails(t, http.StatusRequestEntityTooLarge, "invalid_argument", "max_event_size is 100")
 
 	restCall(t, "DELETE", chURL, "", nil).ok(t, http.StatusOK, &heraldv1.DeleteChannelResponse{})
 	restCall(t, "GET", chURL, "", nil).fails(t, http.StatusNotFound, "not_found")

@@ -37,6 +37,7 @@ import (
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/namespace"
 	"github.com/heraldrt/herald/migrations"
 	"github.com/heraldrt/herald/services"
 )
@@ -76,6 +77,10 @@ type Config struct {
 	// authorize each action by the caller's identity (API keys and JWTs,
 	// see internal/auth). Nil: no authentication, everything allowed.
 	Auth *auth.Authenticator
+	// Namespaces are the channel namespace policies (who may subscribe,
+	// read history, publish and edit; event size; new channels'
+	// retention). Nil: every channel has the default policy.
+	Namespaces *namespace.Set
 	// UserPublishRate bounds how fast each end user (JWT identity) may
 	// publish, across connections and transports. Default 20/s with a
 	// burst of 40 (limits.Defaults); API keys are not limited.
@@ -250,9 +255,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	streams := services.NewStreams(lim.MaxConnectionsPerInstance, lim.MaxConnectionsPerUser)
 	events := services.NewEventService(s.log, s.hub, cfg.Logger).WithStreams(streams).
 		WithUserPublishRate(lim.NewUserBuckets()).
-		WithConnectionLimits(lim)
-	history := services.NewHistoryService(s.log, s.hub, cfg.Logger).WithStreams(streams)
-	channels := services.NewChannelService(s.log, cfg.Logger)
+		WithConnectionLimits(lim).
+		WithNamespaces(cfg.Namespaces, !cfg.NoAutoCreate).WithAuthenticator(cfg.Auth)
+	history := services.NewHistoryService(s.log, s.hub, cfg.Logger).WithStreams(streams).WithNamespaces(cfg.Namespaces)
+	channels := services.NewChannelService(s.log, cfg.Logger).WithNamespaces(cfg.Namespaces)
 	s.mux.Handle(heraldv1connect.NewEventServiceHandler(events, handlerOpts...))
 	s.mux.Handle(heraldv1connect.NewHistoryServiceHandler(history, handlerOpts...))
 	s.mux.Handle(heraldv1connect.NewChannelServiceHandler(channels, handlerOpts...))

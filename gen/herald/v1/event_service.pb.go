@@ -11,6 +11,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -25,7 +26,8 @@ const (
 
 type PollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// 1 to 100 channels; names as in PublishRequest.channel.
+	// Up to 100 channels; names as in PublishRequest.channel. None: the
+	// channels the caller's token lists (its "channels" claim).
 	Channels []string `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
 	// Exclusive position to poll from. Unset: only events published after the
 	// request arrives (then continue with the returned cursor).
@@ -508,7 +510,9 @@ func (x *Subscribed) GetTruncatedThrough() int64 {
 // ConnectRequest is one command from the client. `id` is chosen by the
 // client and echoed on every response the command causes; for subscribe it
 // names the subscription (events carry it) and must be unique among the
-// stream's open subscriptions.
+// stream's open subscriptions. Ids starting with "@" are the server's: when
+// the caller's token lists channels (its "channels" claim), the stream is
+// subscribed to them on open as "@server", without a command.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -518,6 +522,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Unsubscribe
 	//	*ConnectRequest_Publish
 	//	*ConnectRequest_Ping
+	//	*ConnectRequest_Refresh
 	Command       isConnectRequest_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -603,6 +608,15 @@ func (x *ConnectRequest) GetPing() *PingCommand {
 	return nil
 }
 
+func (x *ConnectRequest) GetRefresh() *RefreshCommand {
+	if x != nil {
+		if x, ok := x.Command.(*ConnectRequest_Refresh); ok {
+			return x.Refresh
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Command interface {
 	isConnectRequest_Command()
 }
@@ -623,6 +637,10 @@ type ConnectRequest_Ping struct {
 	Ping *PingCommand `protobuf:"bytes,5,opt,name=ping,proto3,oneof"`
 }
 
+type ConnectRequest_Refresh struct {
+	Refresh *RefreshCommand `protobuf:"bytes,6,opt,name=refresh,proto3,oneof"`
+}
+
 func (*ConnectRequest_Subscribe) isConnectRequest_Command() {}
 
 func (*ConnectRequest_Unsubscribe) isConnectRequest_Command() {}
@@ -630,6 +648,57 @@ func (*ConnectRequest_Unsubscribe) isConnectRequest_Command() {}
 func (*ConnectRequest_Publish) isConnectRequest_Command() {}
 
 func (*ConnectRequest_Ping) isConnectRequest_Command() {}
+
+func (*ConnectRequest_Refresh) isConnectRequest_Command() {}
+
+// RefreshCommand swaps the stream's token for a fresh one before it expires,
+// without reconnecting. The new token must be valid and name the same
+// subject; its permissions replace the old ones, and subscriptions it no
+// longer allows end with permission_denied. Answered with Refreshed, or with
+// an error (the old token then stays in force until it expires).
+type RefreshCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshCommand) Reset() {
+	*x = RefreshCommand{}
+	mi := &file_herald_v1_event_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshCommand) ProtoMessage() {}
+
+func (x *RefreshCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_event_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshCommand.ProtoReflect.Descriptor instead.
+func (*RefreshCommand) Descriptor() ([]byte, []int) {
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RefreshCommand) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
 
 type UnsubscribeCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -641,7 +710,7 @@ type UnsubscribeCommand struct {
 
 func (x *UnsubscribeCommand) Reset() {
 	*x = UnsubscribeCommand{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[8]
+	mi := &file_herald_v1_event_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +722,7 @@ func (x *UnsubscribeCommand) String() string {
 func (*UnsubscribeCommand) ProtoMessage() {}
 
 func (x *UnsubscribeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[8]
+	mi := &file_herald_v1_event_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +735,7 @@ func (x *UnsubscribeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsubscribeCommand.ProtoReflect.Descriptor instead.
 func (*UnsubscribeCommand) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{8}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UnsubscribeCommand) GetSubscriptionId() string {
@@ -684,7 +753,7 @@ type PingCommand struct {
 
 func (x *PingCommand) Reset() {
 	*x = PingCommand{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[9]
+	mi := &file_herald_v1_event_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +765,7 @@ func (x *PingCommand) String() string {
 func (*PingCommand) ProtoMessage() {}
 
 func (x *PingCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[9]
+	mi := &file_herald_v1_event_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +778,7 @@ func (x *PingCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingCommand.ProtoReflect.Descriptor instead.
 func (*PingCommand) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{9}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{10}
 }
 
 // ConnectResponse is one message from the server. `id` is the id of the
@@ -725,6 +794,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Unsubscribed
 	//	*ConnectResponse_Pong
 	//	*ConnectResponse_Error
+	//	*ConnectResponse_Refreshed
 	Message       isConnectResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -732,7 +802,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[10]
+	mi := &file_herald_v1_event_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +814,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[10]
+	mi := &file_herald_v1_event_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +827,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{10}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConnectResponse) GetId() string {
@@ -828,6 +898,15 @@ func (x *ConnectResponse) GetError() *Error {
 	return nil
 }
 
+func (x *ConnectResponse) GetRefreshed() *Refreshed {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectResponse_Refreshed); ok {
+			return x.Refreshed
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Message interface {
 	isConnectResponse_Message()
 }
@@ -858,6 +937,11 @@ type ConnectResponse_Error struct {
 	Error *Error `protobuf:"bytes,7,opt,name=error,proto3,oneof"`
 }
 
+type ConnectResponse_Refreshed struct {
+	// Acknowledges a refresh.
+	Refreshed *Refreshed `protobuf:"bytes,8,opt,name=refreshed,proto3,oneof"`
+}
+
 func (*ConnectResponse_Subscribed) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Event) isConnectResponse_Message() {}
@@ -870,6 +954,55 @@ func (*ConnectResponse_Pong) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Error) isConnectResponse_Message() {}
 
+func (*ConnectResponse_Refreshed) isConnectResponse_Message() {}
+
+// Refreshed: the stream now runs under the new token.
+type Refreshed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the new token expires (absent when it does not). Refresh again
+	// before then, or the stream ends with unauthenticated / TOKEN_EXPIRED.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Refreshed) Reset() {
+	*x = Refreshed{}
+	mi := &file_herald_v1_event_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Refreshed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Refreshed) ProtoMessage() {}
+
+func (x *Refreshed) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_event_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Refreshed.ProtoReflect.Descriptor instead.
+func (*Refreshed) Descriptor() ([]byte, []int) {
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Refreshed) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 type Unsubscribed struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -878,7 +1011,7 @@ type Unsubscribed struct {
 
 func (x *Unsubscribed) Reset() {
 	*x = Unsubscribed{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[11]
+	mi := &file_herald_v1_event_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1023,7 @@ func (x *Unsubscribed) String() string {
 func (*Unsubscribed) ProtoMessage() {}
 
 func (x *Unsubscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[11]
+	mi := &file_herald_v1_event_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1036,7 @@ func (x *Unsubscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribed.ProtoReflect.Descriptor instead.
 func (*Unsubscribed) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{11}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{13}
 }
 
 type Pong struct {
@@ -914,7 +1047,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[12]
+	mi := &file_herald_v1_event_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1059,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[12]
+	mi := &file_herald_v1_event_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1072,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{12}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{14}
 }
 
 // Error reports a failed command or an ended subscription.
@@ -957,7 +1090,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_herald_v1_event_service_proto_msgTypes[13]
+	mi := &file_herald_v1_event_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1102,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_service_proto_msgTypes[13]
+	mi := &file_herald_v1_event_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1115,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{13}
+	return file_herald_v1_event_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Error) GetCode() string {
@@ -1010,9 +1143,9 @@ var File_herald_v1_event_service_proto protoreflect.FileDescriptor
 
 const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x15herald/v1/event.proto\"\xf0\x01\n" +
-	"\vPollRequest\x12Q\n" +
-	"\bchannels\x18\x01 \x03(\tB5\xbaH2\x92\x01/\b\x01\x10d\")r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\bchannels\x12$\n" +
+	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15herald/v1/event.proto\"\xee\x01\n" +
+	"\vPollRequest\x12O\n" +
+	"\bchannels\x18\x01 \x03(\tB3\xbaH0\x92\x01-\x10d\")r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\bchannels\x12$\n" +
 	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x06cursor\x88\x01\x01\x12;\n" +
 	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\x12 \n" +
 	"\x05limit\x18\x04 \x01(\x05B\n" +
@@ -1048,17 +1181,21 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\bchannels\x18\x01 \x03(\tR\bchannels\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\x03R\x06cursor\x12+\n" +
 	"\x11history_truncated\x18\x03 \x01(\bR\x10historyTruncated\x12+\n" +
-	"\x11truncated_through\x18\x04 \x01(\x03R\x10truncatedThrough\"\xa0\x02\n" +
+	"\x11truncated_through\x18\x04 \x01(\x03R\x10truncatedThrough\"\xd7\x02\n" +
 	"\x0eConnectRequest\x12\x17\n" +
 	"\x02id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\x02id\x12;\n" +
 	"\tsubscribe\x18\x02 \x01(\v2\x1b.herald.v1.SubscribeRequestH\x00R\tsubscribe\x12A\n" +
 	"\vunsubscribe\x18\x03 \x01(\v2\x1d.herald.v1.UnsubscribeCommandH\x00R\vunsubscribe\x125\n" +
 	"\apublish\x18\x04 \x01(\v2\x19.herald.v1.PublishRequestH\x00R\apublish\x12,\n" +
-	"\x04ping\x18\x05 \x01(\v2\x16.herald.v1.PingCommandH\x00R\x04pingB\x10\n" +
-	"\acommand\x12\x05\xbaH\x02\b\x01\"H\n" +
+	"\x04ping\x18\x05 \x01(\v2\x16.herald.v1.PingCommandH\x00R\x04ping\x125\n" +
+	"\arefresh\x18\x06 \x01(\v2\x19.herald.v1.RefreshCommandH\x00R\arefreshB\x10\n" +
+	"\acommand\x12\x05\xbaH\x02\b\x01\"2\n" +
+	"\x0eRefreshCommand\x12 \n" +
+	"\x05token\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80@R\x05token\"H\n" +
 	"\x12UnsubscribeCommand\x122\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x0esubscriptionId\"\r\n" +
-	"\vPingCommand\"\xdb\x02\n" +
+	"\vPingCommand\"\x91\x03\n" +
 	"\x0fConnectResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\n" +
@@ -1068,8 +1205,12 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\tpublished\x18\x04 \x01(\v2\x1a.herald.v1.PublishResponseH\x00R\tpublished\x12=\n" +
 	"\funsubscribed\x18\x05 \x01(\v2\x17.herald.v1.UnsubscribedH\x00R\funsubscribed\x12%\n" +
 	"\x04pong\x18\x06 \x01(\v2\x0f.herald.v1.PongH\x00R\x04pong\x12(\n" +
-	"\x05error\x18\a \x01(\v2\x10.herald.v1.ErrorH\x00R\x05errorB\t\n" +
-	"\amessage\"\x0e\n" +
+	"\x05error\x18\a \x01(\v2\x10.herald.v1.ErrorH\x00R\x05error\x124\n" +
+	"\trefreshed\x18\b \x01(\v2\x14.herald.v1.RefreshedH\x00R\trefreshedB\t\n" +
+	"\amessage\"H\n" +
+	"\tRefreshed\x12;\n" +
+	"\vexpire_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\x0e\n" +
 	"\fUnsubscribed\"\x06\n" +
 	"\x04Pong\"]\n" +
 	"\x05Error\x12\x12\n" +
@@ -1094,57 +1235,63 @@ func file_herald_v1_event_service_proto_rawDescGZIP() []byte {
 	return file_herald_v1_event_service_proto_rawDescData
 }
 
-var file_herald_v1_event_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_herald_v1_event_service_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_herald_v1_event_service_proto_goTypes = []any{
-	(*PollRequest)(nil),         // 0: herald.v1.PollRequest
-	(*PollResponse)(nil),        // 1: herald.v1.PollResponse
-	(*PublishRequest)(nil),      // 2: herald.v1.PublishRequest
-	(*PublishResponse)(nil),     // 3: herald.v1.PublishResponse
-	(*SubscribeRequest)(nil),    // 4: herald.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),   // 5: herald.v1.SubscribeResponse
-	(*Subscribed)(nil),          // 6: herald.v1.Subscribed
-	(*ConnectRequest)(nil),      // 7: herald.v1.ConnectRequest
-	(*UnsubscribeCommand)(nil),  // 8: herald.v1.UnsubscribeCommand
-	(*PingCommand)(nil),         // 9: herald.v1.PingCommand
-	(*ConnectResponse)(nil),     // 10: herald.v1.ConnectResponse
-	(*Unsubscribed)(nil),        // 11: herald.v1.Unsubscribed
-	(*Pong)(nil),                // 12: herald.v1.Pong
-	(*Error)(nil),               // 13: herald.v1.Error
-	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
-	(*Event)(nil),               // 15: herald.v1.Event
-	(*StreamEnd)(nil),           // 16: herald.v1.StreamEnd
+	(*PollRequest)(nil),           // 0: herald.v1.PollRequest
+	(*PollResponse)(nil),          // 1: herald.v1.PollResponse
+	(*PublishRequest)(nil),        // 2: herald.v1.PublishRequest
+	(*PublishResponse)(nil),       // 3: herald.v1.PublishResponse
+	(*SubscribeRequest)(nil),      // 4: herald.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),     // 5: herald.v1.SubscribeResponse
+	(*Subscribed)(nil),            // 6: herald.v1.Subscribed
+	(*ConnectRequest)(nil),        // 7: herald.v1.ConnectRequest
+	(*RefreshCommand)(nil),        // 8: herald.v1.RefreshCommand
+	(*UnsubscribeCommand)(nil),    // 9: herald.v1.UnsubscribeCommand
+	(*PingCommand)(nil),           // 10: herald.v1.PingCommand
+	(*ConnectResponse)(nil),       // 11: herald.v1.ConnectResponse
+	(*Refreshed)(nil),             // 12: herald.v1.Refreshed
+	(*Unsubscribed)(nil),          // 13: herald.v1.Unsubscribed
+	(*Pong)(nil),                  // 14: herald.v1.Pong
+	(*Error)(nil),                 // 15: herald.v1.Error
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*Event)(nil),                 // 17: herald.v1.Event
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*StreamEnd)(nil),             // 19: herald.v1.StreamEnd
 }
 var file_herald_v1_event_service_proto_depIdxs = []int32{
-	14, // 0: herald.v1.PollRequest.wait:type_name -> google.protobuf.Duration
+	16, // 0: herald.v1.PollRequest.wait:type_name -> google.protobuf.Duration
 	6,  // 1: herald.v1.PollResponse.subscribed:type_name -> herald.v1.Subscribed
-	15, // 2: herald.v1.PollResponse.events:type_name -> herald.v1.Event
-	15, // 3: herald.v1.PublishResponse.event:type_name -> herald.v1.Event
+	17, // 2: herald.v1.PollResponse.events:type_name -> herald.v1.Event
+	17, // 3: herald.v1.PublishResponse.event:type_name -> herald.v1.Event
 	6,  // 4: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
-	15, // 5: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
+	17, // 5: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
 	4,  // 6: herald.v1.ConnectRequest.subscribe:type_name -> herald.v1.SubscribeRequest
-	8,  // 7: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
+	9,  // 7: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
 	2,  // 8: herald.v1.ConnectRequest.publish:type_name -> herald.v1.PublishRequest
-	9,  // 9: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
-	6,  // 10: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
-	15, // 11: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
-	3,  // 12: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
-	11, // 13: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
-	12, // 14: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
-	13, // 15: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
-	16, // 16: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
-	2,  // 17: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
-	4,  // 18: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	7,  // 19: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
-	0,  // 20: herald.v1.EventService.Poll:input_type -> herald.v1.PollRequest
-	3,  // 21: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
-	5,  // 22: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	10, // 23: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
-	1,  // 24: herald.v1.EventService.Poll:output_type -> herald.v1.PollResponse
-	21, // [21:25] is the sub-list for method output_type
-	17, // [17:21] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	10, // 9: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
+	8,  // 10: herald.v1.ConnectRequest.refresh:type_name -> herald.v1.RefreshCommand
+	6,  // 11: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
+	17, // 12: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
+	3,  // 13: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
+	13, // 14: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
+	14, // 15: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
+	15, // 16: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
+	12, // 17: herald.v1.ConnectResponse.refreshed:type_name -> herald.v1.Refreshed
+	18, // 18: herald.v1.Refreshed.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 19: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
+	2,  // 20: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
+	4,  // 21: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	7,  // 22: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
+	0,  // 23: herald.v1.EventService.Poll:input_type -> herald.v1.PollRequest
+	3,  // 24: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
+	5,  // 25: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	11, // 26: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
+	1,  // 27: herald.v1.EventService.Poll:output_type -> herald.v1.PollResponse
+	24, // [24:28] is the sub-list for method output_type
+	20, // [20:24] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_event_service_proto_init() }
@@ -1164,14 +1311,16 @@ func file_herald_v1_event_service_proto_init() {
 		(*ConnectRequest_Unsubscribe)(nil),
 		(*ConnectRequest_Publish)(nil),
 		(*ConnectRequest_Ping)(nil),
+		(*ConnectRequest_Refresh)(nil),
 	}
-	file_herald_v1_event_service_proto_msgTypes[10].OneofWrappers = []any{
+	file_herald_v1_event_service_proto_msgTypes[11].OneofWrappers = []any{
 		(*ConnectResponse_Subscribed)(nil),
 		(*ConnectResponse_Event)(nil),
 		(*ConnectResponse_Published)(nil),
 		(*ConnectResponse_Unsubscribed)(nil),
 		(*ConnectResponse_Pong)(nil),
 		(*ConnectResponse_Error)(nil),
+		(*ConnectResponse_Refreshed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1179,7 +1328,7 @@ func file_herald_v1_event_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_event_service_proto_rawDesc), len(file_herald_v1_event_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,126 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/namespace"
+)
+
+// WithNamespaces applies the namespace policies of set: who may subscribe,
+// read history and publish, the max event size, and, when autoCreate is
+// on, the settings channels are created with on their first publish.
+func (s *EventService) WithNamespaces(set *namespace.Set, autoCreate bool) *EventService {
+	s.ns = set
+	if autoCreate {
+		s.creator = &channelCreator{log: s.log, known: make(map[string]struct{})}
+	}
+	return s
+}
+
+// WithNamespaces applies the namespace policies of set to history reads
+// and edits.
+func (s *HistoryService) WithNamespaces(set *namespace.Set) *HistoryService {
+	s.ns = set
+	return s
+}
+
+// WithNamespaces makes channels created without explicit settings take
+// their namespace's.
+func (s *ChannelService) WithNamespaces(set *namespace.Set) *ChannelService {
+	s.ns = set
+	return s
+}
+
+// namespaceSettings are the settings a new channel of pol's namespace gets.
+func namespaceSettings(pol *namespace.Policy) eventlog.Settings {
+	st := eventlog.DefaultSettings()
+	if pol.MaxEventSize != 0 {
+		st.MaxEventSize = pol.MaxEventSize
+	}
+	st.MaxEvents, st.MaxAge = pol.MaxEvents, pol.MaxAge
+	return st
+}
+
+// TooLargeError refuses data over a namespace's max event size. It is an
+// eventlog.ErrTooLarge, so every transport reports it like the channel's
+// own limit (invalid_argument, HTTP 413).
+type TooLargeError struct {
+	Namespace   string
+	Size, Limit int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("event data is %d bytes, namespace %q allows at most %d: send smaller events", e.Size, e.Namespace, e.Limit)
+}
+
+func (e *TooLargeError) Unwrap() error { return eventlog.ErrTooLarge }
+
+// checkSize applies the namespace's max event size to data.
+func checkSize(pol *namespace.Policy, data []byte) error {
+	if pol.MaxEventSize > 0 && len(data) > int(pol.MaxEventSize) {
+		return &TooLargeError{Namespace: pol.Name, Size: len(data), Limit: int(pol.MaxEventSize)}
+	}
+	return nil
+}
+
+// maxKnownChannels bounds channelCreator's memory; past it the set starts
+// over, which costs one CreateChannel round trip per channel again.
+const maxKnownChannels = 100_000
+
+// channelCreator creates channels with their namespace's settings before
+// their first publish, so that the log's auto-create (which uses the
+// server defaults) finds them existing. It remembers the channels it has
+// seen exist, so the round trip is paid once per channel per instance.
+type channelCreator struct {
+	log   eventlog.Log
+	mu    sync.Mutex
+	known map[string]struct{}
+}
+
+// ensure creates channel with pol's settings unless it exists.
+func (c *channelCreator) ensure(ctx context.Context, channel string, pol *namespace.Policy) error {
+	c.mu.Lock()
+	_, ok := c.known[channel]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	_, err := c.log.CreateChannel(ctx, channel, namespaceSettings(pol))
+	if err != nil && !errors.Is(err, eventlog.ErrChannelExists) {
+		return err
+	}
+	c.mu.Lock()
+	if len(c.known) >= maxKnownChannels {
+		clear(c.known)
+	}
+	c.known[channel] = struct{}{}
+	c.mu.Unlock()
+	return nil
+}
+
+// prepare applies the namespace rules a publish needs before it reaches
+// the log: the max event size, and the channel's creation with the
+// namespace's settings. The error is the publish's own (the others of a
+// batch go ahead).
+func (s *EventService) prepare(ctx context.Context, r *eventlog.Publish) error {
+	pol, err := s.ns.For(r.Channel)
+	if err != nil {
+		return err
+	}
+	if err := checkSize(pol, r.Data); err != nil {
+		return err
+	}
+	if s.creator != nil && pol.HasChannelDefaults() {
+		return s.creator.ensure(ctx, r.Channel, pol)
+	}
+	return nil
+}
+
+// isNamespaceError reports a refusal by the namespace configuration.
+func isNamespaceError(err error) bool {
+	return errors.Is(err, namespace.ErrUnknown)
+}
