@@ -17,6 +17,13 @@ type ChannelService struct {
 	log    eventlog.Log
 	logger *slog.Logger
 	ns     *namespace.Set
+	pages  PageSizes
+}
+
+// WithPageSizes sets the default and largest page of ListChannels.
+func (s *ChannelService) WithPageSizes(p PageSizes) *ChannelService {
+	s.pages = p
+	return s
 }
 
 var _ heraldv1connect.ChannelServiceHandler = (*ChannelService)(nil)
@@ -26,7 +33,7 @@ func NewChannelService(log eventlog.Log, logger *slog.Logger) *ChannelService {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &ChannelService{log: log, logger: logger}
+	return &ChannelService{log: log, logger: logger, pages: DefaultPageSizes()}
 }
 
 // CreateChannel creates a channel; unset settings take the defaults.
@@ -64,10 +71,7 @@ func (s *ChannelService) ListChannels(ctx context.Context, req *connect.Request[
 	if err := authorizeAdmin(ctx, "list channels"); err != nil {
 		return nil, err
 	}
-	size := int(req.Msg.PageSize)
-	if size == 0 {
-		size = DefaultPageSize
-	}
+	size := s.pages.size(req.Msg.PageSize)
 	page, err := s.log.ListChannels(ctx, req.Msg.PageToken, req.Msg.Prefix, size)
 	if err != nil {
 		return nil, toConnect(s.logger, "list channels", err)

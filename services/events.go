@@ -30,6 +30,14 @@ type EventService struct {
 	ns      *namespace.Set      // nil: the default policy everywhere
 	creator *channelCreator     // creates channels with namespace settings; nil: off
 	authn   *auth.Authenticator // verifies refresh tokens; nil: no refresh
+	pages   PageSizes           // of Poll
+}
+
+// WithPageSizes sets the default and largest number of events one Poll
+// returns.
+func (s *EventService) WithPageSizes(p PageSizes) *EventService {
+	s.pages = p
+	return s
 }
 
 var _ heraldv1connect.EventServiceHandler = (*EventService)(nil)
@@ -39,7 +47,7 @@ func NewEventService(log eventlog.Log, hub *fanout.Hub, logger *slog.Logger) *Ev
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &EventService{log: log, hub: hub, logger: logger, conn: limits.Defaults()}
+	return &EventService{log: log, hub: hub, logger: logger, conn: limits.Defaults(), pages: DefaultPageSizes()}
 }
 
 // WithStreams bounds the service's streams (Subscribe, Connect, Poll)

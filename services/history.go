@@ -3,6 +3,7 @@ package services
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"connectrpc.com/connect"
@@ -14,8 +15,42 @@ import (
 	"github.com/heraldrt/herald/internal/namespace"
 )
 
-// DefaultPageSize is the page size when a request leaves it 0.
-const DefaultPageSize = 100
+// DefaultPageSize is the page size when a request leaves it 0, and
+// MaxPageSize the largest a request may ask for (the API's own limit);
+// PageSizes may lower both.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// PageSizes bounds the pages of history, long-polls and channel lists.
+type PageSizes struct {
+	// Default is the size of a page when the request leaves it 0.
+	Default int
+	// Max caps what a request may ask for: a larger limit is lowered to
+	// it (the page then says there is more), not refused.
+	Max int
+}
+
+// DefaultPageSizes are 100 and the API's maximum, 1000.
+func DefaultPageSizes() PageSizes { return PageSizes{Default: DefaultPageSize, Max: MaxPageSize} }
+
+// Validate reports sizes outside 1 <= Default <= Max <= MaxPageSize.
+func (p PageSizes) Validate() error {
+	if p.Default < 1 || p.Max < p.Default || p.Max > MaxPageSize {
+		return fmt.Errorf("page sizes: want 1 <= default (%d) <= max (%d) <= %d", p.Default, p.Max, MaxPageSize)
+	}
+	return nil
+}
+
+// size is the page size for a request's limit.
+func (p PageSizes) size(requested int32) int {
+	n := int(requested)
+	if n <= 0 {
+		n = p.Default
+	}
+	return min(n, p.Max)
+}
 
 // HistoryService implements heraldv1connect.HistoryServiceHandler.
 type HistoryService struct {
@@ -24,6 +59,13 @@ type HistoryService struct {
 	logger  *slog.Logger
 	streams *Streams // bounds held long-polls; nil: unlimited
 	ns      *namespace.Set
+	pages   PageSizes
+}
+
+// WithPageSizes sets the default and largest page of ListEvents.
+func (s *HistoryService) WithPageSizes(p PageSizes) *HistoryService {
+	s.pages = p
+	return s
 }
 
 // WithStreams counts long-polls (ListEvents with wait) against st.
@@ -40,7 +82,7 @@ func NewHistoryService(log eventlog.Log, hub *fanout.Hub, logger *slog.Logger) *
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &HistoryService{log: log, hub: hub, logger: logger}
+	return &HistoryService{log: log, hub: hub, logger: logger, pages: DefaultPageSizes()}
 }
 
 // ListEvents returns a page of a channel's log.
@@ -49,10 +91,7 @@ func (s *HistoryService) ListEvents(ctx context.Context, req *connect.Request[he
 		return nil, err
 	}
 	m := req.Msg
-	limit := int(m.Limit)
-	if limit == 0 {
-		limit = DefaultPageSize
-	}
+	limit := s.pages.size(m.Limit)
 	wait := m.Wait.AsDuration()
 	if wait > 0 && (m.Direction == heraldv1.Direction_DIRECTION_BACKWARD || m.View == heraldv1.HistoryView_HISTORY_VIEW_CURRENT) {
 		return nil, connect.NewError(connect.CodeInvalidArgument,

@@ -37,7 +37,7 @@ func (s *EventService) Poll(ctx context.Context, req *connect.Request[heraldv1.P
 	}
 	defer release()
 	m := req.Msg
-	resp, err := poll(ctx, s.hub, m.Channels, m.Cursor, m.Wait.AsDuration(), int(m.Limit))
+	resp, err := poll(ctx, s.hub, m.Channels, m.Cursor, m.Wait.AsDuration(), s.pages.size(m.Limit))
 	if err != nil {
 		return nil, toConnect(s.logger, "poll", err)
 	}
@@ -49,9 +49,6 @@ func (s *EventService) Poll(ctx context.Context, req *connect.Request[heraldv1.P
 // ready without waiting, up to limit events. Replay, dedupe and the
 // truncated signal are the subscription core's, as for every stream.
 func poll(ctx context.Context, hub *fanout.Hub, channels []string, cursor *int64, wait time.Duration, limit int) (*heraldv1.PollResponse, error) {
-	if limit <= 0 {
-		limit = DefaultPageSize
-	}
 	if wait == 0 {
 		// Not waiting: first let the hub dispatch what is already
 		// committed (a moment behind the log), or a poll right after a

@@ -34,6 +34,8 @@ func serve(ctx context.Context, args []string) error {
 	fs.Duration(&cfg.RetentionInterval, "retention-interval", []string{"HERALD_RETENTION_INTERVAL"}, time.Minute, "how often retention trims channels")
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", []string{"HERALD_SHUTDOWN_TIMEOUT"}, 10*time.Second, "how long a graceful shutdown drains")
 	fs.Int(&cfg.MaxMessageBytes, "max-message-bytes", []string{"HERALD_MAX_MESSAGE_BYTES"}, 2<<20, "largest request message accepted")
+	fs.Int(&cfg.PageSize, "page-size", []string{"HERALD_PAGE_SIZE"}, 100, "events (or channels) in a history page, long-poll or channel list when the request gives no limit")
+	fs.Int(&cfg.MaxPageSize, "max-page-size", []string{"HERALD_MAX_PAGE_SIZE"}, 1000, "largest page a request may ask for (at most 1000); larger limits are lowered to it")
 	fs.Int(&cfg.MaxConnections, "max-connections", []string{"HERALD_MAX_CONNECTIONS"}, 20000, "long-lived requests (streams, WebSockets, SSE, long-polls) one instance holds; beyond it new ones get resource_exhausted / 429; -1: unlimited")
 	fs.Int(&cfg.MaxConnectionsPerUser, "max-connections-per-user", []string{"HERALD_MAX_CONNECTIONS_PER_USER"}, 50, "long-lived requests one end user (JWT) holds on the instance; beyond it new ones get resource_exhausted / 429; API keys and anonymous clients are not counted per user; -1: unlimited")
 	fs.String(&authConfig, "auth-config", []string{"HERALD_AUTH_CONFIG"}, "", "JSON file of API keys and JWT settings; empty: no authentication (every client may do everything)")

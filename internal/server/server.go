@@ -101,6 +101,11 @@ type Config struct {
 	// services.MaxChannelsCeiling (100, the proto's rule); negative: only
 	// that ceiling.
 	MaxChannelsPerRequest int
+	// PageSize is the size of a history page, long-poll or channel list
+	// when the request leaves it 0 (default 100); MaxPageSize caps what a
+	// request may ask for, larger limits are lowered to it (default and
+	// at most 1000).
+	PageSize, MaxPageSize int
 	// AllowedOrigins lists the browser origins allowed cross-origin (CORS,
 	// WebSocket Origin); empty allows same-origin only. See
 	// gateway.Config.AllowedOrigins.
@@ -154,6 +159,12 @@ func (c *Config) defaults() {
 	if c.MaxChannelsPerRequest == 0 {
 		c.MaxChannelsPerRequest = limits.Defaults().MaxChannelsPerRequest
 	}
+	if c.PageSize == 0 {
+		c.PageSize = services.DefaultPageSize
+	}
+	if c.MaxPageSize == 0 {
+		c.MaxPageSize = max(services.MaxPageSize, c.PageSize)
+	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 2 << 20
 	}
@@ -178,10 +189,15 @@ func (c *Config) limits() (limits.Limits, error) {
 		err = errors.Join(err, fmt.Errorf("MaxChannelsPerRequest is %d; want at most %d (the API's own limit)",
 			l.MaxChannelsPerRequest, services.MaxChannelsCeiling))
 	}
+	err = errors.Join(err, c.pages().Validate())
 	if err != nil {
 		return l, fmt.Errorf("invalid limits: %w", err)
 	}
 	return l, nil
+}
+
+func (c *Config) pages() services.PageSizes {
+	return services.PageSizes{Default: c.PageSize, Max: c.MaxPageSize}
 }
 
 // Server is one Herald instance.
@@ -256,9 +272,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	events := services.NewEventService(s.log, s.hub, cfg.Logger).WithStreams(streams).
 		WithUserPublishRate(lim.NewUserBuckets()).
 		WithConnectionLimits(lim).
-		WithNamespaces(cfg.Namespaces, !cfg.NoAutoCreate).WithAuthenticator(cfg.Auth)
-	history := services.NewHistoryService(s.log, s.hub, cfg.Logger).WithStreams(streams).WithNamespaces(cfg.Namespaces)
-	channels := services.NewChannelService(s.log, cfg.Logger).WithNamespaces(cfg.Namespaces)
+		WithNamespaces(cfg.Namespaces, !cfg.NoAutoCreate).WithAuthenticator(cfg.Auth).WithPageSizes(cfg.pages())
+	history := services.NewHistoryService(s.log, s.hub, cfg.Logger).WithStreams(streams).
+		WithNamespaces(cfg.Namespaces).WithPageSizes(cfg.pages())
+	channels := services.NewChannelService(s.log, cfg.Logger).WithNamespaces(cfg.Namespaces).WithPageSizes(cfg.pages())
 	s.mux.Handle(heraldv1connect.NewEventServiceHandler(events, handlerOpts...))
 	s.mux.Handle(heraldv1connect.NewHistoryServiceHandler(history, handlerOpts...))
 	s.mux.Handle(heraldv1connect.NewChannelServiceHandler(channels, handlerOpts...))
