@@ -193,10 +193,11 @@ func (wc *wsConn) serve() {
 	}
 	go wc.writer()
 	sess := g.cfg.Events.StartSession(wc.ctx, wc.send)
+	// Before any command is read: the server subscription answers first.
+	sess.SubscribeServerChannels(wc.cursor)
 	readErr := make(chan error, 1)
 	go func() { readErr <- wc.reader(sess) }()
 	wc.startPings()
-	sess.SubscribeServerChannels(wc.cursor)
 
 	var code websocket.StatusCode
 	var reason string

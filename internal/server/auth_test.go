@@ -48,42 +48,58 @@ func authInstance(t *testing.T, opts ...func(*server.Config)) (*instance, string
 
 // userToken signs a token for a user who may subscribe to news:> only.
 func userToken(t *testing.T) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": "ann", "exp": time.Now().Add(time.Hour).Unix(), "subscribe": []string{"news:>"},
-	}).SignedString([]byte(testSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return token(t, "ann", time.Hour, jwt.MapClaims{"subscribe": []string{"news:>"}})
 }
 
-// bearer adds an Authorization header to every call of a client.
+// bearer adds an Authorization header to every call of a client (none
+// for an empty token).
 func bearer(token string) connect.ClientOption {
-	return connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if token != "" {
-				req.Header().Set("Authorization", "Bearer "+token)
-			}
-			return next(ctx, req)
-		}
-	}), streamBearer(token))
+	if token == "" {
+		return connect.WithInterceptors()
+	}
+	return connect.WithInterceptors(headerInterceptor{"Authorization", "Bearer " + token})
 }
 
-type streamBearer string
+// headerInterceptor sets a request header on every call and stream of a
+// client, unless the value is empty.
+type headerInterceptor struct{ name, value string }
 
-func (b streamBearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc { return next }
-func (b streamBearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+func (h headerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if h.value != "" {
+			req.Header().Set(h.name, h.value)
+		}
+		return next(ctx, req)
+	}
+}
+
+func (h headerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
 		conn := next(ctx, spec)
-		if b != "" {
-			conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		if h.value != "" {
+			conn.RequestHeader().Set(h.name, h.value)
 		}
 		return conn
 	}
 }
-func (b streamBearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+
+func (h headerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// token signs a token for user sub, valid for d, with claims (none: the
+// default scopes and no channels).
+func token(t testing.TB, sub string, d time.Duration, claims jwt.MapClaims) string {
+	t.Helper()
+	c := jwt.MapClaims{"sub": sub, "exp": time.Now().Add(d).Unix()}
+	for k, v := range claims {
+		c[k] = v
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // TestAuthForbiddenActions tries each forbidden action over each transport,

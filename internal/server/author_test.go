@@ -30,15 +30,7 @@ var authorBackends = []struct {
 // publisherToken signs a token for user sub who may publish and subscribe
 // to chat:>.
 func publisherToken(t *testing.T, sub string) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": sub, "exp": time.Now().Add(time.Hour).Unix(),
-		"publish": []string{"chat:>"}, "subscribe": []string{"chat:>"},
-	}).SignedString([]byte(testSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return token(t, sub, time.Hour, jwt.MapClaims{"publish": []string{"chat:>"}, "subscribe": []string{"chat:>"}})
 }
 
 func wantAuthor(t *testing.T, what string, ev *heraldv1.Event, want string) {

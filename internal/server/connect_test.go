@@ -58,6 +58,20 @@ func (b *bidi) next(t *testing.T) *heraldv1.ConnectResponse {
 	return nil
 }
 
+// end waits for the stream to end and returns its code.
+func (b *bidi) end(t *testing.T) string {
+	t.Helper()
+	for {
+		select {
+		case <-b.msgs:
+		case err := <-b.err:
+			return connect.CodeOf(err).String()
+		case <-time.After(15 * time.Second):
+			t.Fatal("connect stream not ended within 15s")
+		}
+	}
+}
+
 func TestConnectStream(t *testing.T) {
 	t.Parallel()
 	for _, be := range backends {

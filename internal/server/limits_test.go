@@ -26,15 +26,7 @@ import (
 // limitToken signs an hour-long token for user sub, who may publish and
 // subscribe on lim:>.
 func limitToken(t *testing.T, sub string) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": sub, "exp": time.Now().Add(time.Hour).Unix(),
-		"subscribe": []string{"lim:>"}, "publish": []string{"lim:>"},
-	}).SignedString([]byte(testSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return token(t, sub, time.Hour, jwt.MapClaims{"subscribe": []string{"lim:>"}, "publish": []string{"lim:>"}})
 }
 
 // refusal is how a transport refused to open a connection.
@@ -272,30 +264,56 @@ func TestLimitConnectionsPerUser(t *testing.T) {
 type cmdConn interface {
 	send(t *testing.T, req *heraldv1.ConnectRequest)
 	next(t *testing.T) *heraldv1.ConnectResponse
+	// end waits for the connection to end and says how: the RPC code,
+	// or "close <status>" for a WebSocket.
+	end(t *testing.T) string
 }
 
-// cmdTransports are the two transports that run services.Session; open
-// connects with credential cred ("" for none).
-var cmdTransports = []struct {
+// cmdTransport is one of the two transports that run services.Session.
+type cmdTransport struct {
 	name string
-	open func(t *testing.T, in *instance, cred string) cmdConn
-}{
-	{"connect", func(t *testing.T, in *instance, cred string) cmdConn {
-		return openBidi(t, newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(cred)))
-	}},
-	{"ws", openWSCred},
+	// openAt connects with credential cred ("" for none) and the server
+	// subscription's cursor ("" for none).
+	openAt func(t *testing.T, base, cred, cursor string) cmdConn
+	// expired is how end reports a connection whose token expired.
+	expired string
 }
 
-// openWSCred is openWS with a credential.
-func openWSCred(t *testing.T, in *instance, cred string) cmdConn {
+// open connects to in with credential cred.
+func (tr cmdTransport) open(t *testing.T, in *instance, cred string) cmdConn {
+	return tr.openAt(t, in.base, cred, "")
+}
+
+var cmdTransports = []cmdTransport{
+	{"connect", openBidiAt, "unauthenticated"},
+	{"ws", openWSAt, "close 1008"},
+}
+
+// openBidiAt opens a Connect stream over gRPC. The stream reaches the
+// server with its first message.
+func openBidiAt(t *testing.T, base, cred, cursor string) cmdConn {
 	t.Helper()
-	if cred == "" {
-		return openWS(t, in.base, gateway.SubprotocolJSON)
+	c := newClients(base, h2cClient(), connect.WithGRPC(), bearer(cred), connect.WithInterceptors(headerInterceptor{"Herald-Cursor", cursor}))
+	return openBidi(t, c)
+}
+
+// openWSAt is openWS with a credential and a cursor.
+func openWSAt(t *testing.T, base, cred, cursor string) cmdConn {
+	t.Helper()
+	if cred == "" && cursor == "" {
+		return openWS(t, base, gateway.SubprotocolJSON)
+	}
+	u := wsURL(base)
+	if cursor != "" {
+		u += "?cursor=" + cursor
+	}
+	h := http.Header{}
+	if cred != "" {
+		h.Set("Authorization", "Bearer "+cred)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c, _, err := websocket.Dial(ctx, wsURL(in.base), &websocket.DialOptions{
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + cred}}, Subprotocols: []string{gateway.SubprotocolJSON}})
+	c, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: h, Subprotocols: []string{gateway.SubprotocolJSON}})
 	if err != nil {
 		t.Fatalf("dial websocket: %v", err)
 	}

@@ -42,17 +42,6 @@ func nsInstance(t *testing.T) (*instance, string) {
 	})
 }
 
-// signed signs a token with claims (plus an hour's expiry).
-func signed(t *testing.T, claims jwt.MapClaims) string {
-	t.Helper()
-	claims["exp"] = time.Now().Add(time.Hour).Unix()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(testSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 // TestNamespacePublicFeed: a namespace open to anonymous readers is read
 // without a credential over every transport, while nobody but services
 // may publish to it, whatever their token says.
@@ -111,7 +100,7 @@ func TestNamespacePublicFeed(t *testing.T) {
 
 	// Publishing: anonymous is told to authenticate; a user whose token
 	// allows news:> is refused by the namespace; over every transport.
-	writer := signed(t, jwt.MapClaims{"sub": "eve", "publish": []string{"news:>"}})
+	writer := token(t, "eve", time.Hour, jwt.MapClaims{"publish": []string{"news:>"}})
 	for _, cl := range []struct{ token, code string }{{"", "unauthenticated"}, {writer, "permission_denied"}} {
 		for _, p := range protocols {
 			c := newClients(in.base, p.http(), append(p.opts, bearer(cl.token))...)
@@ -159,7 +148,7 @@ func TestNamespacePublicFeed(t *testing.T) {
 func TestNamespaceAuthenticated(t *testing.T) {
 	t.Parallel()
 	in, _ := nsInstance(t)
-	bob := signed(t, jwt.MapClaims{"sub": "bob"}) // no channel claims at all
+	bob := token(t, "bob", time.Hour, nil) // no channel claims at all
 	c := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(bob))
 	st := subscribe(t, c.events, []string{"lobby:main"}, nil)
 	ev := mustPublish(t, c.events, "lobby:main", "hi")
@@ -268,7 +257,7 @@ func TestNamespaceChannelSettings(t *testing.T) {
 // adminKeyClients returns gRPC clients holding an admin token.
 func adminKeyClients(t *testing.T, in *instance) clients {
 	t.Helper()
-	return newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(signed(t, jwt.MapClaims{"sub": "root", "scopes": []string{"admin"}})))
+	return newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(token(t, "root", time.Hour, jwt.MapClaims{"scopes": []string{"admin"}})))
 }
 
 // TestNamespaceAuthorEdits: in a namespace with edit "author", only the
@@ -278,8 +267,8 @@ func TestNamespaceAuthorEdits(t *testing.T) {
 	t.Parallel()
 	in, key := nsInstance(t)
 	perms := jwt.MapClaims{"publish": []string{"chat:>"}, "subscribe": []string{"chat:>"}}
-	ann := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(signed(t, jwt.MapClaims{"sub": "ann", "publish": perms["publish"], "subscribe": perms["subscribe"]})))
-	bobTok := signed(t, jwt.MapClaims{"sub": "bob", "publish": perms["publish"], "subscribe": perms["subscribe"]})
+	ann := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(token(t, "ann", time.Hour, perms)))
+	bobTok := token(t, "bob", time.Hour, perms)
 	bob := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(bobTok))
 	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
 	ev := mustPublish(t, ann.events, "chat:room", "mine")

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -9,147 +8,10 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/heraldrt/herald/gateway"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 )
-
-// session is a bidirectional stream of ConnectRequest/ConnectResponse: the
-// Connect RPC over gRPC, or a WebSocket.
-type session interface {
-	send(t *testing.T, req *heraldv1.ConnectRequest)
-	next(t *testing.T) *heraldv1.ConnectResponse
-	// end waits for the stream to end and returns the RPC code, or the
-	// WebSocket close status as "close <n>".
-	end(t *testing.T) string
-}
-
-type rpcSession struct {
-	st   *connect.BidiStreamForClient[heraldv1.ConnectRequest, heraldv1.ConnectResponse]
-	msgs chan *heraldv1.ConnectResponse
-	err  chan error
-}
-
-func openRPCSession(t *testing.T, base, token, cursor string) session {
-	t.Helper()
-	c := newClients(base, h2cClient(), connect.WithGRPC(), bearer(token))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	st := c.events.Connect(ctx)
-	if cursor != "" {
-		st.RequestHeader().Set("Herald-Cursor", cursor)
-	}
-	// The stream opens with the first message; a ping makes it open now.
-	if err := st.Send(&heraldv1.ConnectRequest{Id: "open", Command: &heraldv1.ConnectRequest_Ping{Ping: &heraldv1.PingCommand{}}}); err != nil {
-		t.Fatal(err)
-	}
-	s := &rpcSession{st: st, msgs: make(chan *heraldv1.ConnectResponse, 1024), err: make(chan error, 1)}
-	go func() {
-		for {
-			m, err := st.Receive()
-			if err != nil {
-				s.err <- err
-				return
-			}
-			if m.Id != "open" {
-				s.msgs <- m
-			}
-		}
-	}()
-	return s
-}
-
-func (s *rpcSession) send(t *testing.T, req *heraldv1.ConnectRequest) {
-	t.Helper()
-	if err := s.st.Send(req); err != nil {
-		t.Fatalf("send: %v", err)
-	}
-}
-
-func (s *rpcSession) next(t *testing.T) *heraldv1.ConnectResponse {
-	t.Helper()
-	select {
-	case m := <-s.msgs:
-		return m
-	case err := <-s.err:
-		t.Fatalf("stream ended: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("no message within 10s")
-	}
-	return nil
-}
-
-func (s *rpcSession) end(t *testing.T) string {
-	t.Helper()
-	for {
-		select {
-		case <-s.msgs:
-		case err := <-s.err:
-			return codeOf(err).String()
-		case <-time.After(15 * time.Second):
-			t.Fatal("stream not ended within 15s")
-		}
-	}
-}
-
-type wsSession struct{ *wsClient }
-
-func openWSSession(t *testing.T, base, token, cursor string) session {
-	t.Helper()
-	u := wsURL(base)
-	if cursor != "" {
-		u += "?cursor=" + cursor
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	c, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}, Subprotocols: []string{gateway.SubprotocolJSON}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &wsClient{c: c, proto: gateway.SubprotocolJSON, msgs: make(chan *heraldv1.ConnectResponse, 1024), err: make(chan error, 1)}
-	t.Cleanup(func() { c.CloseNow() })
-	go func() {
-		for {
-			m, err := wsRead(ctx, c)
-			if err != nil {
-				w.err <- err
-				return
-			}
-			w.msgs <- m
-		}
-	}()
-	return wsSession{w}
-}
-
-func (s wsSession) end(t *testing.T) string {
-	return "close " + strconv.Itoa(int(websocket.CloseStatus(s.closed(t))))
-}
-
-var sessionKinds = []struct {
-	name    string
-	open    func(t *testing.T, base, token, cursor string) session
-	expired string
-}{
-	{"grpc", openRPCSession, "unauthenticated"},
-	{"ws", openWSSession, "close 1008"},
-}
-
-// token signs a token for sub valid for d with extra claims.
-func token(t *testing.T, sub string, d time.Duration, claims jwt.MapClaims) string {
-	t.Helper()
-	c := jwt.MapClaims{"sub": sub, "exp": time.Now().Add(d).Unix()}
-	for k, v := range claims {
-		c[k] = v
-	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(testSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 func refreshCmd(id, tok string) *heraldv1.ConnectRequest {
 	return &heraldv1.ConnectRequest{Id: id, Command: &heraldv1.ConnectRequest_Refresh{Refresh: &heraldv1.RefreshCommand{Token: tok}}}
@@ -164,11 +26,11 @@ func TestRefreshInPlace(t *testing.T) {
 	in, key := authInstance(t)
 	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
 	perms := jwt.MapClaims{"subscribe": []string{"news:>"}}
-	for _, k := range sessionKinds {
-		t.Run(k.name, func(t *testing.T) {
+	for _, tr := range cmdTransports {
+		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
-			ch := "news:" + k.name
-			s := k.open(t, in.base, token(t, "ann", 2*time.Second, perms), "")
+			ch := "news:" + tr.name
+			s := tr.open(t, in, token(t, "ann", 2*time.Second, perms))
 			s.send(t, subscribeCmd("s", ch))
 			if m := s.next(t); m.GetSubscribed() == nil {
 				t.Fatalf("subscribe: %v", m)
@@ -199,16 +61,16 @@ func TestRefreshInPlace(t *testing.T) {
 		})
 	}
 	// Without a valid refresh, expiry ends the stream as before.
-	for _, k := range sessionKinds {
-		t.Run(k.name+"-expires", func(t *testing.T) {
+	for _, tr := range cmdTransports {
+		t.Run(tr.name+"-expires", func(t *testing.T) {
 			t.Parallel()
-			s := k.open(t, in.base, token(t, "ann", time.Second, perms), "")
+			s := tr.open(t, in, token(t, "ann", time.Second, perms))
 			s.send(t, refreshCmd("bad", token(t, "bob", time.Hour, perms)))
 			if m := s.next(t); m.GetError().GetCode() != "permission_denied" {
 				t.Fatalf("refresh as bob: %v", m)
 			}
-			if got := s.end(t); got != k.expired {
-				t.Fatalf("expired stream ended with %s, want %s", got, k.expired)
+			if got := s.end(t); got != tr.expired {
+				t.Fatalf("expired stream ended with %s, want %s", got, tr.expired)
 			}
 		})
 	}
@@ -220,11 +82,11 @@ func TestRefreshNarrows(t *testing.T) {
 	t.Parallel()
 	in, key := authInstance(t)
 	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
-	for _, k := range sessionKinds {
-		t.Run(k.name, func(t *testing.T) {
+	for _, tr := range cmdTransports {
+		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
-			a, b := "news:a-"+k.name, "chat:b-"+k.name
-			s := k.open(t, in.base, token(t, "ann", time.Hour, jwt.MapClaims{"subscribe": []string{"news:>", "chat:>"}}), "")
+			a, b := "news:a-"+tr.name, "chat:b-"+tr.name
+			s := tr.open(t, in, token(t, "ann", time.Hour, jwt.MapClaims{"subscribe": []string{"news:>", "chat:>"}}))
 			s.send(t, subscribeCmd("a", a))
 			s.send(t, subscribeCmd("b", b))
 			for range 2 {
@@ -263,14 +125,20 @@ func TestServerChannels(t *testing.T) {
 	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
 	tok := token(t, "ann", time.Hour, jwt.MapClaims{"channels": []string{"user:{sub}"}})
 	first := mustPublish(t, svc.events, "user:ann", "one")
-	for _, k := range sessionKinds {
-		t.Run(k.name, func(t *testing.T) {
-			s := k.open(t, in.base, tok, "")
+	for _, tr := range cmdTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			// The server subscription comes first, before the answer to
+			// the first command (which opens a Connect stream).
+			s := tr.openAt(t, in.base, tok, "")
+			s.send(t, &heraldv1.ConnectRequest{Id: "p0", Command: &heraldv1.ConnectRequest_Ping{Ping: &heraldv1.PingCommand{}}})
 			m := s.next(t)
 			if m.Id != "@server" || len(m.GetSubscribed().GetChannels()) != 1 || m.GetSubscribed().Channels[0] != "user:ann" {
 				t.Fatalf("server subscription: %v", m)
 			}
-			ev := mustPublish(t, svc.events, "user:ann", "live-"+k.name)
+			if m := s.next(t); m.Id != "p0" || m.GetPong() == nil {
+				t.Fatalf("after the server subscription: %v, want the pong", m)
+			}
+			ev := mustPublish(t, svc.events, "user:ann", "live-"+tr.name)
 			if m := s.next(t); m.Id != "@server" || m.GetEvent().GetPosition() != ev.Position {
 				t.Fatalf("server event: %v, want position %d", m, ev.Position)
 			}
@@ -280,12 +148,20 @@ func TestServerChannels(t *testing.T) {
 				t.Fatalf("subscribe as @mine: %v", m)
 			}
 			// Resume: a new connection with the cursor replays what follows.
-			r := k.open(t, in.base, tok, strconv.FormatInt(first.Position, 10))
+			r := tr.openAt(t, in.base, tok, strconv.FormatInt(first.Position, 10))
+			r.send(t, &heraldv1.ConnectRequest{Id: "p1", Command: &heraldv1.ConnectRequest_Ping{Ping: &heraldv1.PingCommand{}}})
 			if m := r.next(t); m.GetSubscribed().GetCursor() != first.Position {
 				t.Fatalf("resumed server subscription: %v", m)
 			}
-			if m := r.next(t); m.GetEvent().GetPosition() <= first.Position {
-				t.Fatalf("resumed server subscription replayed %v", m)
+			for {
+				m := r.next(t)
+				if m.GetPong() != nil {
+					continue
+				}
+				if m.GetEvent().GetPosition() <= first.Position {
+					t.Fatalf("resumed server subscription replayed %v", m)
+				}
+				break
 			}
 		})
 	}

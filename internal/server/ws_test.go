@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,12 @@ func (w *wsClient) next(t *testing.T) *heraldv1.ConnectResponse {
 		t.Fatal("no frame within 10s")
 	}
 	return nil
+}
+
+// end waits for the connection to close and returns its close status.
+func (w *wsClient) end(t *testing.T) string {
+	t.Helper()
+	return "close " + strconv.Itoa(int(websocket.CloseStatus(w.closed(t))))
 }
 
 // closed waits for the connection to close and returns the close error.
