@@ -7,6 +7,20 @@
  *   const ev = await herald.publish('chat:lobby', 'hello');    // resolves when the server has stored it
  *   await herald.edit('chat:lobby', ev.position, 'hello!');    // every subscriber gets an UPDATED entry
  *
+ * Authentication. Give `getToken` (or a fixed `token`) and every request carries it:
+ *
+ *   const herald = new Herald({
+ *     getToken: () => fetch('/my-app/herald-token').then((r) => r.text()),   // a JWT
+ *     onServerEvent: (ev) => console.log('for me:', text(ev)),   // the token's `channels` claim (WebSocket)
+ *   });
+ *
+ * REST calls send `Authorization: Bearer`; EventSource and WebSocket URLs carry
+ * `access_token` (they cannot set headers). getToken is called to connect, after
+ * the server refused or ended a stream because the token expired, and, on a
+ * WebSocket, before the token's `exp` to refresh it in place (no reconnect).
+ * Without getToken, a refused or expired token fails the subscriptions with
+ * HeraldError code 'unauthenticated' and the client stops retrying them.
+ *
  * Transports. With `transport: 'auto'` (the default) the client receives over
  * Server-Sent Events while the page only listens, and moves to one WebSocket
  * as soon as the page publishes or edits, or when `twoWay: true` is given. When
@@ -91,7 +105,13 @@ export class HeraldError extends Error {
  * @property {number} [pollWait]  long-poll wait in seconds (default 25)
  * @property {number} [publishTimeout]  ms before publish() gives up (default 30000)
  * @property {(s: {state: string, transport: string}) => void} [onStatus]
- *   state is 'connecting', 'open', 'reconnecting' or 'closed'
+ *   state is 'connecting', 'open', 'reconnecting' or 'closed' ('closed' with `error` when a
+ *   WebSocket stopped because its token was refused or expired)
+ * @property {string} [token]  a JWT or API key sent with every request
+ * @property {() => string|Promise<string>} [getToken]  returns a fresh token: called to
+ *   connect, when the token was refused or expired, and before a WebSocket's token expires
+ * @property {(ev: HeraldEvent) => void} [onServerEvent]  events of the subscription the server
+ *   opens from the token's `channels` claim (WebSocket only: 'auto' then starts on one at once)
  */
 
 const ORDER = ['websocket', 'sse', 'longpoll'];
@@ -109,6 +129,7 @@ export class Herald {
     this.pollWait = options.pollWait ?? 25;
     this.publishTimeout = options.publishTimeout ?? 30000;
     this.onStatus = options.onStatus ?? (() => {});
+    this.onServerEvent = options.onServerEvent;
     /** The transport in use: 'websocket', 'sse', 'longpoll' or null before the first use. */
     this.transport = null;
     this.state = 'idle';
@@ -118,6 +139,14 @@ export class Herald {
     this._session = null;
     this._seq = 0;
     this._closed = false;
+    this._token = options.token || null; // never logged
+    this._getToken = options.getToken;
+    this._tokenP = null; // getToken() under way, shared by every caller
+    this._serverPosition = undefined; // last position of the "@server" subscription
+    if (this.onServerEvent) {
+      if (this.mode === 'auto') this.twoWay = true;
+      this._ensure();
+    }
   }
 
   /**
@@ -249,18 +278,47 @@ export class Herald {
     if (this._session && this._pick() !== this.transport) this._restart();
   }
 
-  // _blocked tells a stream that failed to open whether the server itself
-  // answers: only then does the failure count towards falling back. During
-  // an outage or a restart nothing answers (or a proxy says 502-504), and
-  // the client keeps its transport.
-  async _blocked() {
-    if (this.mode !== 'auto' || this._closed) return false; // no fallback to decide
+  // _probe asks the server over plain HTTP, with the token a stream used,
+  // why that stream failed to open (browsers hide the status of a refused
+  // EventSource or WebSocket). `blocked`: the server itself answers, so in
+  // 'auto' the failure counts towards falling back; during an outage or a
+  // restart nothing answers (or a proxy says 502-504) and the client keeps
+  // its transport. `err`: the server's refusal when retrying will not help
+  // (unauthenticated, permission_denied, ...).
+  async _probe(path, token) {
     try {
-      const resp = await fetch(`${this.url}/healthz`, { cache: 'no-store', signal: AbortSignal.timeout?.(5000) });
-      return resp.status < 502 || resp.status > 504;
-    } catch {
-      return false;
+      await this._fetch('GET', path, undefined, AbortSignal.timeout?.(5000), token);
+      return { blocked: this.mode === 'auto' };
+    } catch (err) {
+      if (!err.status) return { blocked: false };
+      return { blocked: this.mode === 'auto' && (err.status < 502 || err.status > 504), err: retryable(err) ? undefined : err };
     }
+  }
+
+  // _auth returns the token to use, or null. It calls getToken when there
+  // is none yet, when the one it has expires within a second, or when it is
+  // `refused` (the server refused it, or a stream it opened expired); a
+  // token another caller already replaced is not fetched again. Throws an
+  // 'unavailable' HeraldError (retried with backoff) when getToken fails.
+  _auth(refused) {
+    const t = this._token;
+    if (!this._getToken || (t && t !== refused && !expiresWithin(t, 1000))) return Promise.resolve(t);
+    if (!this._tokenP) {
+      const p = this._tokenP = Promise.resolve()
+        .then(() => this._getToken())
+        .then((fresh) => (this._token = fresh ? String(fresh) : null), (err) => {
+          throw new HeraldError('unavailable', `getToken failed: ${err?.message ?? err}`);
+        })
+        .finally(() => { if (this._tokenP === p) this._tokenP = null; });
+    }
+    return this._tokenP;
+  }
+
+  _serverEvent(ev) {
+    const pos = BigInt(ev.position ?? 0);
+    if (this._serverPosition !== undefined && pos <= BigInt(this._serverPosition)) return; // already delivered
+    this._serverPosition = pos.toString();
+    safely(this.onServerEvent, ev);
   }
 
   // _fallback gives up on a transport that keeps failing to open.
@@ -342,13 +400,30 @@ export class Herald {
     }
   }
 
-  /** _request does one REST call and returns its JSON or throws a HeraldError. */
+  /**
+   * _request does one REST call and returns its JSON or throws a HeraldError.
+   * When the token is refused and getToken can give a fresh one, it tries
+   * once more with that.
+   */
   async _request(method, path, body, signal) {
+    const token = await this._auth();
+    try {
+      return await this._fetch(method, path, body, signal, token);
+    } catch (err) {
+      if (err.code !== 'unauthenticated' || !this._getToken || signal?.aborted) throw err;
+      return this._fetch(method, path, body, signal, await this._auth(token));
+    }
+  }
+
+  async _fetch(method, path, body, signal, token) {
     let resp, raw;
+    const headers = {};
+    if (body) headers['Content-Type'] = 'application/json';
+    if (token) headers.Authorization = `Bearer ${token}`;
     try {
       resp = await fetch(this.url + path, {
         method,
-        headers: body ? { 'Content-Type': 'application/json' } : undefined,
+        headers,
         body: body ? JSON.stringify(body) : undefined,
         cache: 'no-store',
         signal,
@@ -398,6 +473,7 @@ class WSSession {
     this.ws = null;
     this.open = false;
     this.closed = false;
+    this.idle = false; // stopped after an authentication failure until the next add or publish
     this.failures = 0;
     this.backoff = new Backoff(client.minDelay, client.maxDelay);
     this.wire = new Map(); // frame id of a live subscribe -> Subscription
@@ -405,10 +481,18 @@ class WSSession {
     this.n = 0;
     this.timer = null;
     this.pinger = null;
+    this.token = null; // the token the connection runs on
+    this.refused = undefined; // a token the server refused or that expired
+    this.authFailures = 0; // refusals in a row when opening
+    this.refreshTimer = null;
+    this.refreshing = null; // {id, token} of a refresh command awaiting its answer
     this._connect();
   }
 
-  add(sub) { if (this.open) this._subscribe(sub); }
+  add(sub) {
+    if (this.open) this._subscribe(sub);
+    else if (this.idle) this._connect();
+  }
 
   remove(sub) {
     const id = this.ids.get(sub);
@@ -418,7 +502,10 @@ class WSSession {
     this._send({ id: `u${++this.n}`, unsubscribe: { subscriptionId: id } });
   }
 
-  publish(p) { if (this.open) this._send({ id: p.id, publish: p.req }); }
+  publish(p) {
+    if (this.open) this._send({ id: p.id, publish: p.req });
+    else if (this.idle) this._connect();
+  }
 
   close() {
     this.closed = true;
@@ -426,12 +513,27 @@ class WSSession {
     this._drop(1000);
   }
 
-  _connect() {
+  async _connect() {
     const c = this.c;
+    this.idle = false;
     c._setStatus('connecting', 'websocket');
+    let token;
+    try {
+      token = await c._auth(this.refused);
+    } catch (err) {
+      if (!this.closed) this._later(undefined, err); // getToken failed
+      return;
+    }
+    if (this.closed) return;
+    this.token = token;
+    const q = new URLSearchParams();
+    if (token) q.set('access_token', token);
+    // The server's own subscription (token channels) resumes where it was.
+    if (c._serverPosition !== undefined) q.set('cursor', c._serverPosition);
+    const qs = q.toString();
     let ws;
     try {
-      ws = new WebSocket(`${c.url.replace(/^http/, 'ws')}/v1/ws`, 'herald.v1.json');
+      ws = new WebSocket(`${c.url.replace(/^http/, 'ws')}/v1/ws${qs ? `?${qs}` : ''}`, 'herald.v1.json');
     } catch {
       this._lost(false);
       return;
@@ -440,7 +542,10 @@ class WSSession {
     ws.onopen = () => {
       this.open = true;
       this.lastSeen = Date.now();
+      this.authFailures = 0;
+      this.refused = undefined;
       c._setStatus('open', 'websocket');
+      this._scheduleRefresh(tokenExpiry(token));
       for (const sub of c._subs.values()) this._subscribe(sub);
       for (const p of c._pending.values()) if (!p.rest) this.publish(p);
       // Application pings: the browser hides protocol pings, and a dead
@@ -462,6 +567,8 @@ class WSSession {
   // _drop forgets the socket without waiting for its close handshake.
   _drop(code) {
     clearInterval(this.pinger);
+    clearTimeout(this.refreshTimer);
+    this.refreshing = null;
     const ws = this.ws;
     this.ws = null;
     this.open = false;
@@ -476,13 +583,75 @@ class WSSession {
   async _lost(wasOpen, code) {
     this._drop(code);
     if (this.closed) return;
+    const c = this.c;
+    let authErr;
+    if (code === 1008) {
+      // The token the connection was opened with expired (and was not
+      // refreshed): reconnect with a fresh one and resume.
+      authErr = new HeraldError('unauthenticated', 'the token expired and there is no getToken to get a fresh one', 401);
+    } else if (!wasOpen) {
+      const probe = await c._probe('/v1/ws', this.token);
+      if (this.closed) return;
+      if (probe.err?.code === 'unauthenticated') {
+        authErr = probe.err;
+        this.authFailures++;
+      } else if (probe.blocked && ++this.failures >= c.maxOpenFailures && c._fallback('websocket')) {
+        return;
+      }
+    }
     if (wasOpen) this.failures = 0;
-    else if (await this.c._blocked() && !this.closed &&
-      ++this.failures >= this.c.maxOpenFailures && this.c._fallback('websocket')) return;
-    if (this.closed) return;
+    if (authErr) {
+      this.refused = this.token;
+      // A fresh token refused again: getToken cannot help; stop.
+      if (!c._getToken || this.authFailures >= 2) return this._authFailed(authErr);
+    }
+    this._later(code);
+  }
+
+  _later(code, error) {
     const delay = this.backoff.next();
-    this.c._setStatus('reconnecting', 'websocket', { code, delay });
+    this.c._setStatus('reconnecting', 'websocket', { code, delay, error });
     this.timer = setTimeout(() => this._connect(), delay);
+  }
+
+  // _authFailed fails every subscription and WebSocket publish with err and
+  // stops reconnecting until the page subscribes or publishes again.
+  _authFailed(err) {
+    const c = this.c;
+    this.idle = true;
+    this.authFailures = 0;
+    c._setStatus('closed', 'websocket', { error: err });
+    for (const sub of [...c._subs.values()]) c._failSub(sub, err);
+    for (const p of [...c._pending.values()]) if (!p.rest) c._settle(p.id, null, err);
+  }
+
+  // _scheduleRefresh plans replacing the connection's token before exp
+  // (ms): at 80% of the time left, at least 5 s before exp when there is
+  // room, and never sooner than in 1 s.
+  _scheduleRefresh(exp) {
+    clearTimeout(this.refreshTimer);
+    if (!this.c._getToken || !exp) return;
+    const left = exp - Date.now();
+    const ws = this.ws;
+    // (setTimeout fires at once for delays over 2^31-1 ms: about 24 days.)
+    const delay = Math.min(2 ** 31 - 1, Math.max(1000, Math.min(left * 0.8, left - 5000)));
+    this.refreshTimer = setTimeout(() => this._refresh(ws), delay);
+  }
+
+  async _refresh(ws) {
+    let token;
+    try {
+      token = await this.c._auth(this.token);
+    } catch {
+      return; // getToken failed: the expiry close reconnects with a fresh token
+    }
+    if (this.ws !== ws || !this.open) return;
+    if (!token || token === this.token) {
+      this._scheduleRefresh(tokenExpiry(this.token)); // not renewed yet: ask again later
+      return;
+    }
+    this.refreshing = { id: `r${++this.n}`, token };
+    this._send({ id: this.refreshing.id, refresh: { token } });
   }
 
   _send(frame) {
@@ -502,6 +671,21 @@ class WSSession {
   }
 
   _frame(f) {
+    if (f.id === '@server') { // the subscription to the token's channels
+      if (f.event) this.c._serverEvent(f.event);
+      else if (f.subscribed && this.c._serverPosition === undefined) this.c._serverPosition = f.subscribed.cursor ?? '0';
+      return;
+    }
+    if (this.refreshing && f.id === this.refreshing.id) {
+      // Refused: the old token stays in force until it expires, then the
+      // expiry close reconnects with a fresh one.
+      if (f.refreshed) {
+        this.token = this.refreshing.token;
+        this._scheduleRefresh(Date.parse(f.refreshed.expireTime) || tokenExpiry(this.token));
+      }
+      this.refreshing = null;
+      return;
+    }
     const sub = this.wire.get(f.id);
     if (f.event) {
       if (sub) this.c._deliver(sub, f.event);
@@ -550,7 +734,8 @@ class SSESession {
   }
 
   add(sub) {
-    const st = { es: null, timer: null, failures: 0, backoff: new Backoff(this.c.minDelay, this.c.maxDelay) };
+    const st = { es: null, timer: null, failures: 0, backoff: new Backoff(this.c.minDelay, this.c.maxDelay),
+      token: null, refused: undefined, authFailures: 0 };
     this.streams.set(sub, st);
     this._open(sub, st);
   }
@@ -566,39 +751,74 @@ class SSESession {
 
   close() { for (const sub of [...this.streams.keys()]) this.remove(sub); }
 
-  _open(sub, st) {
+  async _open(sub, st) {
     const c = this.c;
+    c._setStatus('connecting', 'sse');
+    try {
+      st.token = await c._auth(st.refused);
+    } catch (err) {
+      if (this.streams.get(sub) === st) this._later(sub, st, err); // getToken failed
+      return;
+    }
+    if (this.streams.get(sub) !== st) return;
     const q = new URLSearchParams();
     for (const ch of sub.channels) q.append('channel', ch);
     q.set('event', 'message');
     if (sub.lastPosition !== undefined) q.set('last_event_id', sub.lastPosition);
-    c._setStatus('connecting', 'sse');
+    if (st.token) q.set('access_token', st.token);
     const es = new EventSource(`${c.url}/v1/sse?${q}`);
     st.es = es;
     let opened = false;
+    let ended; // the server's reason, from @end
     es.onopen = () => { opened = true; };
     es.addEventListener('@subscribed', (m) => {
       st.failures = 0;
+      st.authFailures = 0;
+      st.refused = undefined;
       st.backoff.reset();
       c._setStatus('open', 'sse');
       c._subscribed(sub, JSON.parse(m.data));
     });
     es.onmessage = (m) => c._deliver(sub, JSON.parse(m.data));
-    es.addEventListener('@end', () => { /* the server closes next; onerror reconnects */ });
+    // The server closes next; onerror reconnects.
+    es.addEventListener('@end', (m) => { try { ended = JSON.parse(m.data); } catch { /* keep undefined */ } });
     // We reconnect ourselves rather than let EventSource retry at a fixed
     // interval: backoff with jitter, and the resume point is our own.
     es.onerror = async () => {
       if (st.es !== es) return;
       es.close();
       st.es = null;
-      if (opened) st.failures = 0;
-      else if (await c._blocked() && this.streams.get(sub) === st &&
-        ++st.failures >= c.maxOpenFailures && c._fallback('sse')) return;
-      if (this.streams.get(sub) !== st) return;
-      const delay = st.backoff.next();
-      c._setStatus('reconnecting', 'sse', { delay });
-      st.timer = setTimeout(() => { if (this.streams.get(sub) === st) this._open(sub, st); }, delay);
+      let authErr;
+      if (ended?.code === 'unauthenticated') {
+        authErr = new HeraldError('unauthenticated', ended.message || 'token expired', 401);
+      } else if (opened) {
+        st.failures = 0;
+      } else {
+        // EventSource hides the status of a refusal: ask over plain HTTP.
+        const probe = await c._probe(`/v1/events?${pollQuery(sub, 0)}`, st.token);
+        if (this.streams.get(sub) !== st) return;
+        if (probe.err?.code === 'unauthenticated') {
+          authErr = probe.err;
+          st.authFailures++;
+        } else if (probe.err) {
+          return c._failSub(sub, probe.err); // e.g. permission_denied: retrying will not help
+        } else if (probe.blocked && ++st.failures >= c.maxOpenFailures && c._fallback('sse')) {
+          return;
+        }
+      }
+      if (authErr) {
+        st.refused = st.token;
+        // A fresh token refused again: getToken cannot help; stop.
+        if (!c._getToken || st.authFailures >= 2) return c._failSub(sub, authErr);
+      }
+      this._later(sub, st);
     };
+  }
+
+  _later(sub, st, error) {
+    const delay = st.backoff.next();
+    this.c._setStatus('reconnecting', 'sse', { delay, error });
+    st.timer = setTimeout(() => { if (this.streams.get(sub) === st) this._open(sub, st); }, delay);
   }
 }
 
@@ -628,12 +848,8 @@ class PollSession {
     let confirmed = false;
     c._setStatus('connecting', 'longpoll');
     while (!signal.aborted) {
-      const q = new URLSearchParams();
-      for (const ch of sub.channels) q.append('channel', ch);
-      if (sub.lastPosition !== undefined) q.set('cursor', sub.lastPosition);
       // The first poll returns at once, to confirm the subscription.
-      q.set('wait', `${confirmed ? c.pollWait : 0}s`);
-      q.set('limit', '100');
+      const q = pollQuery(sub, confirmed ? c.pollWait : 0);
       const timeout = AbortSignal.any ? AbortSignal.any([signal, AbortSignal.timeout((c.pollWait + 15) * 1000)]) : signal;
       let page;
       try {
@@ -697,6 +913,34 @@ export function toBase64(data) {
   let s = '';
   for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
   return btoa(s);
+}
+
+// pollQuery is the query of a long-poll of sub: from its position, waiting
+// up to wait seconds.
+function pollQuery(sub, wait) {
+  const q = new URLSearchParams();
+  for (const ch of sub.channels) q.append('channel', ch);
+  if (sub.lastPosition !== undefined) q.set('cursor', sub.lastPosition);
+  q.set('wait', `${wait}s`);
+  q.set('limit', '100');
+  return q;
+}
+
+// tokenExpiry reads the `exp` of a JWT (without verifying it) in ms since
+// the epoch; undefined for anything else (an API key).
+function tokenExpiry(token) {
+  try {
+    const b = atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'));
+    const exp = JSON.parse(new TextDecoder().decode(Uint8Array.from(b, (ch) => ch.charCodeAt(0)))).exp;
+    return typeof exp === 'number' ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function expiresWithin(token, ms) {
+  const exp = tokenExpiry(token);
+  return exp !== undefined && exp - Date.now() < ms;
 }
 
 function eventsPath(channel) {
