@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"net"
 	"net/http"
 	"strings"
 
 	"connectrpc.com/connect"
 
 	"github.com/heraldrt/herald/internal/auth"
+	"github.com/heraldrt/herald/services"
 )
 
 // Where credentials may come from besides the Authorization header, for
@@ -60,7 +62,17 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 				return
 			}
 		}
-		next.ServeHTTP(w, r.WithContext(auth.NewContext(r.Context(), id)))
+		ctx := auth.NewContext(r.Context(), id)
+		if cred == "" {
+			// Anonymous publishers (where a namespace allows them) are
+			// rate limited by address.
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				host = r.RemoteAddr
+			}
+			ctx = services.WithPeer(ctx, host)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

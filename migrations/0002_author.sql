@@ -63,10 +63,13 @@ BEGIN
     v_now := clock_timestamp();
 
     IF p_auto_create THEN
+        -- Only for an event the new channel can hold (the default
+        -- max_event_size): a refused publish creates nothing.
         INSERT INTO herald_channels AS c (name, created_at, updated_at)
         SELECT DISTINCT u.name, v_now, v_now
-        FROM unnest(p_channels) AS u(name)
-        WHERE NOT EXISTS (
+        FROM unnest(p_channels, p_data) AS u(name, data)
+        WHERE octet_length(coalesce(u.data, '')) <= 65536
+          AND NOT EXISTS (
             SELECT 1 FROM herald_channels h WHERE h.name = u.name AND h.deleted_at IS NULL)
         ON CONFLICT (name) DO UPDATE
             SET max_events = 0, max_age = '0', max_event_size = 65536,

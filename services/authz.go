@@ -144,16 +144,35 @@ func (s *EventService) WithUserPublishRate(k *limits.Keyed) *EventService {
 	return s
 }
 
-// checkUserRate takes one publish from the caller's per-user bucket.
+type peerKey struct{}
+
+// WithPeer records the client's network address (its host), which keys
+// the publish rate of anonymous callers.
+func WithPeer(ctx context.Context, host string) context.Context {
+	return context.WithValue(ctx, peerKey{}, host)
+}
+
+// checkUserRate takes one publish from the caller's bucket: an end user's
+// (across their connections and transports), or, for anonymous callers
+// where a namespace lets them publish, their network address's.
 func (s *EventService) checkUserRate(ctx context.Context) error {
 	if s.userRates == nil {
 		return nil
 	}
 	id, on := auth.FromContext(ctx)
-	if !on || id.Kind() != auth.User {
+	var key string
+	switch {
+	case !on:
 		return nil
+	case id.Kind() == auth.User:
+		key = "user:" + id.Name()
+	case id.Kind() == auth.Anonymous:
+		host, _ := ctx.Value(peerKey{}).(string)
+		key = "addr:" + host
+	default:
+		return nil // API keys: services publish in bulk
 	}
-	if err := limits.CheckPublish(time.Now(), nil, s.userRates, id.Name(), 1); err != nil {
+	if err := limits.CheckPublish(time.Now(), nil, s.userRates, key, 1); err != nil {
 		return connect.NewError(connect.CodeResourceExhausted, err)
 	}
 	return nil
@@ -171,11 +190,12 @@ func (s *HistoryService) authorizeEdit(ctx context.Context, channel string, pos 
 	if !on {
 		return pol, nil
 	}
+	// Editing needs the publish permission first; say so when it lacks.
+	if v := pol.Allow(id, namespace.Publish, channel); v != namespace.Allowed {
+		return nil, refusal(id, actPublish.name, channel, pol, v)
+	}
 	author := ""
 	if pol.Edit == namespace.Author && !id.IsAdmin() && id.Kind() == auth.User {
-		if v := pol.Allow(id, namespace.Publish, channel); v != namespace.Allowed {
-			return nil, refusal(id, actPublish.name, channel, pol, v)
-		}
 		ev, err := s.log.Get(ctx, channel, pos)
 		if err != nil {
 			return nil, toConnect(s.logger, "get event", err)

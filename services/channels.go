@@ -18,6 +18,14 @@ type ChannelService struct {
 	logger *slog.Logger
 	ns     *namespace.Set
 	pages  PageSizes
+	// onDelete is told of each deleted channel (EventService.ForgetChannel).
+	onDelete func(name string)
+}
+
+// OnDelete calls f with the name of each channel this service deletes.
+func (s *ChannelService) OnDelete(f func(name string)) *ChannelService {
+	s.onDelete = f
+	return s
 }
 
 // WithPageSizes sets the default and largest page of ListChannels.
@@ -102,6 +110,9 @@ func (s *ChannelService) DeleteChannel(ctx context.Context, req *connect.Request
 	}
 	if err := s.log.DeleteChannel(ctx, req.Msg.Name); err != nil {
 		return nil, toConnect(s.logger, "delete channel", err)
+	}
+	if s.onDelete != nil {
+		s.onDelete(req.Msg.Name)
 	}
 	return connect.NewResponse(&heraldv1.DeleteChannelResponse{}), nil
 }

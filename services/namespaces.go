@@ -102,6 +102,18 @@ func (c *channelCreator) ensure(ctx context.Context, channel string, pol *namesp
 	return nil
 }
 
+// ForgetChannel drops a deleted channel from what this instance knows to
+// exist, so that publishing to it again creates it with its namespace's
+// settings. (A deletion through another instance is not seen: see
+// docs/security.md, Known limitations.)
+func (s *EventService) ForgetChannel(name string) {
+	if c := s.creator; c != nil {
+		c.mu.Lock()
+		delete(c.known, name)
+		c.mu.Unlock()
+	}
+}
+
 // prepare applies the namespace rules a publish needs before it reaches
 // the log: the max event size, and the channel's creation with the
 // namespace's settings. The error is the publish's own (the others of a
@@ -114,7 +126,9 @@ func (s *EventService) prepare(ctx context.Context, r *eventlog.Publish) error {
 	if err := checkSize(pol, r.Data); err != nil {
 		return err
 	}
-	if s.creator != nil && pol.HasChannelDefaults() {
+	// Not for an event the new channel could not hold: the log refuses it
+	// and nothing is created.
+	if s.creator != nil && pol.HasChannelDefaults() && len(r.Data) <= int(namespaceSettings(pol).MaxEventSize) {
 		return s.creator.ensure(ctx, r.Channel, pol)
 	}
 	return nil

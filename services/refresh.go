@@ -3,7 +3,6 @@ package services
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -38,16 +37,6 @@ func (s *EventService) WithAuthenticator(a *auth.Authenticator) *EventService {
 	return s
 }
 
-// serverCursor reads ServerCursorHeader; nil when absent or invalid (the
-// server subscription then starts live).
-func serverCursor(h http.Header) *int64 {
-	c, err := ParseServerCursor(h.Get(ServerCursorHeader))
-	if err != nil {
-		return nil
-	}
-	return c
-}
-
 // ParseServerCursor parses the server subscription's cursor: "" is none.
 func ParseServerCursor(v string) (*int64, error) {
 	if v == "" {
@@ -55,7 +44,7 @@ func ParseServerCursor(v string) (*int64, error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cursor %q is not a position (a non-negative integer)", v))
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cursor %q (the cursor parameter or %s header) is not a position (a non-negative integer)", v, ServerCursorHeader))
 	}
 	return &n, nil
 }

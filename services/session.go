@@ -131,6 +131,15 @@ func (ss *Session) Expired() <-chan struct{} { return ss.expired }
 
 func (ss *Session) expire() { ss.expOnce.Do(func() { close(ss.expired) }) }
 
+func (ss *Session) isExpired() bool {
+	select {
+	case <-ss.expired:
+		return true
+	default:
+		return false
+	}
+}
+
 // identity returns the session's current identity.
 func (ss *Session) identity() auth.Identity {
 	ss.idMu.Lock()
@@ -181,6 +190,12 @@ func (ss *Session) emitLocked(msg *heraldv1.ConnectResponse) {
 
 // Handle runs one command. It blocks only while the publish queue is full.
 func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
+	// Until the transport has closed an expired session, commands are
+	// refused: nothing is done on an expired token.
+	if ss.isExpired() {
+		ss.emit(ss.svc.errorFrame(req.GetId(), "connect", errSessionExpired))
+		return
+	}
 	if err := validateMsg(req); err != nil {
 		ss.emit(ss.svc.errorFrame(req.GetId(), "connect", err))
 		return
@@ -347,10 +362,15 @@ func (ss *Session) enqueue(c pubCmd) {
 			ss.pubs = make(chan pubCmd, publishQueue)
 			ss.wg.Go(ss.publisher)
 		}
-		select {
-		case ss.pubs <- c:
-			return
-		case <-ss.ctx.Done(): // closing: Close cancels ctx before taking pubMu
+		// Closing (Close cancels ctx before taking pubMu), or the token
+		// expired: checked first, as select picks among ready cases at
+		// random.
+		if ss.ctx.Err() == nil && !ss.isExpired() {
+			select {
+			case ss.pubs <- c:
+				return
+			case <-ss.ctx.Done():
+			}
 		}
 	}
 	ss.emit(ss.svc.errorFrame(c.id, "publish", errShuttingDown))
@@ -481,8 +501,12 @@ func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		return err
 	}
 	defer release()
+	cursor, err := ParseServerCursor(stream.RequestHeader().Get(ServerCursorHeader))
+	if err != nil {
+		return err
+	}
 	sess := s.StartSession(ctx, stream.Send)
-	sess.SubscribeServerChannels(serverCursor(stream.RequestHeader()))
+	sess.SubscribeServerChannels(cursor)
 	// The receiving goroutine may stay blocked in Receive until the handler
 	// returns and the stream is closed; it touches the session only through
 	// Handle, which is a no-op once the session is closed.

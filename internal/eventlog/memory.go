@@ -101,6 +101,11 @@ func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error
 		p := &ps[i]
 		c := m.channels[p.Channel]
 		if c == nil && m.opts.AutoCreate {
+			if len(p.Data) > DefaultMaxEventSize {
+				// Not created for an event it could not hold.
+				errs[i] = fmt.Errorf("append to %q: %w", p.Channel, &TooLargeError{Size: len(p.Data), Limit: DefaultMaxEventSize})
+				continue
+			}
 			c = m.createChannel(p.Channel, DefaultSettings(), now)
 		}
 		if c == nil {

@@ -387,6 +387,12 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, res []Published, 
 				Author:         deref(author),
 			}, Duplicate: true}
 		case pubNoChannel:
+			if p.opts.AutoCreate && len(in.Data) > DefaultMaxEventSize {
+				// Not created for an event it could not hold.
+				errs[i] = fmt.Errorf("append to %q: %w", in.Channel,
+					&TooLargeError{Size: len(in.Data), Limit: DefaultMaxEventSize})
+				break
+			}
 			errs[i] = fmt.Errorf("append to %q: %w", in.Channel, ErrChannelNotFound)
 		case pubTooLarge:
 			errs[i] = fmt.Errorf("append to %q: %w", in.Channel,

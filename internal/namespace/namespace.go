@@ -36,6 +36,20 @@ const (
 	Services Access = "services"
 )
 
+// rank orders the levels by who they admit: each admits a subset of the
+// one before.
+func (a Access) rank() int {
+	switch a {
+	case Anonymous:
+		return 0
+	case Authenticated:
+		return 1
+	case Token:
+		return 2
+	}
+	return 3
+}
+
 func (a Access) valid() bool {
 	switch a {
 	case Anonymous, Authenticated, Token, Services:
@@ -74,7 +88,9 @@ type Policy struct {
 	Name string
 	// Subscribe says who may subscribe (default Token).
 	Subscribe Access
-	// History says who may read the history (default: as Subscribe).
+	// History says who may read the history API (list, get; default: as
+	// Subscribe). It cannot be stricter than Subscribe: a subscription
+	// replays from its cursor, which is how clients resume without loss.
 	History Access
 	// Publish says who may publish (default Token).
 	Publish Access
@@ -220,6 +236,8 @@ type PolicyConfig struct {
 // Limits the policies must respect (they mirror the event log's).
 const (
 	maxEventSizeLimit = 1 << 20
+	maxEventsLimit    = 10_000_000
+	maxAgeLimit       = 10 * 365 * 24 * time.Hour
 	maxNamespaces     = 1000
 )
 
@@ -238,16 +256,22 @@ func (c PolicyConfig) policy(name string) (*Policy, error) {
 	if c.MaxEventSize < 0 || c.MaxEventSize > maxEventSizeLimit {
 		errs = append(errs, fmt.Errorf("maxEventSize: %d is not within 0..%d bytes", c.MaxEventSize, maxEventSizeLimit))
 	}
-	if c.MaxEvents < 0 {
-		errs = append(errs, fmt.Errorf("maxEvents: %d is negative", c.MaxEvents))
+	if c.MaxEvents < 0 || c.MaxEvents > maxEventsLimit {
+		errs = append(errs, fmt.Errorf("maxEvents: %d is not within 0..%d", c.MaxEvents, maxEventsLimit))
+	}
+	if c.Subscribe.valid() && c.History.valid() && c.History.rank() > c.Subscribe.rank() {
+		errs = append(errs, fmt.Errorf("history: %q is stricter than subscribe (%q): subscribers replay history from their cursor anyway; make subscribe as strict", c.History, c.Subscribe))
+	}
+	if c.History.valid() && c.Subscribe == "" && c.History.rank() > Token.rank() {
+		errs = append(errs, fmt.Errorf("history: %q is stricter than subscribe (token, the default): subscribers replay history from their cursor anyway; make subscribe as strict", c.History))
 	}
 	if c.MaxAge != "" {
 		d, err := time.ParseDuration(c.MaxAge)
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("maxAge: %w", err))
-		case d < 0:
-			errs = append(errs, fmt.Errorf("maxAge: %v is negative", d))
+		case d < 0 || d > maxAgeLimit:
+			errs = append(errs, fmt.Errorf("maxAge: %v is not within 0..%v", d, maxAgeLimit))
 		default:
 			p.MaxAge = d
 		}

@@ -66,18 +66,22 @@ func TestFor(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	for doc, want := range map[string]string{
-		`{"namespaces": {"a": {"publsh": "none"}}}`:        "unknown field",
-		`{"namespaces": {"a": {"publish": "everyone"}}}`:   `publish: "everyone"`,
-		`{"namespaces": {"a": {"edit": "owner"}}}`:         `edit: "owner"`,
-		`{"namespaces": {"a:b": {}}}`:                      "not a namespace name",
-		`{"namespaces": {"": {}}}`:                         "not a namespace name",
-		`{"namespaces": {"a": {"maxEventSize": 2000000}}}`: "maxEventSize",
-		`{"namespaces": {"a": {"maxAge": "1 week"}}}`:      "maxAge",
-		`{"namespaces": {"a": {"maxAge": "-1h"}}}`:         "negative",
-		`{"namespaces": {"a": {"maxEvents": -1}}}`:         "negative",
-		`{"default": {"subscribe": "nobody"}}`:             "default: subscribe",
-		`{"namespaces": {}} {}`:                            "trailing",
-		`[]`:                                               "cannot unmarshal",
+		`{"namespaces": {"a": {"publsh": "none"}}}`:                             "unknown field",
+		`{"namespaces": {"a": {"publish": "everyone"}}}`:                        `publish: "everyone"`,
+		`{"namespaces": {"a": {"edit": "owner"}}}`:                              `edit: "owner"`,
+		`{"namespaces": {"a:b": {}}}`:                                           "not a namespace name",
+		`{"namespaces": {"": {}}}`:                                              "not a namespace name",
+		`{"namespaces": {"a": {"maxEventSize": 2000000}}}`:                      "maxEventSize",
+		`{"namespaces": {"a": {"maxAge": "1 week"}}}`:                           "maxAge",
+		`{"namespaces": {"a": {"maxAge": "-1h"}}}`:                              "not within",
+		`{"namespaces": {"a": {"maxAge": "87601h"}}}`:                           "not within",
+		`{"namespaces": {"a": {"subscribe": "anonymous", "history": "token"}}}`: "stricter than subscribe",
+		`{"namespaces": {"a": {"history": "services"}}}`:                        "stricter than subscribe",
+		`{"namespaces": {"a": {"maxEvents": -1}}}`:                              "not within",
+		`{"namespaces": {"a": {"maxEvents": 10000001}}}`:                        "not within",
+		`{"default": {"subscribe": "nobody"}}`:                                  "default: subscribe",
+		`{"namespaces": {}} {}`:                                                 "trailing",
+		`[]`:                                                                    "cannot unmarshal",
 	} {
 		_, err := Parse([]byte(doc))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -140,7 +144,7 @@ func TestAllow(t *testing.T) {
 	ids := identities(t)
 	s := mustParse(t, `{"namespaces": {
 		"news": {"subscribe": "anonymous", "publish": "services"},
-		"lobby": {"subscribe": "authenticated", "history": "token", "publish": "authenticated"},
+		"lobby": {"subscribe": "authenticated", "history": "anonymous", "publish": "authenticated"},
 		"chat": {}
 	}}`)
 	// want: one letter per identity in the order anonymous, bob, ann, key,
@@ -155,7 +159,7 @@ func TestAllow(t *testing.T) {
 		{"news:1", History, "aaaaa"},
 		{"news:1", Publish, "cddaa"}, // ann's token says news:>, the namespace says services only
 		{"lobby:1", Subscribe, "caaaa"},
-		{"lobby:1", History, "cddaa"}, // history by token: bob and ann hold no history scope for lobby
+		{"lobby:1", History, "aaaaa"}, // history open to anyone, subscriptions to credentials
 		{"lobby:1", Publish, "caaaa"},
 		{"chat:1", Subscribe, "cdaaa"},
 		{"chat:1", Publish, "cdaaa"},

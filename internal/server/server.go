@@ -275,7 +275,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		WithNamespaces(cfg.Namespaces, !cfg.NoAutoCreate).WithAuthenticator(cfg.Auth).WithPageSizes(cfg.pages())
 	history := services.NewHistoryService(s.log, s.hub, cfg.Logger).WithStreams(streams).
 		WithNamespaces(cfg.Namespaces).WithPageSizes(cfg.pages())
-	channels := services.NewChannelService(s.log, cfg.Logger).WithNamespaces(cfg.Namespaces).WithPageSizes(cfg.pages())
+	channels := services.NewChannelService(s.log, cfg.Logger).WithNamespaces(cfg.Namespaces).WithPageSizes(cfg.pages()).
+		OnDelete(events.ForgetChannel)
 	s.mux.Handle(heraldv1connect.NewEventServiceHandler(events, handlerOpts...))
 	s.mux.Handle(heraldv1connect.NewHistoryServiceHandler(history, handlerOpts...))
 	s.mux.Handle(heraldv1connect.NewChannelServiceHandler(channels, handlerOpts...))

@@ -276,6 +276,19 @@ func testAutoCreate(t *testing.T, open Open) {
 	if _, err := l.CreateChannel(context.Background(), "auto/x", eventlog.DefaultSettings()); !errors.Is(err, eventlog.ErrChannelExists) {
 		t.Errorf("CreateChannel of an auto-created channel: %v, want ErrChannelExists", err)
 	}
+	// A publish the new channel could not hold is refused and creates
+	// nothing, alone or next to one that is written.
+	big := make([]byte, eventlog.DefaultMaxEventSize+1)
+	_, errs := appendSome(t, l, eventlog.Publish{Channel: "auto/big", Data: big})
+	wantTooLarge(t, "oversized publish to a new channel", errs[0], len(big), eventlog.DefaultMaxEventSize)
+	if _, err := l.GetChannel(context.Background(), "auto/big"); !errors.Is(err, eventlog.ErrChannelNotFound) {
+		t.Errorf("a refused publish created its channel: %v", err)
+	}
+	res, errs := appendSome(t, l, eventlog.Publish{Channel: "auto/mixed", Data: big}, pub("auto/mixed", "fits"))
+	wantTooLarge(t, "oversized publish next to one that fits", errs[0], len(big), eventlog.DefaultMaxEventSize)
+	if errs[1] != nil || res[1].Event.Position == 0 {
+		t.Errorf("the publish that fits: %v %+v", errs[1], res[1])
+	}
 }
 
 func testNoAutoCreate(t *testing.T, open Open) {
