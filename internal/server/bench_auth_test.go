@@ -3,8 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,42 +113,7 @@ func BenchmarkPublishAuth(b *testing.B) {
 				b.Fatal(err)
 			}
 
-			lat := make([]time.Duration, b.N)
-			var (
-				next     atomic.Int64
-				wg       sync.WaitGroup
-				firstErr atomic.Pointer[error]
-			)
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			for p := range benchPublishers {
-				wg.Go(func() {
-					for {
-						i := next.Add(1) - 1
-						if i >= int64(b.N) {
-							return
-						}
-						t0 := time.Now()
-						_, err := events.Publish(pctx[p], &heraldv1.PublishRequest{Channel: channels[i%benchChannels], Data: payload})
-						lat[i] = time.Since(t0)
-						if err != nil {
-							firstErr.CompareAndSwap(nil, &err)
-							cancel()
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			if p := firstErr.Load(); p != nil {
-				b.Fatalf("publish: %v", *p)
-			}
-			checkHead(b, srv, head0+int64(b.N))
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
-			reportLatency(b, lat)
+			publishUnary(b, srv, events, func(p int) context.Context { return pctx[p] }, cancel, channels, payload, head0)
 		})
 	}
 }
@@ -158,17 +121,7 @@ func BenchmarkPublishAuth(b *testing.B) {
 // benchUserToken signs an HS256 token for end user bench-user-N that may
 // publish to and subscribe to chat:*, valid for an hour.
 func benchUserToken(b *testing.B, _ string, publisher int) string {
-	b.Helper()
-	now := time.Now()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub":       fmt.Sprintf("bench-user-%d", publisher),
-		"iat":       now.Unix(),
-		"exp":       now.Add(time.Hour).Unix(),
-		"publish":   []string{"chat:*"},
-		"subscribe": []string{"chat:*"},
-	}).SignedString([]byte(testSecret))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s
+	return token(b, fmt.Sprintf("bench-user-%d", publisher), time.Hour, jwt.MapClaims{
+		"iat": time.Now().Unix(), "publish": []string{"chat:*"}, "subscribe": []string{"chat:*"},
+	})
 }

@@ -118,6 +118,52 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 	b.ReportMetric(q(99), "p99-ms")
 }
 
+// publishUnary is the unary workload: benchPublishers goroutines call
+// Publish (publisher p with ctxOf(p), which carries its credential) until
+// b.N events are acknowledged, round robin over channels. It reports
+// events/s and the publish→ack latency, and checks the log head moved by
+// exactly b.N from head0. cancel stops the others at the first error.
+func publishUnary(b *testing.B, srv *server.Server, events heraldv1.EventServiceClient, ctxOf func(p int) context.Context,
+	cancel context.CancelFunc, channels []string, payload []byte, head0 int64) {
+	lat := make([]time.Duration, b.N)
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		firstErr atomic.Pointer[error]
+	)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for p := range benchPublishers {
+		ctx := ctxOf(p)
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				t0 := time.Now()
+				_, err := events.Publish(ctx, &heraldv1.PublishRequest{Channel: channels[i%int64(len(channels))], Data: payload})
+				lat[i] = time.Since(t0)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if p := firstErr.Load(); p != nil {
+		b.Fatalf("publish: %v", *p)
+	}
+	checkHead(b, srv, head0+int64(b.N))
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	reportLatency(b, lat)
+}
+
 // BenchmarkPublishGRPC measures publishing through the real gRPC API of one
 // instance on PostgreSQL (durable commits as configured on the server): 64
 // concurrent publishers, 256-byte events over 100 channels, one
@@ -141,42 +187,7 @@ func BenchmarkPublishGRPC(b *testing.B) {
 		defer cancel()
 		head0 := warmChannels(b, events, srv, channels)
 
-		lat := make([]time.Duration, b.N)
-		var (
-			next     atomic.Int64
-			wg       sync.WaitGroup
-			firstErr atomic.Pointer[error]
-		)
-		b.ReportAllocs()
-		b.ResetTimer()
-		start := time.Now()
-		for range benchPublishers {
-			wg.Go(func() {
-				for {
-					i := next.Add(1) - 1
-					if i >= int64(b.N) {
-						return
-					}
-					t0 := time.Now()
-					_, err := events.Publish(ctx, &heraldv1.PublishRequest{Channel: channels[i%benchChannels], Data: payload})
-					lat[i] = time.Since(t0)
-					if err != nil {
-						firstErr.CompareAndSwap(nil, &err)
-						cancel()
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		elapsed := time.Since(start)
-		b.StopTimer()
-		if p := firstErr.Load(); p != nil {
-			b.Fatalf("publish: %v", *p)
-		}
-		checkHead(b, srv, head0+int64(b.N))
-		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
-		reportLatency(b, lat)
+		publishUnary(b, srv, events, func(int) context.Context { return ctx }, cancel, channels, payload, head0)
 	})
 
 	for _, window := range []int{4, 16} { // unacknowledged publishes per stream
