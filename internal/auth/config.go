@@ -21,7 +21,8 @@ import (
 //
 // Either part may be left out to refuse that kind of credential. The public
 // keys come from jwksURL or jwksFile (not both), reloaded every jwksRefresh
-// (default 5m, at least 30s); see JWKS.
+// (default 5m, at least 30s); see JWKS. "cacheSize" is JWTConfig.CacheSize
+// (0 or absent: 10,000 verified tokens; negative: no cache).
 type FileConfig struct {
 	APIKeys []KeyConfig `json:"apiKeys"`
 	JWT     *struct {
@@ -33,6 +34,7 @@ type FileConfig struct {
 		Audience    string `json:"audience"`
 		Leeway      string `json:"leeway"`
 		AllowAdmin  bool   `json:"allowAdmin"`
+		CacheSize   int    `json:"cacheSize"`
 	} `json:"jwt"`
 }
 
@@ -60,7 +62,7 @@ func LoadConfig(ctx context.Context, path string, log *slog.Logger) (*Authentica
 	}
 	var verifier *Verifier
 	if j := fc.JWT; j != nil {
-		cfg := JWTConfig{Issuer: j.Issuer, Audience: j.Audience, AllowAdmin: j.AllowAdmin}
+		cfg := JWTConfig{Issuer: j.Issuer, Audience: j.Audience, AllowAdmin: j.AllowAdmin, CacheSize: j.CacheSize}
 		if j.HS256Secret != "" {
 			cfg.HS256Secret = []byte(j.HS256Secret)
 		}

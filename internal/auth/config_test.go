@@ -48,3 +48,32 @@ func TestLoadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadConfigCacheSize(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		field string
+		limit int // auth.CacheLimit: 0 when off
+	}{{``, auth.DefaultCacheSize}, {`,"cacheSize":0`, auth.DefaultCacheSize}, {`,"cacheSize":500`, 500}, {`,"cacheSize":-1`, 0}} {
+		path := filepath.Join(dir, "auth.json")
+		body := `{"jwt":{"hs256Secret":"0123456789abcdef0123456789abcdef"` + tc.field + `}}`
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a, err := auth.LoadConfig(t.Context(), path, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if got := auth.CacheLimit(auth.VerifierOf(a)); got != tc.limit {
+			t.Errorf("%s: cache limit %d, want %d", body, got, tc.limit)
+		}
+	}
+	path := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(path, []byte(`{"jwt":{"hs256Secret":"0123456789abcdef0123456789abcdef","cacheSize":"big"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auth.LoadConfig(t.Context(), path, nil); err == nil || !strings.Contains(err.Error(), "jwt.cacheSize") {
+		t.Errorf("cacheSize \"big\": %v, want an error naming jwt.cacheSize", err)
+	}
+}

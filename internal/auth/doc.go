@@ -82,4 +82,19 @@
 // swaps in each good set through an atomic pointer, and verification reads
 // that pointer without locks and never waits for a fetch. A failed reload
 // keeps the previous set.
+//
+// # Cache of verified tokens
+//
+// A [Verifier] remembers the tokens it accepted (see JWTConfig.CacheSize),
+// keyed by the whole token string, with the immutable [Identity] it
+// returned, the token's exp, nbf and iat, and the key set current when it
+// was verified. A token seen again is accepted from the cache only while
+// that key set is still current and its time claims hold at Now with the
+// configured leeway, the same comparisons the first verification made;
+// otherwise it is verified in full, so a refused token gets the error a
+// new one would. Refused tokens are never remembered. The cache is bounded
+// in entries (default 10,000) and in bytes per entry (tokens of at most
+// 4 KiB, entries of at most 8 KiB), so in memory too (at most about
+// CacheSize × 8.5 KB). One mutex guards it, held for one map operation and
+// never while verifying; it is the package's only lock.
 package auth
