@@ -20,8 +20,10 @@ func TestServerCursorInvalid(t *testing.T) {
 	mustPublish(t, svc.events, "user:ann", "missed")
 	tok := token(t, "ann", time.Hour, jwt.MapClaims{"channels": []string{"user:{sub}"}})
 	c := openBidiAt(t, in.base, tok, "-1") // a typo'd / corrupted cursor
-	// The stream reaches the server with its first message.
-	c.send(t, &heraldv1.ConnectRequest{Id: "open", Command: &heraldv1.ConnectRequest_Ping{Ping: &heraldv1.PingCommand{}}})
+	// The stream reaches the server with its first message. The server may
+	// refuse it before the message is written (Send then says io.EOF):
+	// the refusal is what Receive reports.
+	_ = c.(*bidi).s.Send(&heraldv1.ConnectRequest{Id: "open", Command: &heraldv1.ConnectRequest_Ping{Ping: &heraldv1.PingCommand{}}})
 	if got := c.end(t); got != "invalid_argument" {
 		t.Errorf("Herald-Cursor -1: stream ended with %s, want invalid_argument", got)
 	}
