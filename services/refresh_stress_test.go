@@ -2,8 +2,6 @@ package services_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -13,28 +11,14 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/eventlog"
-	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/services"
 )
 
 // TestRefreshCloseStress: refreshes that revoke subscriptions, racing
 // streaming, publishing and Close, under -race: no race, deadlock or leak.
 func TestRefreshCloseStress(t *testing.T) {
-	const secret = "0123456789abcdef0123456789abcdef-review"
-	v, err := auth.NewVerifier(auth.JWTConfig{HS256Secret: []byte(secret)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	authn := auth.NewAuthenticator(nil, v)
-	sign := func(claims jwt.MapClaims) string {
-		claims["sub"] = "ann"
-		claims["exp"] = time.Now().Add(time.Hour).Unix()
-		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	authn := testAuthn(t)
+	sign := func(claims jwt.MapClaims) string { return userToken(t, time.Hour, claims) }
 	wide := sign(jwt.MapClaims{"subscribe": []string{">"}, "publish": []string{">"}, "channels": []string{"user:{sub}"}})
 	narrow := sign(jwt.MapClaims{"subscribe": []string{"a"}, "publish": []string{"a"}})
 	id, err := authn.Authenticate(wide)
@@ -42,13 +26,7 @@ func TestRefreshCloseStress(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := eventlog.NewMemory(eventlog.Options{AutoCreate: true})
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub := fanout.NewHub(log, fanout.Options{Logger: quiet})
-	hubCtx, stopHub := context.WithCancel(context.Background())
-	var hwg sync.WaitGroup
-	hwg.Go(func() { _ = hub.Run(hubCtx) })
-	defer func() { stopHub(); hwg.Wait() }()
-	<-hub.Ready()
+	hub := runHub(t, log)
 	svc := services.NewEventService(log, hub, quiet).WithAuthenticator(authn)
 
 	stopPub := make(chan struct{})

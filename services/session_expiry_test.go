@@ -2,8 +2,6 @@ package services_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -13,7 +11,6 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/eventlog"
-	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -21,30 +18,13 @@ import (
 // until the transport has closed it, commands are refused: nothing is
 // published or subscribed on an expired token.
 func TestSessionRefusesAfterExpiry(t *testing.T) {
-	const secret = "0123456789abcdef0123456789abcdef-review"
-	v, err := auth.NewVerifier(auth.JWTConfig{HS256Secret: []byte(secret)})
+	tok := userToken(t, 1100*time.Millisecond, jwt.MapClaims{"publish": []string{"room"}, "subscribe": []string{"room"}})
+	id, err := testAuthn(t).Authenticate(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": "ann", "exp": time.Now().Add(1100 * time.Millisecond).Unix(), "publish": []string{"room"}, "subscribe": []string{"room"},
-	}).SignedString([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := auth.NewAuthenticator(nil, v).Authenticate(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	log := eventlog.NewMemory(eventlog.Options{AutoCreate: true})
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub := fanout.NewHub(log, fanout.Options{Logger: quiet})
-	hubCtx, stopHub := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = hub.Run(hubCtx) })
-	defer func() { stopHub(); wg.Wait() }()
-	<-hub.Ready()
+	hub := runHub(t, log)
 
 	var mu sync.Mutex
 	var got []*heraldv1.ConnectResponse
