@@ -3,9 +3,6 @@ package auth_test
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
@@ -173,20 +170,9 @@ func TestVerifyCacheKeyRotation(t *testing.T) {
 	tok1 := sign(t, jwt.SigningMethodRS256, k.rsa1, "k1", claims())
 	tok1NoKID := sign(t, jwt.SigningMethodRS256, k.rsa1, "", with(claims(), "sub", "bob"))
 	tok2 := sign(t, jwt.SigningMethodES256, k.ec1, "k2", claims())
-	path := filepath.Join(t.TempDir(), "jwks.json")
-	write := func(body []byte) {
-		if err := os.WriteFile(path, body, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(jwks(t, rsaJWK("k1", &k.rsa1.PublicKey)))
+	path, write := jwksFile(t, jwks(t, rsaJWK("k1", &k.rsa1.PublicKey)))
 	synctest.Test(t, func(t *testing.T) {
-		set, err := auth.OpenJWKS(t.Context(), auth.JWKSConfig{File: path, Refresh: time.Minute, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := newVerifier(t, auth.JWTConfig{JWKS: set})
-		stop := running(t, auth.NewAuthenticator(nil, v))
+		v, stop := fileJWKSVerifier(t, path)
 		defer stop()
 		rotate := func(body []byte) {
 			write(body)

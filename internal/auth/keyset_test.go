@@ -312,20 +312,9 @@ func TestJWKSFileReload(t *testing.T) {
 	k := testKeys()
 	tok1 := sign(t, jwt.SigningMethodRS256, k.rsa1, "k1", claims())
 	tok2 := sign(t, jwt.SigningMethodES256, k.ec1, "k2", claims())
-	path := filepath.Join(t.TempDir(), "jwks.json")
-	write := func(body []byte) {
-		if err := os.WriteFile(path, body, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(jwks(t, rsaJWK("k1", &k.rsa1.PublicKey)))
+	path, write := jwksFile(t, jwks(t, rsaJWK("k1", &k.rsa1.PublicKey)))
 	synctest.Test(t, func(t *testing.T) {
-		set, err := auth.OpenJWKS(t.Context(), auth.JWKSConfig{File: path, Refresh: time.Minute, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := newVerifier(t, auth.JWTConfig{JWKS: set})
-		stop := running(t, auth.NewAuthenticator(nil, v))
+		v, stop := fileJWKSVerifier(t, path)
 		defer stop()
 		if !verifies(v, tok1) {
 			t.Fatal("a key from the file does not verify")
@@ -444,4 +433,30 @@ func TestOpenJWKSConfig(t *testing.T) {
 			t.Errorf("%s: OpenJWKS = %v, want a fetch error", u, err)
 		}
 	}
+}
+
+// jwksFile writes body to a JWKS file and returns its path and a function
+// that replaces its contents.
+func jwksFile(t *testing.T, body []byte) (string, func([]byte)) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	write := func(body []byte) {
+		if err := os.WriteFile(path, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(body)
+	return path, write
+}
+
+// fileJWKSVerifier is a Verifier over the JWKS file at path, reloaded every
+// minute (of synctest time) until stop.
+func fileJWKSVerifier(t *testing.T, path string) (*auth.Verifier, func()) {
+	t.Helper()
+	set, err := auth.OpenJWKS(t.Context(), auth.JWKSConfig{File: path, Refresh: time.Minute, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := newVerifier(t, auth.JWTConfig{JWKS: set})
+	return v, running(t, auth.NewAuthenticator(nil, v))
 }
