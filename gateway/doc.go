@@ -1,18 +1,31 @@
 // Package gateway serves Herald to browsers and plain HTTP clients on the
-// same port as gRPC and Connect:
+// same port as gRPC and Connect. It holds the browser adapters only, each a
+// thin layer over services.App:
 //
 //   - WebSocket (/v1/ws): the messages of the bidirectional Connect RPC,
 //     protojson in text frames or binary protobuf in binary frames, run by
-//     services.Session exactly as the RPC runs them.
-//   - Server-Sent Events (/v1/sse): one subscription of one or more
-//     channels; the SSE id is the resume position.
+//     services.Session.Serve exactly as the RPC runs them.
+//   - Server-Sent Events (/v1/sse): a loop over services.Open; the SSE id
+//     is the resume position.
 //   - REST (/v1/channels/..., /v1/events): publish, history, channel CRUD
-//     and long-poll, each route calling the same service method an RPC
-//     calls, described by an OpenAPI document built from the same table.
+//     and long-poll, each route calling the App method an RPC calls,
+//     described by an OpenAPI document built from the same table.
+//   - CORS and the Host allow-list for every transport, and WriteError,
+//     which answers a refusal in the caller's own protocol.
 //   - The embedded browser client and demo pages (package web).
 //
-// Every transport is a thin adapter over the fanout subscription core
-// (replay from cursor, then live, dedupe by position); none re-implements
-// it. The gateway owns origin checks (CORS and the WebSocket Origin
-// allow-list), the wire encodings and their per-event encode cache.
+// The gateway imports services and the generated API only: admission,
+// authorization, replay and live delivery, end reasons and the events'
+// encodings are the application's.
+//
+// # Concurrency
+//
+// Each WebSocket owns three goroutines and a timer: the handler goroutine
+// runs the session (Session.Serve, whose reader calls the connection's
+// recv), a writer goroutine writes the bounded queue of encoded frames, and
+// a ping timer checks the peer. When the session ends the handler flushes
+// the queue within WriteTimeout, closes with the code that says why, and
+// waits for the reader to see the close. Drain waits for every WebSocket
+// (the HTTP server does not track hijacked connections); Kill drops them.
+// SSE and REST run on the HTTP server's goroutines.
 package gateway

@@ -6,30 +6,27 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 
-	"github.com/heraldrt/herald/internal/auth"
-	"github.com/heraldrt/herald/internal/eventlog"
-	"github.com/heraldrt/herald/internal/fanout"
-	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/services"
 )
 
-// Config configures the gateway. Zero values take the defaults noted.
-type Config struct {
-	Events   *services.EventService
-	History  *services.HistoryService
-	Channels *services.ChannelService
-	Hub      *fanout.Hub
-	Logger   *slog.Logger
-	// Auth, when set, authenticates every request (see Handler); the
-	// services then authorize each action by the caller's identity. Nil
-	// turns authentication off: everything is allowed.
-	Auth *auth.Authenticator
+// Defaults of Config.
+const (
+	DefaultSSEKeepAlive   = 15 * time.Second
+	DefaultSSERetry       = 2 * time.Second
+	DefaultWSPingInterval = 30 * time.Second
+	DefaultWriteTimeout   = 10 * time.Second
+	DefaultWSWriteQueue   = 256
+	DefaultWSWriteBytes   = 1 << 20
+)
 
+// Config configures the gateway. Zero values take the defaults.
+type Config struct {
 	// AllowedOrigins lists the browser origins allowed to call cross-origin
 	// (CORS for REST, SSE, Connect and gRPC-Web; the Origin check of
 	// WebSocket). Entries are origins ("https://app.example.com"), host
@@ -42,61 +39,61 @@ type Config struct {
 	// resolves to 127.0.0.1 would otherwise count as same-origin. Empty
 	// allows any host.
 	AllowedHosts []string
-	// MaxMessageBytes bounds one WebSocket frame and one REST body.
-	// Default 2 MiB.
-	MaxMessageBytes int
-	// SSEKeepAlive is the interval of SSE keep-alive comments. Default 15s.
+	// SSEKeepAlive is the interval of SSE keep-alive comments. Default
+	// DefaultSSEKeepAlive.
 	SSEKeepAlive time.Duration
-	// SSERetry is the reconnect delay SSE tells browsers. Default 2s.
+	// SSERetry is the reconnect delay SSE tells browsers. Default
+	// DefaultSSERetry.
 	SSERetry time.Duration
 	// WSPingInterval is how often the server pings each WebSocket; a peer
-	// that does not answer within WriteTimeout is dropped. Default 30s.
+	// that does not answer within WriteTimeout is dropped. Default
+	// DefaultWSPingInterval.
 	WSPingInterval time.Duration
 	// WriteTimeout bounds how long a write to a WebSocket or SSE client
 	// (or a full WebSocket write queue) may stall before the connection is
-	// closed as a slow consumer. Default 10s.
+	// closed as a slow consumer. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
-	// WSWriteQueue bounds the frames queued for one WebSocket. Default 256.
+	// WSWriteQueue bounds the frames queued for one WebSocket. Default
+	// DefaultWSWriteQueue.
 	WSWriteQueue int
 	// WSWriteBytes bounds the bytes of the frames queued for one WebSocket,
 	// so that large events cannot make a stalled connection hold
-	// WSWriteQueue of them. Default 1 MiB.
+	// WSWriteQueue of them. Default DefaultWSWriteBytes.
 	WSWriteBytes int
+	Logger       *slog.Logger
 }
 
 func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.MaxMessageBytes <= 0 {
-		c.MaxMessageBytes = 2 << 20
-	}
 	if c.SSEKeepAlive <= 0 {
-		c.SSEKeepAlive = 15 * time.Second
+		c.SSEKeepAlive = DefaultSSEKeepAlive
 	}
 	if c.SSERetry <= 0 {
-		c.SSERetry = 2 * time.Second
+		c.SSERetry = DefaultSSERetry
 	}
 	if c.WSPingInterval <= 0 {
-		c.WSPingInterval = 30 * time.Second
+		c.WSPingInterval = DefaultWSPingInterval
 	}
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.WSWriteQueue <= 0 {
-		c.WSWriteQueue = 256
+		c.WSWriteQueue = DefaultWSWriteQueue
 	}
 	if c.WSWriteBytes <= 0 {
-		c.WSWriteBytes = 1 << 20
+		c.WSWriteBytes = DefaultWSWriteBytes
 	}
 }
 
 // Gateway serves the browser transports. Create it with New, add its routes
-// with Register and wrap the server's handler with Handler.
+// with Register and wrap the server's handler with CORS.
 type Gateway struct {
+	app     *services.App
 	cfg     Config
 	origins originMatcher
-	enc     *encodeCache
+	rpcErr  *connect.ErrorWriter
 
 	mu      sync.Mutex
 	conns   map[*wsConn]struct{} // open WebSockets (hijacked: the HTTP server does not track them)
@@ -104,28 +101,52 @@ type Gateway struct {
 	connsWG sync.WaitGroup
 }
 
-// New returns a gateway over the given services.
-func New(cfg Config) *Gateway {
+// New returns a gateway over app.
+func New(app *services.App, cfg Config) *Gateway {
 	cfg.defaults()
 	return &Gateway{
+		app:     app,
 		cfg:     cfg,
 		origins: newOriginMatcher(cfg.AllowedOrigins),
-		enc:     newEncodeCache(),
+		rpcErr:  connect.NewErrorWriter(),
 		conns:   make(map[*wsConn]struct{}),
 	}
 }
 
 // Register adds the gateway's routes to mux.
 func (g *Gateway) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/ws", g.serveWS)
-	mux.HandleFunc("GET /v1/sse", g.serveSSE)
+	mux.HandleFunc("GET "+wsPath, g.serveWS)
+	mux.HandleFunc("GET "+ssePath, g.serveSSE)
 	g.registerREST(mux)
 	registerWeb(mux)
 }
 
+// Paths of the streaming endpoints.
+const (
+	wsPath  = "/v1/ws"
+	ssePath = "/v1/sse"
+)
+
+// WriteError answers r with a refusal made before its handler ran (an
+// origin, host or credential refused), in the caller's own protocol: a
+// Connect, gRPC or gRPC-Web error for the RPCs, and the one JSON error
+// shape with its HTTP status for REST, SSE and the WebSocket handshake
+// (which have no stream yet to carry anything else).
+func (g *Gateway) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	if isRPC(r) && g.rpcErr.IsSupported(r) {
+		ce := toConnectError(err)
+		if ra := services.RetryAfter(err); ra != "" {
+			w.Header().Set("Retry-After", ra)
+		}
+		_ = g.rpcErr.Write(w, r, ce)
+		return
+	}
+	writeError(w, err)
+}
+
 // Drain waits until every WebSocket has ended, or ctx ends. Call it after
-// the hub stopped: each connection then sends its subscriptions' shutdown
-// frames and closes with 1012 (service restart).
+// the application stopped: each connection then sends its subscriptions'
+// shutdown frames and closes with 1012 (service restart).
 func (g *Gateway) Drain(ctx context.Context) error {
 	g.mu.Lock()
 	g.closing = true
@@ -209,22 +230,15 @@ func writeError(w http.ResponseWriter, err error) {
 // writeErrorStatus is writeError with an explicit HTTP status (0: from the
 // code), for refusals such as 413 that have no connect code of their own.
 func writeErrorStatus(w http.ResponseWriter, status int, err error) {
-	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		ce = connect.NewError(connect.CodeInternal, errors.New("internal error"))
-	}
+	ce := toConnectError(err)
 	if status == 0 {
 		status = httpStatus(ce.Code())
-		if errors.Is(err, eventlog.ErrTooLarge) {
+		if services.IsTooLarge(err) {
 			status = http.StatusRequestEntityTooLarge
 		}
 	}
-	var lim *limits.Error
-	switch {
-	case errors.As(err, &lim) && lim.RetryAfterHeader() != "":
-		w.Header().Set("Retry-After", lim.RetryAfterHeader())
-	case ce.Code() == connect.CodeUnavailable, errors.Is(err, limits.ErrTooManyConnections):
-		w.Header().Set("Retry-After", "1")
+	if ra := services.RetryAfter(err); ra != "" {
+		w.Header().Set("Retry-After", ra)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -232,6 +246,24 @@ func writeErrorStatus(w http.ResponseWriter, status int, err error) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false) // messages quote <token> and the like
 	_ = enc.Encode(errorBody{Code: ce.Code().String(), Message: ce.Message()})
+}
+
+// isRPC reports a request for an RPC: its path is /package.Service/Method
+// (Herald's services, health, reflection), never one of the gateway's.
+func isRPC(r *http.Request) bool {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	return ok && strings.Contains(svc, ".") && method != "" && !strings.Contains(method, "/")
+}
+
+// toConnectError returns err's connect error. Errors that are not connect
+// errors have already been mapped by the services; anything else is
+// internal and its text is not shown.
+func toConnectError(err error) *connect.Error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		ce = connect.NewError(connect.CodeInternal, errors.New("internal error"))
+	}
+	return ce
 }
 
 // invalid returns an invalid_argument error with msg.

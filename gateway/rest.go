@@ -93,12 +93,15 @@ const (
 
 func typeOf(m proto.Message) protoreflect.MessageType { return m.ProtoReflect().Type() }
 
-// unwrap turns a service method's result into the route's response.
-func unwrap[T any](resp *connect.Response[T], err error) (proto.Message, error) {
-	if err != nil {
-		return nil, err
+// rpc adapts an App method (one per RPC) to a route's call.
+func rpc[Req, Resp proto.Message](f func(*services.App, context.Context, Req) (Resp, error)) func(context.Context, *Gateway, proto.Message) (proto.Message, error) {
+	return func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
+		resp, err := f(g.app, ctx, m.(Req))
+		if err != nil {
+			return nil, err
+		}
+		return resp, nil
 	}
-	return any(resp.Msg).(proto.Message), nil
 }
 
 func eventPath(channel string) string {
@@ -138,9 +141,7 @@ var restRoutes = []*route{
 			return eventPath(ev.GetChannel()) + "/" + strconv.FormatInt(ev.GetPosition(), 10)
 		},
 		errors: []int{http.StatusNotFound, http.StatusRequestEntityTooLarge},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.Events.Publish(ctx, connect.NewRequest(m.(*heraldv1.PublishRequest))))
-		},
+		call:   rpc((*services.App).Publish),
 	},
 	{
 		method: http.MethodGet, path: "/v1/channels/{channel}/events", op: "ListEvents", tag: tagHistory,
@@ -159,9 +160,7 @@ var restRoutes = []*route{
 			{name: "wait", field: "wait", desc: waitDesc},
 		},
 		errors: []int{http.StatusNotFound},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.History.ListEvents(ctx, connect.NewRequest(m.(*heraldv1.ListEventsRequest))))
-		},
+		call:   rpc((*services.App).ListEvents),
 	},
 	{
 		method: http.MethodGet, path: "/v1/channels/{channel}/events/{position}", op: "GetEvent", tag: tagHistory,
@@ -174,9 +173,7 @@ var restRoutes = []*route{
 			{name: "position", field: "position", desc: positionDesc},
 		},
 		errors: []int{http.StatusNotFound},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.History.GetEvent(ctx, connect.NewRequest(m.(*heraldv1.GetEventRequest))))
-		},
+		call:   rpc((*services.App).GetEvent),
 	},
 	{
 		method: http.MethodPatch, path: "/v1/channels/{channel}/events/{position}", op: "UpdateEvent", tag: tagHistory,
@@ -192,9 +189,7 @@ var restRoutes = []*route{
 		body:     rawOrJSON,
 		rawField: "data",
 		errors:   []int{http.StatusNotFound, http.StatusRequestEntityTooLarge},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.History.UpdateEvent(ctx, connect.NewRequest(m.(*heraldv1.UpdateEventRequest))))
-		},
+		call:     rpc((*services.App).UpdateEvent),
 	},
 	{
 		method: http.MethodDelete, path: "/v1/channels/{channel}/events/{position}", op: "DeleteEvent", tag: tagHistory,
@@ -208,9 +203,7 @@ var restRoutes = []*route{
 			{name: "position", field: "position", desc: positionDesc},
 		},
 		errors: []int{http.StatusNotFound},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.History.DeleteEvent(ctx, connect.NewRequest(m.(*heraldv1.DeleteEventRequest))))
-		},
+		call:   rpc((*services.App).DeleteEvent),
 	},
 	{
 		method: http.MethodGet, path: "/v1/channels", op: "ListChannels", tag: tagChannels,
@@ -223,9 +216,7 @@ var restRoutes = []*route{
 			{name: "pageToken", field: "page_token", desc: "`nextPageToken` of the previous page."},
 			{name: "prefix", field: "prefix", desc: "Only channels whose name starts with this."},
 		},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.Channels.ListChannels(ctx, connect.NewRequest(m.(*heraldv1.ListChannelsRequest))))
-		},
+		call: rpc((*services.App).ListChannels),
 	},
 	{
 		method: http.MethodPost, path: "/v1/channels", op: "CreateChannel", tag: tagChannels,
@@ -239,9 +230,7 @@ var restRoutes = []*route{
 			return "/v1/channels/" + url.PathEscape(m.(*heraldv1.CreateChannelResponse).GetChannel().GetName())
 		},
 		errors: []int{http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.Channels.CreateChannel(ctx, connect.NewRequest(m.(*heraldv1.CreateChannelRequest))))
-		},
+		call:   rpc((*services.App).CreateChannel),
 	},
 	{
 		method: http.MethodGet, path: "/v1/channels/{channel}", op: "GetChannel", tag: tagChannels,
@@ -251,9 +240,7 @@ var restRoutes = []*route{
 		resp:        typeOf(&heraldv1.GetChannelResponse{}),
 		pathParams:  []param{{name: "channel", field: "name", desc: channelParamDesc}},
 		errors:      []int{http.StatusNotFound},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.Channels.GetChannel(ctx, connect.NewRequest(m.(*heraldv1.GetChannelRequest))))
-		},
+		call:        rpc((*services.App).GetChannel),
 	},
 	{
 		method: http.MethodPatch, path: "/v1/channels/{channel}", op: "UpdateChannel", tag: tagChannels,
@@ -265,9 +252,7 @@ var restRoutes = []*route{
 		pathParams: []param{{name: "channel", field: "name", desc: channelParamDesc}},
 		body:       jsonBody,
 		errors:     []int{http.StatusNotFound, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.Channels.UpdateChannel(ctx, connect.NewRequest(m.(*heraldv1.UpdateChannelRequest))))
-		},
+		call:       rpc((*services.App).UpdateChannel),
 	},
 	{
 		method: http.MethodDelete, path: "/v1/channels/{channel}", op: "DeleteChannel", tag: tagChannels,
@@ -278,9 +263,7 @@ var restRoutes = []*route{
 		resp:       typeOf(&heraldv1.DeleteChannelResponse{}),
 		pathParams: []param{{name: "channel", field: "name", desc: channelParamDesc}},
 		errors:     []int{http.StatusNotFound},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.Channels.DeleteChannel(ctx, connect.NewRequest(m.(*heraldv1.DeleteChannelRequest))))
-		},
+		call:       rpc((*services.App).DeleteChannel),
 	},
 	{
 		method: http.MethodGet, path: "/v1/events", op: "Poll", tag: tagEvents,
@@ -298,9 +281,7 @@ var restRoutes = []*route{
 			{name: "limit", field: "limit", desc: "1 to 1000 events; 0 (the default) means 100."},
 		},
 		errors: []int{http.StatusNotFound},
-		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
-			return unwrap(g.cfg.Events.Poll(ctx, connect.NewRequest(m.(*heraldv1.PollRequest))))
-		},
+		call:   rpc((*services.App).Poll),
 	},
 	{
 		method: http.MethodGet, path: "/v1/openapi.json", op: "GetOpenAPI", tag: tagMeta,
@@ -367,7 +348,7 @@ func (g *Gateway) restHandler(rt *route) http.Handler {
 			return
 		}
 		if rt.body != noBody {
-			limit := int64(g.cfg.MaxMessageBytes)
+			limit := int64(g.app.MaxMessageBytes())
 			in.body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 			if err != nil {
 				var tooLarge *http.MaxBytesError
@@ -399,7 +380,7 @@ func (g *Gateway) restHandler(rt *route) http.Handler {
 			writeError(w, err)
 			return
 		}
-		b, err := jsonOut.Marshal(resp)
+		b, err := services.MarshalJSON(resp)
 		if err != nil {
 			g.cfg.Logger.Error("encode REST response", "op", rt.op, "err", err)
 			writeError(w, err)
@@ -576,7 +557,7 @@ func (rt *route) decodeBody(msg protoreflect.Message, in restInput) error {
 	if len(bytes.TrimSpace(in.body)) == 0 {
 		return nil // an empty body is the empty message
 	}
-	if err := jsonIn.Unmarshal(in.body, msg.Interface()); err != nil {
+	if err := services.UnmarshalJSON(in.body, msg.Interface()); err != nil {
 		return invalid("invalid JSON body: " + strings.TrimPrefix(err.Error(), "proto: "))
 	}
 	return nil
@@ -632,7 +613,7 @@ func describe(v protoreflect.Value) string {
 	case []byte:
 		return fmt.Sprintf("%d bytes", len(x))
 	case protoreflect.Message:
-		b, _ := jsonOut.Marshal(x.Interface())
+		b, _ := services.MarshalJSON(x.Interface())
 		return string(b)
 	default:
 		return fmt.Sprint(x)

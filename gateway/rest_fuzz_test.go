@@ -316,7 +316,7 @@ func FuzzRESTPublish(f *testing.F) {
 			// query and header added.
 			var fromBody heraldv1.PublishRequest
 			if len(strings.TrimSpace(string(body))) > 0 {
-				if err := jsonIn.Unmarshal(body, &fromBody); err != nil {
+				if err := services.UnmarshalJSON(body, &fromBody); err != nil {
 					t.Fatalf("accepted a body protojson refuses: %v", err)
 				}
 			}

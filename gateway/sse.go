@@ -12,8 +12,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
-	"github.com/heraldrt/herald/internal/auth"
-	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -26,7 +24,7 @@ const (
 
 // sseRequest is a decoded GET /v1/sse.
 type sseRequest struct {
-	channels []string
+	channels []string // none: the token's (services.Open)
 	cursor   *int64
 	untyped  bool // event=message: every event is named "message"
 }
@@ -34,9 +32,7 @@ type sseRequest struct {
 // parseSSERequest decodes the query and the Last-Event-ID header. The
 // header wins over last_event_id: EventSource sends it on every reconnect,
 // with the position it last received, while the URL keeps the first one.
-// Without a channel parameter the stream carries serverChannels (the
-// token's "channels" claim).
-func parseSSERequest(q url.Values, lastEventID string, serverChannels []string) (sseRequest, error) {
+func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
 	var req sseRequest
 	for k, vs := range q {
 		switch k {
@@ -61,12 +57,6 @@ func parseSSERequest(q url.Values, lastEventID string, serverChannels []string) 
 			return req, invalid("unknown query parameter " + strconv.Quote(k) + "; use channel, last_event_id and event")
 		}
 	}
-	if len(req.channels) == 0 {
-		req.channels = serverChannels
-	}
-	if len(req.channels) == 0 {
-		return req, invalid("channel: give at least one channel (?channel=a&channel=b), or a token whose channels claim lists some")
-	}
 	id, name := lastEventID, "Last-Event-ID"
 	if id == "" && q.Has("last_event_id") {
 		id, name = q.Get("last_event_id"), "last_event_id"
@@ -77,6 +67,9 @@ func parseSSERequest(q url.Values, lastEventID string, serverChannels []string) 
 			return req, invalid(name + ": " + err.Error())
 		}
 		req.cursor = &c
+	}
+	if len(req.channels) == 0 {
+		return req, nil // the token's channels, checked by Open
 	}
 	return req, services.Validate(&heraldv1.SubscribeRequest{Channels: req.channels, Cursor: req.cursor})
 }
@@ -90,39 +83,23 @@ func parseCursor(s string) (int64, error) {
 	return n, nil
 }
 
-// serveSSE streams one subscription as Server-Sent Events: replay after
-// the cursor, then live, through the subscription core. The id of every
-// event is its position, which covers all the stream's channels, so the
-// Last-Event-ID of a reconnecting EventSource resumes it exactly.
+// serveSSE streams one subscription as Server-Sent Events: a loop over
+// services.Open. The id of every event is its position, which covers all
+// the stream's channels, so the Last-Event-ID of a reconnecting EventSource
+// resumes it exactly.
 func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
-	id, _ := auth.FromContext(r.Context())
-	req, err := parseSSERequest(r.URL.Query(), r.Header.Get("Last-Event-ID"), id.Channels())
+	req, err := parseSSERequest(r.URL.Query(), r.Header.Get("Last-Event-ID"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if err := g.cfg.Events.CheckChannels(len(req.channels)); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := g.cfg.Events.AuthorizeSubscribe(r.Context(), req.channels); err != nil {
-		writeError(w, err)
-		return
-	}
-	release, err := g.cfg.Events.Streams().Acquire(r.Context())
+	ctx := r.Context()
+	st, err := g.app.Open(ctx, services.OpenRequest{Channels: req.channels, Cursor: req.cursor})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	defer release()
-	ctx, cancel := services.WithExpiry(r.Context())
-	defer cancel()
-	sub, err := g.cfg.Hub.Subscribe(ctx, req.channels, req.cursor)
-	if err != nil {
-		writeError(w, services.ConnectError(g.cfg.Logger, "sse", err))
-		return
-	}
-	defer sub.Close()
+	defer st.Close()
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
@@ -134,14 +111,14 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	sw := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: g.cfg.WriteTimeout}
 
-	start := sub.Start()
+	start := st.Subscribed()
 	sw.field("retry", strconv.FormatInt(g.cfg.SSERetry.Milliseconds(), 10))
 	sw.end()
 	// The subscribed event carries the start cursor as its id, so a stream
 	// that drops before its first event still resumes from where it began.
 	sw.field("id", strconv.FormatInt(start.Cursor, 10))
 	sw.field("event", sseSubscribed)
-	sw.data(mustJSON(services.SubscribedProto(sub.Channels(), start)))
+	sw.data(mustJSON(start))
 	sw.end()
 	if err := sw.flush(); err != nil {
 		return
@@ -156,9 +133,9 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		kctx, kcancel = context.WithTimeout(ctx, g.cfg.SSEKeepAlive)
 	}
 	renew()
+	var end *services.End
 	for {
-		msg, err := sub.Next(kctx)
-		var end *fanout.EndError
+		it, err := st.Next(kctx)
 		if err != nil && kctx.Err() != nil && ctx.Err() == nil && !errors.As(err, &end) {
 			// Our keep-alive timer, not an outage (whose errors can wrap
 			// context.DeadlineExceeded too).
@@ -170,61 +147,59 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if err != nil {
-			if services.TokenExpired(ctx) {
-				sw.field("event", sseEnd)
-				sw.data(mustJSON(services.ExpiredEnd(sub.LastPosition())))
-				sw.end()
-				_ = sw.flush()
-				return
-			}
 			g.sseEnd(sw, err)
 			return
 		}
 		// Write what is ready, then flush once: every event is flushed as
 		// soon as the burst it arrived in is written.
 		for n := 0; ; n++ {
-			g.sseMessage(sw, sub, msg, req.untyped)
+			sw.item(it, req.untyped)
 			if n == 64 {
 				break
 			}
-			if msg, err = sub.TryNext(ctx); err != nil {
+			if it, err = st.TryNext(ctx); err != nil {
 				break
 			}
 		}
 		if sw.flush() != nil {
 			return
 		}
-		if err != nil && !errors.Is(err, fanout.ErrWouldBlock) {
+		if err != nil && !errors.Is(err, services.ErrWouldBlock) {
 			g.sseEnd(sw, err)
 			return
 		}
 	}
 }
 
-func (g *Gateway) sseMessage(sw *sseWriter, sub *fanout.Subscription, msg fanout.Message, untyped bool) {
-	if t := msg.Truncation; t != nil {
-		sw.field("event", sseSubscribed)
-		sw.data(mustJSON(services.SubscribedProto(sub.Channels(), *t)))
-		sw.end()
+// item writes an event, with its shared JSON encoding, or a truncation
+// notice.
+func (s *sseWriter) item(it services.Item, untyped bool) {
+	if n := it.Notice(); n != nil {
+		s.field("event", sseSubscribed)
+		s.data(mustJSON(n))
+		s.end()
 		return
 	}
-	ev := services.EventProto(msg.Event)
-	sw.field("id", strconv.FormatInt(ev.Position, 10))
-	if !untyped && ev.Type != "" {
-		sw.field("event", ev.Type)
+	s.buf = append(s.buf, "id: "...)
+	s.buf = strconv.AppendInt(s.buf, it.Position(), 10)
+	s.buf = append(s.buf, '\n')
+	if t := it.Type(); !untyped && t != "" {
+		s.field("event", t)
 	}
-	sw.data(g.enc.eventJSON(ev))
-	sw.end()
+	s.data(it.EventJSON())
+	s.end()
 }
 
 // sseEnd tells the client why the stream ends (slow consumer, shutdown,
-// outage) and where to resume; EventSource then reconnects by itself.
+// outage, expired token) and where to resume; EventSource then reconnects
+// by itself. A client that went away gets nothing.
 func (g *Gateway) sseEnd(sw *sseWriter, err error) {
-	if errors.Is(err, fanout.ErrClosed) || errors.Is(err, context.Canceled) {
-		return // the client went away
+	var end *services.End
+	if !errors.As(err, &end) {
+		return
 	}
 	sw.field("event", sseEnd)
-	sw.data(mustJSON(services.ErrorProto(g.cfg.Logger, "sse", err)))
+	sw.data(mustJSON(end.Proto()))
 	sw.end()
 	_ = sw.flush()
 }
@@ -273,7 +248,7 @@ func (s *sseWriter) flush() error {
 }
 
 func mustJSON(m proto.Message) []byte {
-	b, err := jsonOut.Marshal(m)
+	b, err := services.MarshalJSON(m)
 	if err != nil {
 		panic(err)
 	}

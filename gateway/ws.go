@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -53,8 +54,16 @@ var (
 	errConnClosed   = errors.New("connection closed")
 )
 
-// wsConn is one WebSocket: a services.Session fed by the read loop, and a
-// bounded queue of encoded frames written by one writer goroutine.
+// wsConn is one WebSocket: a services.Session reading the connection's
+// frames, and a bounded queue of encoded frames written by one writer
+// goroutine.
+//
+// # Concurrency
+//
+// Each connection owns: the session's reader (inside Session.Serve, calling
+// recv), a writer goroutine (writer) and a ping timer (startPings). The
+// handler goroutine runs Serve, then closes with the code that fits how the
+// session ended (finish) and waits until the reader has returned.
 type wsConn struct {
 	g      *Gateway
 	c      *websocket.Conn
@@ -66,6 +75,8 @@ type wsConn struct {
 	// the close frame (1012, 4008) that finish sends.
 	readCtx    context.Context
 	readCancel context.CancelFunc
+	readDone   chan struct{} // closed when a read failed: the peer left
+	readOnce   sync.Once
 
 	out        chan wsFrame        // encoded frames; bounded by Config.WSWriteQueue
 	queued     *semaphore.Weighted // bytes of queued frames; bounded by Config.WSWriteBytes
@@ -73,16 +84,14 @@ type wsConn struct {
 	drainOnce  sync.Once
 	writerDone chan struct{} // closed when the writer stops (drained or failed)
 
-	// handling is set while the reader is inside Session.Handle, which
-	// blocks while the publish queue is full; pongs are only read by Read,
-	// so a ping unanswered then says nothing about the peer.
+	// handling is set while the session handles a command, which blocks
+	// while its publish queue is full; pongs are only read by Read, so a
+	// ping unanswered then says nothing about the peer.
 	handling atomic.Bool
 
 	failOnce sync.Once
 	failErr  error
 	failed   chan struct{}
-
-	cursor *int64 // where the server subscription resumes; nil: live
 }
 
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -98,26 +107,30 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// The connection outlives the handler's context once hijacked; it is
+	// ended by cancel, which fail calls: the session then ends too.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
 	// Refused before the upgrade, so the client sees 429 and Retry-After
 	// (the instance's limit) or which limit to respect (the user's: close
 	// other tabs or connections).
-	release, err := g.cfg.Events.Streams().Acquire(r.Context())
+	sess, err := g.app.NewSession(ctx, cursor)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	defer release()
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{SubprotocolJSON, SubprotocolProto},
 		InsecureSkipVerify: true,
 		CompressionMode:    websocket.CompressionDisabled,
 	})
 	if err != nil {
+		sess.Discard()
 		return // Accept wrote the HTTP error
 	}
-	c.SetReadLimit(int64(g.cfg.MaxMessageBytes))
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	c.SetReadLimit(int64(g.app.MaxMessageBytes()))
 	readCtx, readCancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer readCancel()
 	wc := &wsConn{
 		g:          g,
 		c:          c,
@@ -126,22 +139,20 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		cancel:     cancel,
 		readCtx:    readCtx,
 		readCancel: readCancel,
+		readDone:   make(chan struct{}),
 		out:        make(chan wsFrame, g.cfg.WSWriteQueue),
 		queued:     semaphore.NewWeighted(int64(g.cfg.WSWriteBytes)),
 		drain:      make(chan struct{}),
 		writerDone: make(chan struct{}),
 		failed:     make(chan struct{}),
-		cursor:     cursor,
 	}
 	if !g.track(wc) {
-		cancel()
-		readCancel()
+		sess.Discard()
 		_ = c.Close(StatusRestart, "server shutting down: reconnect to another instance")
 		return
 	}
 	defer g.untrack(wc)
-	defer readCancel()
-	wc.serve()
+	wc.serve(sess)
 }
 
 // track registers a connection so shutdown can wait for it.
@@ -152,7 +163,7 @@ func (g *Gateway) track(wc *wsConn) bool {
 		return false
 	}
 	select {
-	case <-g.cfg.Hub.Stopped():
+	case <-g.app.Stopping():
 		return false
 	default:
 	}
@@ -182,59 +193,58 @@ func (wc *wsConn) fail(err error) {
 	})
 }
 
-func (wc *wsConn) serve() {
-	g := wc.g
-	select {
-	case <-g.cfg.Hub.Ready():
-	case <-time.After(5 * time.Second):
-		_ = wc.c.Close(StatusTryAgainLater, "server starting: reconnect in a moment")
-		wc.cancel()
-		return
-	}
+// serve runs the session, then closes the connection with the code that
+// says how it ended.
+func (wc *wsConn) serve(sess *services.Session) {
 	go wc.writer()
-	sess := g.cfg.Events.StartSession(wc.ctx, wc.send)
-	// Before any command is read: the server subscription answers first.
-	sess.SubscribeServerChannels(wc.cursor)
-	readErr := make(chan error, 1)
-	go func() { readErr <- wc.reader(sess) }()
 	wc.startPings()
-
-	var code websocket.StatusCode
-	var reason string
-	select {
-	case <-sess.Expired():
+	err := sess.Serve(wc.recv, wc.send)
+	switch {
+	case errors.Is(err, services.ErrSessionExpired):
 		// A connection opened with a token ends when the token does,
 		// unless a refresh command replaced it in time.
-		sess.Close()
-		code, reason = StatusPolicy, "token expired: refresh it before it expires, or reconnect with a fresh token and resume from your last positions"
-	case <-readErr:
+		wc.finish(StatusPolicy, "token expired: refresh it before it expires, or reconnect with a fresh token and resume from your last positions")
+	case errors.Is(err, services.ErrShuttingDown):
+		wc.finish(StatusRestart, "server shutting down: reconnect (to any instance) and resume from your last positions")
+	case errors.Is(err, services.ErrNotReady):
+		wc.finish(StatusTryAgainLater, "server starting: reconnect in a moment")
+	case wc.slow():
+		// Best effort: the close frame waits behind the unread frames,
+		// and Close gives up after its own timeout.
+		wc.finish(StatusSlowConsumer, "slow consumer: reconnect and resume from your last positions")
+	case wc.readFailed():
 		// The client closed or broke the connection, or sent a frame over
-		// the limit (the library then closed it with 1009). Publishes
-		// already received are still committed; their acks go out while
-		// the connection can still carry them.
-		sess.Close()
+		// the limit (the library then closed it with 1009). Publishes it
+		// sent are committed; their acks go out while the connection can
+		// still carry them.
 		wc.finish(websocket.StatusNormalClosure, "")
 		return
-	case <-wc.failed:
-		sess.Close()
-		if errors.Is(wc.failErr, errSlowConsumer) {
-			// Best effort: the close frame waits behind the unread frames,
-			// and Close gives up after its own timeout.
-			code, reason = StatusSlowConsumer, "slow consumer: reconnect and resume from your last positions"
-		} else {
-			_ = wc.c.CloseNow()
-			wc.stopWriter()
-			<-wc.writerDone
-			wc.wait(readErr)
-			return
-		}
-	case <-g.cfg.Hub.Stopped():
-		sess.WaitSubscriptions() // each sends its shutdown Error frame
-		sess.Close()
-		code, reason = StatusRestart, "server shutting down: reconnect (to any instance) and resume from your last positions"
+	default:
+		// A write failed: the connection is gone.
+		_ = wc.c.CloseNow()
+		wc.stopWriter()
+		<-wc.writerDone
 	}
-	wc.finish(code, reason)
-	wc.wait(readErr)
+	wc.waitReader()
+}
+
+// slow reports that the connection failed as a slow consumer.
+func (wc *wsConn) slow() bool {
+	select {
+	case <-wc.failed:
+		return errors.Is(wc.failErr, errSlowConsumer)
+	default:
+		return false
+	}
+}
+
+func (wc *wsConn) readFailed() bool {
+	select {
+	case <-wc.readDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // finish flushes the queued frames (within the write timeout) and closes
@@ -249,12 +259,14 @@ func (wc *wsConn) finish(code websocket.StatusCode, reason string) {
 	wc.cancel()
 }
 
-func (wc *wsConn) wait(readErr <-chan error) {
+// waitReader waits until the session's reader has seen the connection
+// close.
+func (wc *wsConn) waitReader() {
 	select {
-	case <-readErr:
+	case <-wc.readDone:
 	case <-time.After(wc.g.cfg.WriteTimeout):
 		_ = wc.c.CloseNow()
-		<-readErr
+		<-wc.readDone
 	}
 }
 
@@ -264,35 +276,36 @@ type wsFrame struct {
 	n int64
 }
 
-// send is the session's sink: it encodes msg once and queues the frame.
-// The queue is bounded in frames and in bytes; when either is full, send
-// waits up to the write timeout, so a replay burst paces itself to the
-// client, and a client that stops reading is ended as a slow consumer.
-func (wc *wsConn) send(msg *heraldv1.ConnectResponse) error {
+// send is the session's sink: it encodes the frame (an event from its
+// shared encoding) and queues it. The queue is bounded in frames and in
+// bytes; when either is full, send waits up to the write timeout, so a
+// replay burst paces itself to the client, and a client that stops reading
+// is ended as a slow consumer.
+func (wc *wsConn) send(f *services.Frame) error {
 	var b []byte
 	var err error
 	if wc.binary {
-		b, err = wc.g.enc.connectResponseBinary(msg)
+		b, err = f.AppendBinary(nil)
 	} else {
-		b, err = wc.g.enc.connectResponseJSON(msg)
+		b, err = f.AppendJSON(nil)
 	}
 	if err != nil {
 		return err
 	}
 	// A frame larger than the whole budget takes all of it.
-	f := wsFrame{b: b, n: min(int64(len(b)), int64(wc.g.cfg.WSWriteBytes))}
-	if wc.queued.TryAcquire(f.n) {
+	wf := wsFrame{b: b, n: min(int64(len(b)), int64(wc.g.cfg.WSWriteBytes))}
+	if wc.queued.TryAcquire(wf.n) {
 		select {
-		case wc.out <- f:
+		case wc.out <- wf:
 			return nil
 		case <-wc.failed:
-			wc.queued.Release(f.n)
+			wc.queued.Release(wf.n)
 			return wc.failErr
 		default:
 		}
 	} else {
 		ctx, cancel := context.WithTimeout(wc.ctx, wc.g.cfg.WriteTimeout)
-		err := wc.queued.Acquire(ctx, f.n)
+		err := wc.queued.Acquire(ctx, wf.n)
 		cancel()
 		if err != nil {
 			return wc.stalled()
@@ -301,13 +314,13 @@ func (wc *wsConn) send(msg *heraldv1.ConnectResponse) error {
 	t := time.NewTimer(wc.g.cfg.WriteTimeout)
 	defer t.Stop()
 	select {
-	case wc.out <- f:
+	case wc.out <- wf:
 		return nil
 	case <-wc.failed:
-		wc.queued.Release(f.n)
+		wc.queued.Release(wf.n)
 		return wc.failErr
 	case <-t.C:
-		wc.queued.Release(f.n)
+		wc.queued.Release(wf.n)
 		return wc.stalled()
 	}
 }
@@ -389,29 +402,23 @@ func (wc *wsConn) startPings() {
 	})
 }
 
-// reader decodes client frames and hands them to the session in order. A
-// frame that does not decode gets an invalid_argument Error frame and the
-// connection stays open, as on the Connect RPC.
-func (wc *wsConn) reader(sess *services.Session) error {
-	for {
-		typ, data, err := wc.c.Read(wc.readCtx)
-		if err != nil {
-			return err
-		}
-		req, err := decodeFrame(typ, data)
-		if err != nil {
-			wc.sendError(err)
-			continue
-		}
-		wc.handling.Store(true)
-		sess.Handle(req)
-		wc.handling.Store(false)
+// recv reads and decodes the next client frame for the session. A frame
+// that does not decode is reported as a services.ErrBadFrame (the session
+// answers it with an error frame and the connection stays open, as on the
+// Connect RPC); a failed read means the peer left.
+func (wc *wsConn) recv() (*heraldv1.ConnectRequest, error) {
+	wc.handling.Store(false)
+	typ, data, err := wc.c.Read(wc.readCtx)
+	if err != nil {
+		wc.readOnce.Do(func() { close(wc.readDone) })
+		return nil, err
 	}
-}
-
-func (wc *wsConn) sendError(err error) {
-	msg := &heraldv1.ConnectResponse{Message: &heraldv1.ConnectResponse_Error{Error: services.ErrorProto(wc.g.cfg.Logger, "ws", err)}}
-	_ = wc.send(msg)
+	req, err := decodeFrame(typ, data)
+	if err != nil {
+		return nil, err
+	}
+	wc.handling.Store(true)
+	return req, nil
 }
 
 // decodeFrame decodes one client frame: protojson in a text frame, protobuf
@@ -423,7 +430,7 @@ func decodeFrame(typ websocket.MessageType, data []byte) (*heraldv1.ConnectReque
 	if typ == websocket.MessageBinary {
 		err = proto.Unmarshal(data, req)
 	} else {
-		err = jsonIn.Unmarshal(data, req)
+		err = services.UnmarshalJSON(data, req)
 	}
 	if err != nil {
 		kind := "JSON"
@@ -431,7 +438,7 @@ func decodeFrame(typ websocket.MessageType, data []byte) (*heraldv1.ConnectReque
 			kind = "protobuf"
 		}
 		return nil, connect.NewError(connect.CodeInvalidArgument,
-			errors.New("invalid frame: not a herald.v1.ConnectRequest in "+kind+": "+err.Error()))
+			fmt.Errorf("%w: not a herald.v1.ConnectRequest in %s: %v", services.ErrBadFrame, kind, err))
 	}
 	return req, nil
 }

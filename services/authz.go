@@ -2,13 +2,11 @@ package services
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
 
-	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/internal/namespace"
@@ -27,27 +25,34 @@ var (
 )
 
 // authorize checks that the caller may act on every channel: the
-// namespace policy of each channel (ns; nil gives every channel the
-// default policy) applied to the caller's credential. Without an identity
-// in ctx the server does not authenticate and only the namespaces'
-// refuseUnknown applies. An anonymous caller is told to authenticate
-// (unauthenticated); an authenticated one that lacks the permission gets
-// permission_denied.
-func authorize(ctx context.Context, ns *namespace.Set, act action, channels ...string) error {
-	id, on := auth.FromContext(ctx)
+// namespace policy of each channel (Config.Namespaces; nil gives every
+// channel the default policy) applied to the caller's credential. Without
+// an identity in ctx the server does not authenticate and only the
+// namespaces' refuseUnknown applies. An anonymous caller is told to
+// authenticate (unauthenticated); an authenticated one that lacks the
+// permission gets permission_denied.
+func (a *App) authorize(ctx context.Context, act action, channels ...string) error {
 	for _, ch := range channels {
-		pol, err := ns.For(ch)
-		if err != nil {
-			return connect.NewError(connect.CodeInvalidArgument, err)
-		}
-		if !on {
-			continue
-		}
-		if err := refusal(id, act.name, ch, pol, pol.Allow(id, act.ns, ch)); err != nil {
+		if _, err := a.policy(ctx, act, ch); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// policy authorizes act on one channel and returns the channel's policy,
+// so that a publish looks its namespace up once.
+func (a *App) policy(ctx context.Context, act action, ch string) (*namespace.Policy, error) {
+	pol, err := a.cfg.Namespaces.For(ch)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if id, on := auth.FromContext(ctx); on {
+		if err := refusal(id, act.name, ch, pol, pol.Allow(id, act.ns, ch)); err != nil {
+			return nil, err
+		}
+	}
+	return pol, nil
 }
 
 // refusal turns a policy verdict into the error the caller sees.
@@ -91,59 +96,6 @@ func authorizeAdmin(ctx context.Context, what string) error {
 	return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s %q may not %s: it needs the admin scope", id.Kind(), id.Name(), what))
 }
 
-// AuthorizeSubscribe is the subscribe check for transports that reach the
-// subscription core directly (SSE).
-func (s *EventService) AuthorizeSubscribe(ctx context.Context, channels []string) error {
-	return authorize(ctx, s.ns, actSubscribe, channels...)
-}
-
-// errTokenExpired is the cause of a stream context ended by its caller's
-// credential expiring.
-var errTokenExpired = errors.New("token expired")
-
-// WithExpiry returns ctx ending when the caller's credential expires (and
-// ctx unchanged when it has no expiry or authentication is off). Long-lived
-// streams run under it, so that a token's end ends what it opened.
-func WithExpiry(ctx context.Context) (context.Context, context.CancelFunc) {
-	id, on := auth.FromContext(ctx)
-	if !on || id.Expires().IsZero() {
-		return context.WithCancel(ctx)
-	}
-	return context.WithDeadlineCause(ctx, id.Expires(), errTokenExpired)
-}
-
-// TokenExpired reports whether ctx ended because the credential expired.
-func TokenExpired(ctx context.Context) bool {
-	return errors.Is(context.Cause(ctx), errTokenExpired)
-}
-
-// ExpiredEnd is the Error a stream ends with when its token expired.
-func ExpiredEnd(lastPosition int64) *heraldv1.Error {
-	return &heraldv1.Error{
-		Code:    connect.CodeUnauthenticated.String(),
-		Message: fmt.Sprintf("token expired: reconnect with a fresh token and resume from position %d", lastPosition),
-		End:     &heraldv1.StreamEnd{Reason: heraldv1.StreamEndReason_STREAM_END_REASON_TOKEN_EXPIRED, LastPosition: lastPosition},
-	}
-}
-
-// expiredError is ExpiredEnd as an RPC error with its StreamEnd detail.
-func expiredError(lastPosition int64) error {
-	e := ExpiredEnd(lastPosition)
-	cerr := connect.NewError(connect.CodeUnauthenticated, errors.New(e.Message))
-	if d, err := connect.NewErrorDetail(e.End); err == nil {
-		cerr.AddDetail(d)
-	}
-	return cerr
-}
-
-// WithUserPublishRate limits how fast each end user (a JWT identity) may
-// publish, across all of their connections and transports. Services with
-// API keys are not limited.
-func (s *EventService) WithUserPublishRate(k *limits.Keyed) *EventService {
-	s.userRates = k
-	return s
-}
-
 type peerKey struct{}
 
 // WithPeer records the client's network address (its host), which keys
@@ -155,8 +107,8 @@ func WithPeer(ctx context.Context, host string) context.Context {
 // checkUserRate takes one publish from the caller's bucket: an end user's
 // (across their connections and transports), or, for anonymous callers
 // where a namespace lets them publish, their network address's.
-func (s *EventService) checkUserRate(ctx context.Context) error {
-	if s.userRates == nil {
+func (a *App) checkUserRate(ctx context.Context) error {
+	if a.userRates == nil {
 		return nil
 	}
 	id, on := auth.FromContext(ctx)
@@ -172,7 +124,7 @@ func (s *EventService) checkUserRate(ctx context.Context) error {
 	default:
 		return nil // API keys: services publish in bulk
 	}
-	if err := limits.CheckPublish(time.Now(), nil, s.userRates, key, 1); err != nil {
+	if err := limits.CheckPublish(time.Now(), nil, a.userRates, key, 1); err != nil {
 		return connect.NewError(connect.CodeResourceExhausted, err)
 	}
 	return nil
@@ -181,8 +133,8 @@ func (s *EventService) checkUserRate(ctx context.Context) error {
 // authorizeEdit checks that the caller may update or delete the event at
 // pos of channel under its namespace's edit rule, and returns the policy.
 // Only the author rule reads the event (to learn its author).
-func (s *HistoryService) authorizeEdit(ctx context.Context, channel string, pos int64) (*namespace.Policy, error) {
-	pol, err := s.ns.For(channel)
+func (a *App) authorizeEdit(ctx context.Context, channel string, pos int64) (*namespace.Policy, error) {
+	pol, err := a.cfg.Namespaces.For(channel)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
@@ -196,9 +148,9 @@ func (s *HistoryService) authorizeEdit(ctx context.Context, channel string, pos 
 	}
 	author := ""
 	if pol.Edit == namespace.Author && !id.IsAdmin() && id.Kind() == auth.User {
-		ev, err := s.log.Get(ctx, channel, pos)
+		ev, err := a.log.Get(ctx, channel, pos)
 		if err != nil {
-			return nil, toConnect(s.logger, "get event", err)
+			return nil, toConnect(a.logger, "get event", err)
 		}
 		author = ev.Author
 	}

@@ -6,40 +6,7 @@ import (
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
-	"github.com/heraldrt/herald/internal/fanout"
 )
-
-// EventProto converts a log entry to its API form.
-func EventProto(ev *eventlog.Event) *heraldv1.Event {
-	p := &heraldv1.Event{
-		Position:       ev.Position,
-		Channel:        ev.Channel,
-		Type:           ev.Type,
-		Data:           ev.Data,
-		Kind:           heraldv1.EventKind(ev.Kind),
-		TargetPosition: ev.Target,
-		IdempotencyKey: ev.IdempotencyKey,
-		Deleted:        ev.Deleted,
-		Author:         ev.Author,
-	}
-	if !ev.CreatedAt.IsZero() {
-		p.CreateTime = timestamppb.New(ev.CreatedAt)
-	}
-	if !ev.UpdatedAt.IsZero() {
-		p.UpdateTime = timestamppb.New(ev.UpdatedAt)
-	}
-	return p
-}
-
-// SubscribedProto describes the start of a subscription.
-func SubscribedProto(channels []string, st fanout.Start) *heraldv1.Subscribed {
-	return &heraldv1.Subscribed{
-		Channels:         channels,
-		Cursor:           st.Cursor,
-		HistoryTruncated: st.Truncated,
-		TruncatedThrough: st.TruncatedThrough,
-	}
-}
 
 func channelProto(c eventlog.Channel) *heraldv1.Channel {
 	p := &heraldv1.Channel{

@@ -10,6 +10,7 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/internal/namespace"
 )
 
@@ -47,22 +48,26 @@ const unavailableMessage = "the event log is unavailable; retry (publishes with 
 // commit in time: they may or may not have been committed.
 var errShuttingDown = errors.New("server shutting down before the publish was acknowledged; it may or may not be committed: retry with the same idempotency_key")
 
-// ConnectError is toConnect for gateways: the code and client message of an
-// error from the event log or the hub, the same as an RPC would return.
-func ConnectError(logger *slog.Logger, op string, err error) *connect.Error {
-	return toConnect(logger, op, err)
+// errorMsg is the Error frame answering command or subscription id with
+// err (with the StreamEnd of an ended subscription).
+func errorMsg(logger *slog.Logger, id, op string, err error) *heraldv1.ConnectResponse {
+	return &heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Error{Error: ErrorProto(logger, op, err)}}
 }
 
-// ErrorProto is the Error message for err, as the Connect RPC sends it
-// (with the StreamEnd of an ended subscription).
+// ErrorProto is the Error message for err, as a stream sends it (with the
+// StreamEnd of an ended subscription); the code and message are what an
+// RPC would return.
 func ErrorProto(logger *slog.Logger, op string, err error) *heraldv1.Error {
-	cerr := toConnect(logger, op, err)
-	e := &heraldv1.Error{Code: cerr.Code().String(), Message: cerr.Message()}
-	var end *fanout.EndError
+	var end *End
 	if errors.As(err, &end) {
-		e.End = streamEnd(end)
+		return end.Proto()
 	}
-	return e
+	var fend *fanout.EndError
+	if errors.As(err, &fend) {
+		return endOf(logger, fend).Proto()
+	}
+	cerr := toConnect(logger, op, err)
+	return &heraldv1.Error{Code: cerr.Code().String(), Message: cerr.Message()}
 }
 
 // toConnect turns an error from the layers below into a connect error with
@@ -83,17 +88,13 @@ func toConnect(logger *slog.Logger, op string, err error) *connect.Error {
 			break
 		}
 	}
-	var end *fanout.EndError
+	var end *End
 	if errors.As(err, &end) {
-		if end.Err != nil {
-			logger.Warn("subscription ended", "op", op, "err", err)
-		}
-		// The end reason and position are for the client; the log's error is not.
-		cerr := connect.NewError(code, errors.New((&fanout.EndError{Reason: end.Reason, LastPosition: end.LastPosition}).Error()))
-		if d, derr := connect.NewErrorDetail(streamEnd(end)); derr == nil {
-			cerr.AddDetail(d)
-		}
-		return cerr
+		return end.ConnectError()
+	}
+	var fend *fanout.EndError
+	if errors.As(err, &fend) {
+		return endOf(logger, fend).ConnectError()
 	}
 	if !known || public != "" {
 		if code == connect.CodeInternal || code == connect.CodeUnavailable {
@@ -104,16 +105,20 @@ func toConnect(logger *slog.Logger, op string, err error) *connect.Error {
 	return connect.NewError(code, err)
 }
 
-// streamEnd describes how a subscription ended, for clients to resume.
-func streamEnd(end *fanout.EndError) *heraldv1.StreamEnd {
-	reason := heraldv1.StreamEndReason_STREAM_END_REASON_UNSPECIFIED
-	switch end.Reason {
-	case fanout.ReasonSlowConsumer:
-		reason = heraldv1.StreamEndReason_STREAM_END_REASON_SLOW_CONSUMER
-	case fanout.ReasonShutdown:
-		reason = heraldv1.StreamEndReason_STREAM_END_REASON_SHUTDOWN
-	case fanout.ReasonUnavailable:
-		reason = heraldv1.StreamEndReason_STREAM_END_REASON_UNAVAILABLE
+// IsTooLarge reports an event refused for its size (a channel's or a
+// namespace's max_event_size): HTTP transports answer it with 413.
+func IsTooLarge(err error) bool { return errors.Is(err, eventlog.ErrTooLarge) }
+
+// RetryAfter is the Retry-After header value for a refusal the client may
+// retry later ("" for none): the wait a rate limit names, or a second for
+// an unavailable server or a full instance.
+func RetryAfter(err error) string {
+	var lim *limits.Error
+	if errors.As(err, &lim) && lim.RetryAfterHeader() != "" {
+		return lim.RetryAfterHeader()
 	}
-	return &heraldv1.StreamEnd{Reason: reason, LastPosition: end.LastPosition}
+	if connect.CodeOf(err) == connect.CodeUnavailable || errors.Is(err, limits.ErrTooManyConnections) {
+		return "1"
+	}
+	return ""
 }

@@ -35,7 +35,10 @@ func FuzzPublishRequest(f *testing.F) {
 	f.Add("-dash", "has space", []byte{0xff}, "tab\tkey")
 	f.Add("é", "type", []byte("x"), "ключ")
 	log := eventlog.NewMemory(eventlog.Options{AutoCreate: true})
-	svc := NewEventService(log, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	svc, err := New(log, nil, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, channel, typ string, data []byte, key string) {
 		ctx := context.Background()
 		req := &heraldv1.PublishRequest{Channel: channel, Type: typ, Data: data, IdempotencyKey: key}
@@ -58,7 +61,7 @@ func FuzzPublishRequest(f *testing.F) {
 			}
 			return
 		}
-		resp, err := svc.Publish(ctx, connect.NewRequest(req))
+		resp, err := svc.Publish(ctx, req)
 		after, herr := log.Head(ctx)
 		if herr != nil {
 			t.Fatal(herr)
@@ -72,11 +75,11 @@ func FuzzPublishRequest(f *testing.F) {
 			}
 			return
 		}
-		ev := resp.Msg.Event
-		if ev.Channel != channel || !bytes.Equal(ev.Data, data) && !resp.Msg.Duplicate || ev.Position <= 0 {
+		ev := resp.Event
+		if ev.Channel != channel || !bytes.Equal(ev.Data, data) && !resp.Duplicate || ev.Position <= 0 {
 			t.Fatalf("stored %v for %v", ev, req)
 		}
-		if !resp.Msg.Duplicate && ev.Position <= before {
+		if !resp.Duplicate && ev.Position <= before {
 			t.Fatalf("new event at %d, head was %d", ev.Position, before)
 		}
 	})
@@ -105,7 +108,10 @@ func FuzzConnectCommand(f *testing.F) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = hub.Run(ctx) })
 	f.Cleanup(func() { cancel(); wg.Wait() })
-	svc := NewEventService(log, hub, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	svc, err := New(log, hub, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		var req heraldv1.ConnectRequest
 		if err := proto.Unmarshal(frame, &req); err != nil {

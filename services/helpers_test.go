@@ -13,6 +13,7 @@ import (
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/services"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -28,6 +29,19 @@ func runHub(t *testing.T, log eventlog.Log) *fanout.Hub {
 	t.Cleanup(func() { stop(); wg.Wait() })
 	<-hub.Ready()
 	return hub
+}
+
+// newApp returns the application over log and hub with cfg.
+func newApp(t testing.TB, log eventlog.Log, hub *fanout.Hub, cfg services.Config) *services.App {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
+	app, err := services.New(log, hub, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app
 }
 
 const testSecret = "0123456789abcdef0123456789abcdef-services"

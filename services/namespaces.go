@@ -10,31 +10,6 @@ import (
 	"github.com/heraldrt/herald/internal/namespace"
 )
 
-// WithNamespaces applies the namespace policies of set: who may subscribe,
-// read history and publish, the max event size, and, when autoCreate is
-// on, the settings channels are created with on their first publish.
-func (s *EventService) WithNamespaces(set *namespace.Set, autoCreate bool) *EventService {
-	s.ns = set
-	if autoCreate {
-		s.creator = &channelCreator{log: s.log, known: make(map[string]struct{})}
-	}
-	return s
-}
-
-// WithNamespaces applies the namespace policies of set to history reads
-// and edits.
-func (s *HistoryService) WithNamespaces(set *namespace.Set) *HistoryService {
-	s.ns = set
-	return s
-}
-
-// WithNamespaces makes channels created without explicit settings take
-// their namespace's.
-func (s *ChannelService) WithNamespaces(set *namespace.Set) *ChannelService {
-	s.ns = set
-	return s
-}
-
 // namespaceSettings are the settings a new channel of pol's namespace gets.
 func namespaceSettings(pol *namespace.Policy) eventlog.Settings {
 	st := eventlog.DefaultSettings()
@@ -102,12 +77,12 @@ func (c *channelCreator) ensure(ctx context.Context, channel string, pol *namesp
 	return nil
 }
 
-// ForgetChannel drops a deleted channel from what this instance knows to
-// exist, so that publishing to it again creates it with its namespace's
-// settings. (A deletion through another instance is not seen: see
-// docs/security.md, Known limitations.)
-func (s *EventService) ForgetChannel(name string) {
-	if c := s.creator; c != nil {
+// forget drops a deleted channel from what this instance knows to exist,
+// so that publishing to it again creates it with its namespace's settings.
+// (A deletion through another instance is not seen: see docs/security.md,
+// Known limitations.)
+func (c *channelCreator) forget(name string) {
+	if c != nil {
 		c.mu.Lock()
 		delete(c.known, name)
 		c.mu.Unlock()
@@ -117,24 +92,16 @@ func (s *EventService) ForgetChannel(name string) {
 // prepare applies the namespace rules a publish needs before it reaches
 // the log: the max event size, and the channel's creation with the
 // namespace's settings. The error is the publish's own (the others of a
-// batch go ahead).
-func (s *EventService) prepare(ctx context.Context, r *eventlog.Publish) error {
-	pol, err := s.ns.For(r.Channel)
-	if err != nil {
-		return err
-	}
+// batch go ahead) when it is an eventlog.ErrTooLarge; any other is the
+// log's.
+func (a *App) prepare(ctx context.Context, r *eventlog.Publish, pol *namespace.Policy) error {
 	if err := checkSize(pol, r.Data); err != nil {
 		return err
 	}
 	// Not for an event the new channel could not hold: the log refuses it
 	// and nothing is created.
-	if s.creator != nil && pol.HasChannelDefaults() && len(r.Data) <= int(namespaceSettings(pol).MaxEventSize) {
-		return s.creator.ensure(ctx, r.Channel, pol)
+	if a.creator != nil && pol.HasChannelDefaults() && len(r.Data) <= int(namespaceSettings(pol).MaxEventSize) {
+		return a.creator.ensure(ctx, r.Channel, pol)
 	}
 	return nil
-}
-
-// isNamespaceError reports a refusal by the namespace configuration.
-func isNamespaceError(err error) bool {
-	return errors.Is(err, namespace.ErrUnknown)
 }

@@ -8,107 +8,119 @@ import (
 	"connectrpc.com/connect"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
-	"github.com/heraldrt/herald/internal/auth"
-	"github.com/heraldrt/herald/internal/fanout"
 )
 
 // catchUpTimeout bounds how long a poll without wait lets the hub catch up
 // with the log.
 const catchUpTimeout = time.Second
 
-// Poll answers a long-poll through the subscription core.
-func (s *EventService) Poll(ctx context.Context, req *connect.Request[heraldv1.PollRequest]) (*connect.Response[heraldv1.PollResponse], error) {
-	if len(req.Msg.Channels) == 0 {
-		id, _ := auth.FromContext(ctx)
-		req.Msg.Channels = id.Channels()
-		if len(req.Msg.Channels) == 0 {
-			return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("channels: give at least one channel, or a token whose channels claim lists some"))
-		}
-	}
-	if err := s.CheckChannels(len(req.Msg.Channels)); err != nil {
-		return nil, err
-	}
-	if err := authorize(ctx, s.ns, actSubscribe, req.Msg.Channels...); err != nil {
-		return nil, err
-	}
-	release, err := s.streams.Acquire(ctx)
+// Poll answers a long-poll: the events of the channels after the cursor at
+// once when there are some, else the first that arrives within wait. It is
+// a short-lived stream of the subscription core, so replay, dedupe and the
+// truncation notice are the same as for every stream.
+func (a *App) Poll(ctx context.Context, req *heraldv1.PollRequest) (*heraldv1.PollResponse, error) {
+	channels, err := a.channelsOf(ctx, req.Channels)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
-	m := req.Msg
-	resp, err := poll(ctx, s.hub, m.Channels, m.Cursor, m.Wait.AsDuration(), s.pages.size(m.Limit))
-	if err != nil {
-		return nil, toConnect(s.logger, "poll", err)
+	if err := a.admit(ctx, channels); err != nil {
+		return nil, err
 	}
-	return connect.NewResponse(resp), nil
+	wait := req.Wait.AsDuration()
+	if wait == 0 {
+		a.catchUp(ctx)
+	}
+	st, err := a.openAdmitted(ctx, channels, req.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return a.poll(ctx, st, wait, a.cfg.pageSize(req.Limit))
 }
 
-// poll is long-polling as a short-lived subscription: it subscribes at
-// cursor, waits up to wait for the first message, then takes what else is
-// ready without waiting, up to limit events. Replay, dedupe and the
-// truncated signal are the subscription core's, as for every stream.
-func poll(ctx context.Context, hub *fanout.Hub, channels []string, cursor *int64, wait time.Duration, limit int) (*heraldv1.PollResponse, error) {
-	if wait == 0 {
-		// Not waiting: first let the hub dispatch what is already
-		// committed (a moment behind the log), or a poll right after a
-		// publish would miss it. Bounded: at worst the next poll has it.
-		cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
-		_ = hub.CatchUp(cctx)
-		cancel()
-	}
-	sub, err := hub.Subscribe(ctx, channels, cursor)
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Close()
-	resp := &heraldv1.PollResponse{Subscribed: SubscribedProto(sub.Channels(), sub.Start())}
-	take := func(msg fanout.Message) {
-		if t := msg.Truncation; t != nil {
+// catchUp lets the hub dispatch what is already committed (it runs a moment
+// behind the log) before a poll that does not wait, or a poll right after
+// a publish would miss it. Bounded: at worst the next poll has it.
+func (a *App) catchUp(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	_ = a.hub.CatchUp(cctx)
+}
+
+// poll waits up to wait for the first event of st, then takes what else is
+// ready without waiting, up to limit events.
+func (a *App) poll(ctx context.Context, st *Stream, wait time.Duration, limit int) (*heraldv1.PollResponse, error) {
+	resp := &heraldv1.PollResponse{Subscribed: st.Subscribed()}
+	take := func(it Item) {
+		if n := it.Notice(); n != nil {
 			resp.Subscribed.HistoryTruncated = true
-			resp.Subscribed.TruncatedThrough = max(resp.Subscribed.TruncatedThrough, t.TruncatedThrough)
+			resp.Subscribed.TruncatedThrough = max(resp.Subscribed.TruncatedThrough, n.TruncatedThrough)
 			return
 		}
-		resp.Events = append(resp.Events, EventProto(msg.Event))
+		resp.Events = append(resp.Events, it.Event())
 	}
 
 	// The first event: wait for it (a truncation notice does not count).
 	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	var err error
 	for len(resp.Events) == 0 {
-		var msg fanout.Message
+		var it Item
 		if wait > 0 {
-			msg, err = sub.Next(waitCtx)
+			it, err = st.Next(waitCtx)
 		} else {
-			msg, err = sub.TryNext(ctx)
+			it, err = st.TryNext(ctx)
 		}
 		if err != nil {
 			break
 		}
-		take(msg)
+		take(it)
 	}
 	// Then what is ready.
 	for err == nil && len(resp.Events) < limit {
-		var msg fanout.Message
-		if msg, err = sub.TryNext(ctx); err == nil {
-			take(msg)
+		var it Item
+		if it, err = st.TryNext(ctx); err == nil {
+			take(it)
 		}
 	}
-	resp.Cursor = sub.LastPosition()
+	resp.Cursor = st.LastPosition()
+	var end *End
 	switch {
 	case err == nil:
 		// Stopped at limit: more may be ready.
-		_, perr := sub.TryNext(ctx)
-		resp.HasMore = !errors.Is(perr, fanout.ErrWouldBlock)
-	case errors.Is(err, fanout.ErrWouldBlock):
-	case waitCtx.Err() != nil && ctx.Err() == nil && !errors.As(err, new(*fanout.EndError)):
+		_, perr := st.TryNext(ctx)
+		resp.HasMore = !errors.Is(perr, ErrWouldBlock)
+	case errors.Is(err, ErrWouldBlock):
+	case waitCtx.Err() != nil && ctx.Err() == nil && !errors.As(err, &end):
 		// The wait ended with nothing new: an empty page. (Checked on our
 		// own context: an outage's error can wrap DeadlineExceeded too.)
 	case len(resp.Events) > 0 && ctx.Err() == nil:
-		// The subscription ended (shutdown, outage) after some events:
-		// return them; the next poll reports the problem.
+		// The stream ended (shutdown, outage) after some events: return
+		// them; the next poll reports the problem.
+	case errors.As(err, &end):
+		return nil, end.ConnectError()
 	default:
-		return nil, err
+		return nil, toConnect(a.logger, "poll", err)
 	}
 	return resp, nil
 }
+
+// openAdmitted opens a stream the caller was already admitted to (channel
+// count and permission checked): it takes a connection slot and ends the
+// stream when the caller's credential expires.
+func (a *App) openAdmitted(ctx context.Context, channels []string, cursor *int64) (*Stream, error) {
+	release, err := a.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := a.hub.Subscribe(ctx, channels, cursor)
+	if err != nil {
+		release()
+		return nil, toConnect(a.logger, "subscribe", err)
+	}
+	return newStream(ctx, sub, release, a.logger), nil
+}
+
+// errPollWait refuses a long-poll of history in a shape it cannot have.
+var errPollWait = connect.NewError(connect.CodeInvalidArgument,
+	errors.New("invalid request: wait: long-poll needs the FORWARD direction and the LOG view"))

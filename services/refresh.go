@@ -1,7 +1,6 @@
 package services
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -11,7 +10,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
-	"github.com/heraldrt/herald/internal/auth"
 )
 
 // serverPrefix starts the ids of subscriptions the server opens; clients
@@ -27,16 +25,6 @@ const (
 // takes the "cursor" query parameter instead.
 const ServerCursorHeader = "Herald-Cursor"
 
-// errSessionExpired ends a Connect stream whose token expired unrefreshed.
-var errSessionExpired = connect.NewError(connect.CodeUnauthenticated,
-	errors.New("token expired: refresh it before it expires, or reconnect with a fresh token and resume from your last positions"))
-
-// WithAuthenticator lets sessions verify the tokens of refresh commands.
-func (s *EventService) WithAuthenticator(a *auth.Authenticator) *EventService {
-	s.authn = a
-	return s
-}
-
 // ParseServerCursor parses the server subscription's cursor: "" is none.
 func ParseServerCursor(v string) (*int64, error) {
 	if v == "" {
@@ -49,34 +37,34 @@ func ParseServerCursor(v string) (*int64, error) {
 	return &n, nil
 }
 
-// SubscribeServerChannels subscribes the session to the channels its token
-// lists ("channels" claim) as ServerSubscription, replaying after cursor
-// when given, else live. It does nothing when the token lists none.
-func (ss *Session) SubscribeServerChannels(cursor *int64) {
+// subscribeServerChannels subscribes the session to the channels its token
+// lists ("channels" claim) as ServerSubscription, replaying after its
+// cursor when given, else live. It does nothing when the token lists none.
+func (ss *Session) subscribeServerChannels() {
 	chs := ss.identity().Channels()
 	if len(chs) == 0 {
 		return
 	}
 	// The claim was checked when the token was verified; the namespace
 	// rules (refuseUnknown) still apply.
-	if err := authorize(ss.authCtx(), ss.svc.ns, actSubscribe, chs...); err != nil {
-		ss.emit(ss.svc.errorFrame(ServerSubscription, "subscribe", err))
+	if err := ss.app.authorize(ss.authCtx(), actSubscribe, chs...); err != nil {
+		ss.emit(ss.errorFrame(ServerSubscription, "subscribe", err))
 		return
 	}
-	ss.subscribe(ServerSubscription, &heraldv1.SubscribeRequest{Channels: chs, Cursor: cursor})
+	ss.subscribe(ServerSubscription, &heraldv1.SubscribeRequest{Channels: chs, Cursor: ss.cursor})
 }
 
 // refresh swaps the session's token for a fresh one of the same subject.
 // The old token stays in force when the new one is refused.
 func (ss *Session) refresh(id, token string) {
 	fail := func(code connect.Code, format string, args ...any) {
-		ss.emit(ss.svc.errorFrame(id, "refresh", connect.NewError(code, fmt.Errorf(format, args...))))
+		ss.emit(ss.errorFrame(id, "refresh", connect.NewError(code, fmt.Errorf(format, args...))))
 	}
-	if !ss.authOn || ss.svc.authn == nil {
+	if !ss.authOn || ss.app.cfg.Auth == nil {
 		fail(connect.CodeFailedPrecondition, "refresh: this server does not authenticate, there is no token to refresh")
 		return
 	}
-	nid, err := ss.svc.authn.Authenticate(token)
+	nid, err := ss.app.cfg.Auth.Authenticate(token)
 	if err != nil {
 		fail(connect.CodeUnauthenticated, "refresh refused, the current token stays in force until it expires: %v", err)
 		return
@@ -86,9 +74,9 @@ func (ss *Session) refresh(id, token string) {
 		fail(connect.CodePermissionDenied, "refresh refused: the new credential must be for the same %s %q; open a new connection to change identity", cur.Kind(), cur.Name())
 		return
 	}
-	ss.idMu.Lock()
+	ss.mu.Lock()
 	if ss.expTimer != nil && !ss.expTimer.Stop() {
-		ss.idMu.Unlock()
+		ss.mu.Unlock()
 		fail(connect.CodeUnauthenticated, "refresh came too late: the token already expired; reconnect with the new token")
 		return
 	}
@@ -97,14 +85,14 @@ func (ss *Session) refresh(id, token string) {
 	if exp := nid.Expires(); !exp.IsZero() {
 		ss.expTimer = time.AfterFunc(time.Until(exp), ss.expire)
 	}
-	ss.idMu.Unlock()
+	ss.mu.Unlock()
 
 	// What the new token no longer allows ends.
 	actx := ss.authCtx()
 	ss.mu.Lock()
 	var revoked []string
 	for sid, e := range ss.subs {
-		if authorize(actx, ss.svc.ns, actSubscribe, e.sub.Channels()...) != nil {
+		if ss.app.authorize(actx, actSubscribe, e.sub.Channels()...) != nil {
 			revoked = append(revoked, sid)
 		}
 	}
@@ -117,7 +105,7 @@ func (ss *Session) refresh(id, token string) {
 	if exp := nid.Expires(); !exp.IsZero() {
 		resp.ExpireTime = timestamppb.New(exp)
 	}
-	ss.emit(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Refreshed{Refreshed: resp}})
+	ss.emit(msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Refreshed{Refreshed: resp}}))
 }
 
 // revoke ends subscription sid with err as its last frame.
@@ -129,11 +117,7 @@ func (ss *Session) revoke(sid string, err error) {
 	if entry == nil {
 		return
 	}
-	entry.sub.Close()
-	ss.sendMu.Lock()
-	entry.closed = true
-	ss.emitLocked(ss.svc.errorFrame(sid, "subscribe", err))
-	ss.sendMu.Unlock()
+	ss.end(entry, ss.errorFrame(sid, "subscribe", err))
 }
 
 // isServerID reports an id reserved for the server.

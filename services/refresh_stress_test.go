@@ -27,7 +27,7 @@ func TestRefreshCloseStress(t *testing.T) {
 	}
 	log := eventlog.NewMemory(eventlog.Options{AutoCreate: true})
 	hub := runHub(t, log)
-	svc := services.NewEventService(log, hub, quiet).WithAuthenticator(authn)
+	svc := newApp(t, log, hub, services.Config{Auth: authn})
 
 	stopPub := make(chan struct{})
 	var pwg sync.WaitGroup

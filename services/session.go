@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -17,8 +18,7 @@ import (
 )
 
 // Limits of one bidirectional session. The configurable ones (publish rate,
-// subscriptions, channels per command) are the EventService's; see
-// WithConnectionLimits.
+// subscriptions, channels per command) are Config's.
 const (
 	// publishQueue bounds publishes received but not yet acknowledged;
 	// when full, the session stops reading commands (backpressure).
@@ -28,55 +28,67 @@ const (
 	// drainTimeout bounds how long a closing session keeps committing the
 	// publishes it already received.
 	drainTimeout = 5 * time.Second
+	// readyWait bounds how long a new session waits for a starting server.
+	readyWait = 5 * time.Second
 )
 
-// Session runs the commands of one bidirectional connection: the Connect
-// RPC here, and the WebSocket gateway with the same messages. Commands are
-// handled in arrival order; publishes are appended in that order and
-// acknowledged after commit; each subscription streams on its own
-// goroutine through the subscription core.
+// Errors Session.Serve ends with, besides the transport's own. The RPC
+// returns them as they are; the WebSocket maps them to close codes.
+var (
+	// ErrSessionExpired: the credential expired without a refresh.
+	ErrSessionExpired = connect.NewError(connect.CodeUnauthenticated,
+		errors.New("token expired: refresh it before it expires, or reconnect with a fresh token and resume from your last positions"))
+	// ErrShuttingDown: the server is stopping; every subscription has
+	// sent its shutdown end first.
+	ErrShuttingDown = connect.NewError(connect.CodeUnavailable,
+		errors.New("server shutting down; reconnect (to any instance) and resume from your last positions"))
+	// ErrNotReady: the server has not reached its event log since it
+	// started.
+	ErrNotReady = connect.NewError(connect.CodeUnavailable,
+		errors.New("server starting: the event log is not reachable yet; reconnect in a moment"))
+)
+
+// Session runs one bidirectional connection: the Connect RPC, and the
+// WebSocket with the same messages. Commands are handled in arrival order;
+// publishes are appended in that order and acknowledged after commit; each
+// subscription streams on its own goroutine through the subscription core.
 //
-// Handle is called by one goroutine. Send is called by the session's
-// goroutines one at a time.
+// # Concurrency
+//
+// Serve runs the session on the caller's goroutine and starts: a reader
+// (calls recv and handles each command), a publisher (started with the
+// first publish; appends in order, acknowledges), and one goroutine per
+// subscription. Frames reach send one at a time (sendMu). Serve returns
+// after every goroutine it started has ended, except the reader, which may
+// stay blocked in recv until the transport closes: once Serve has returned
+// it handles nothing more. Locks: mu (subscriptions, identity) and sendMu
+// are never held together; publisher.mu may be held while taking sendMu
+// (an answer to a refused publish), never the other way round.
 type Session struct {
-	svc  *EventService
-	send func(*heraldv1.ConnectResponse) error
-	// rate is the connection's publish bucket (PublishPerConnection);
-	// nil: not limited (see connectionRate).
-	rate *limits.Bucket
+	app     *App
+	parent  context.Context // the request's
+	ctx     context.Context // the session's; its cause says why it ended
+	cancel  context.CancelCauseFunc
+	release func() // the connection slot
+	cursor  *int64 // where the server subscription resumes; nil: live
+	rate    *limits.Bucket
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	subsWG sync.WaitGroup
+	send     func(*Frame) error
+	sendMu   sync.Mutex // serialises send; guards sendDone and sessionSub.closed
+	sendDone bool       // closed: the transport may be gone
+	sendErr  error      // the first failed send
 
-	// Publishes outlive ctx: once received, a publish is committed (or
-	// answered with an error) even while the session closes, within
-	// drainTimeout.
-	pubCtx    context.Context
-	pubCancel context.CancelFunc
-	pubMu     sync.Mutex // guards pubClosed, pubs and sending on pubs
-	pubClosed bool
-	pubs      chan pubCmd // made, with its publisher, on the first publish
-
-	sendMu     sync.Mutex // serialises send; guards sub.closed and sendClosed
-	sendClosed bool       // set by Close: the stream may be gone
-	mu         sync.Mutex // guards subs, closed
-	subs       map[string]*sessionSub
-	closed     bool
-
-	failOnce sync.Once
-	failed   chan struct{} // closed when a send fails
-	failErr  error
-
-	// The caller's identity, replaced by refresh; authOn is false when the
-	// server does not authenticate.
-	idMu     sync.Mutex // guards id, expTimer
+	mu       sync.Mutex // guards subs, closing, id, expTimer
+	subs     map[string]*sessionSub
+	closing  bool
 	id       auth.Identity
 	authOn   bool
-	expTimer *time.Timer   // fires expire at the identity's expiry; nil: none
-	expired  chan struct{} // closed when the credential expired unrefreshed
-	expOnce  sync.Once
+	expTimer *time.Timer
+	expired  atomic.Bool
+
+	subsWG    sync.WaitGroup
+	pub       publisher
+	closeOnce sync.Once
 }
 
 type sessionSub struct {
@@ -84,66 +96,178 @@ type sessionSub struct {
 	closed bool // guarded by Session.sendMu: no frame for it after Unsubscribed
 }
 
-type pubCmd struct {
-	id  string
-	req *heraldv1.PublishRequest
+// NewSession admits a bidirectional connection for the caller in ctx: it
+// takes a connection slot (refused with resource_exhausted) that Serve
+// frees. serverCursor is where the subscription to the token's channels
+// resumes (nil: live). Serve must be called.
+func (a *App) NewSession(ctx context.Context, serverCursor *int64) (*Session, error) {
+	release, err := a.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	release = sync.OnceFunc(release)
+	sctx, cancel := context.WithCancelCause(ctx)
+	ss := &Session{
+		app:     a,
+		parent:  ctx,
+		ctx:     sctx,
+		cancel:  cancel,
+		release: release,
+		cursor:  serverCursor,
+		rate:    a.connectionRate(ctx),
+		subs:    make(map[string]*sessionSub),
+	}
+	ss.id, ss.authOn = auth.FromContext(ctx)
+	ss.pub.init(ss)
+	return ss, nil
 }
 
-// StartSession starts a session whose responses go to send. It runs until
-// ctx ends or Close is called.
-func (s *EventService) StartSession(ctx context.Context, send func(*heraldv1.ConnectResponse) error) *Session {
-	pubCtx, pubCancel := context.WithCancel(context.WithoutCancel(ctx))
-	ctx, cancel := context.WithCancel(ctx)
-	sess := &Session{
-		svc:       s,
-		send:      send,
-		rate:      s.connectionRate(ctx),
-		ctx:       ctx,
-		cancel:    cancel,
-		pubCtx:    pubCtx,
-		pubCancel: pubCancel,
-		subs:      make(map[string]*sessionSub),
-		failed:    make(chan struct{}),
-		expired:   make(chan struct{}),
-	}
-	sess.id, sess.authOn = auth.FromContext(ctx)
-	if exp := sess.id.Expires(); sess.authOn && !exp.IsZero() {
-		sess.expTimer = time.AfterFunc(time.Until(exp), sess.expire)
-	}
-	return sess
+// Discard gives up a session that will not be served (the transport
+// failed to open): it frees the connection slot.
+func (ss *Session) Discard() {
+	ss.close()
+	ss.release()
 }
 
 // connectionRate returns the publish bucket of a new connection. As with
 // the per-user rate, API keys (backend services, which publish in bulk over
 // these streams) and servers without authentication are not limited; end
 // users and anonymous clients are.
-func (s *EventService) connectionRate(ctx context.Context) *limits.Bucket {
+func (a *App) connectionRate(ctx context.Context) *limits.Bucket {
 	if id, on := auth.FromContext(ctx); !on || id.Kind() == auth.APIKey {
 		return nil
 	}
-	return s.conn.NewConnectionBucket()
+	return a.lim.NewConnectionBucket()
 }
 
-// Expired is closed when the session's credential expired without being
-// refreshed. The transport then ends the connection (RPC unauthenticated,
-// WebSocket 1008); Close stops the clock.
-func (ss *Session) Expired() <-chan struct{} { return ss.expired }
-
-func (ss *Session) expire() { ss.expOnce.Do(func() { close(ss.expired) }) }
-
-func (ss *Session) isExpired() bool {
+// Serve runs the session: it subscribes the token's channels (before any
+// command), then reads commands with recv and answers through send until
+// the peer leaves, the server shuts down or the credential expires.
+//
+// recv returning io.EOF is a half-close: publishes already received are
+// acknowledged and subscriptions keep streaming until they end or ctx
+// does. Any other recv error ends the session (publishes already received
+// are still committed and answered first). A frame that did not decode is
+// reported by recv as an error wrapping ErrBadFrame: it is answered with an
+// error frame and the session goes on.
+//
+// Serve returns nil when the peer left after a half-close and everything
+// ended; ErrSessionExpired, ErrShuttingDown or ErrNotReady; the failed
+// send's error; recv's error; or the request context's error.
+func (ss *Session) Serve(recv func() (*heraldv1.ConnectRequest, error), send func(*Frame) error) error {
+	defer ss.release()
+	ss.send = send
 	select {
-	case <-ss.expired:
-		return true
-	default:
-		return false
+	case <-ss.app.Ready():
+	case <-ss.ctx.Done():
+		ss.close()
+		return ss.parent.Err()
+	case <-time.After(readyWait):
+		ss.close()
+		return ErrNotReady
 	}
+	ss.startExpiry()
+	// Before any command is read: the server subscription answers first.
+	ss.subscribeServerChannels()
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := recv()
+			if err != nil {
+				if errors.Is(err, ErrBadFrame) && ss.ctx.Err() == nil {
+					ss.emit(msgFrame(errorMsg(ss.app.logger, "", "connect", err)))
+					continue
+				}
+				recvErr <- err
+				return
+			}
+			if ss.ctx.Err() != nil {
+				return
+			}
+			ss.handle(req)
+		}
+	}()
+
+	stopping := ss.app.Stopping()
+	select {
+	case err := <-recvErr:
+		if !errors.Is(err, io.EOF) {
+			ss.close()
+			if ss.parent.Err() != nil {
+				return ss.parent.Err() // the client went away
+			}
+			return err
+		}
+		// Half-close: acknowledge what was published (however long the
+		// commits take: the client is waiting for them), then keep
+		// streaming until the subscriptions end or the client cancels.
+		ss.pub.finish()
+		done := make(chan struct{})
+		go func() { ss.subsWG.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ss.ctx.Done():
+		case <-stopping:
+			<-done // each subscription sends its shutdown end first
+		}
+		ss.close()
+		return ss.endError(nil)
+	case <-ss.ctx.Done():
+		ss.close()
+		return ss.endError(nil)
+	case <-stopping:
+		ss.subsWG.Wait() // each subscription sends its shutdown end first
+		ss.close()
+		return ErrShuttingDown
+	}
+}
+
+// ErrBadFrame marks a recv error for a frame that did not decode: the
+// session answers it with an invalid_argument error frame and goes on.
+var ErrBadFrame = errors.New("invalid frame")
+
+// endError is why the session ended, for Serve's caller.
+func (ss *Session) endError(fallback error) error {
+	select {
+	case <-ss.app.Stopping():
+		return ErrShuttingDown
+	default:
+	}
+	ss.sendMu.Lock()
+	sendErr := ss.sendErr
+	ss.sendMu.Unlock()
+	switch {
+	case ss.expired.Load():
+		return ErrSessionExpired
+	case sendErr != nil:
+		// Checked before the request's context: a transport may end that
+		// context when a send fails.
+		return sendErr
+	case ss.parent.Err() != nil:
+		return ss.parent.Err()
+	}
+	return fallback
+}
+
+// startExpiry ends the session when its credential expires unrefreshed.
+func (ss *Session) startExpiry() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if exp := ss.id.Expires(); ss.authOn && !exp.IsZero() {
+		ss.expTimer = time.AfterFunc(time.Until(exp), ss.expire)
+	}
+}
+
+func (ss *Session) expire() {
+	ss.expired.Store(true)
+	ss.cancel(ErrSessionExpired)
 }
 
 // identity returns the session's current identity.
 func (ss *Session) identity() auth.Identity {
-	ss.idMu.Lock()
-	defer ss.idMu.Unlock()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
 	return ss.id
 }
 
@@ -156,63 +280,48 @@ func (ss *Session) authCtx() context.Context {
 	return auth.NewContext(ss.ctx, ss.identity())
 }
 
-// Failed is closed when sending to the peer failed; Err tells why.
-func (ss *Session) Failed() <-chan struct{} { return ss.failed }
-
-// Err returns the send error after Failed is closed.
-func (ss *Session) Err() error {
-	select {
-	case <-ss.failed:
-		return ss.failErr
-	default:
-		return nil
-	}
-}
-
-func (ss *Session) emit(msg *heraldv1.ConnectResponse) {
+func (ss *Session) emit(f *Frame) {
 	ss.sendMu.Lock()
 	defer ss.sendMu.Unlock()
-	ss.emitLocked(msg)
+	ss.emitLocked(f)
 }
 
-func (ss *Session) emitLocked(msg *heraldv1.ConnectResponse) {
-	if ss.sendClosed || ss.Err() != nil {
+func (ss *Session) emitLocked(f *Frame) {
+	if ss.sendDone || ss.sendErr != nil {
 		return
 	}
-	if err := ss.send(msg); err != nil {
-		ss.failOnce.Do(func() {
-			ss.failErr = err
-			close(ss.failed)
-			ss.cancel()
-		})
+	if err := ss.send(f); err != nil {
+		ss.sendErr = err
+		ss.cancel(err)
 	}
 }
 
-// Handle runs one command. It blocks only while the publish queue is full.
-func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
+// errorFrame answers command or subscription id with err.
+func (ss *Session) errorFrame(id, op string, err error) *Frame {
+	return msgFrame(errorMsg(ss.app.logger, id, op, err))
+}
+
+// handle runs one command. It blocks only while the publish queue is full.
+func (ss *Session) handle(req *heraldv1.ConnectRequest) {
 	// Until the transport has closed an expired session, commands are
 	// refused: nothing is done on an expired token.
-	if ss.isExpired() {
-		ss.emit(ss.svc.errorFrame(req.GetId(), "connect", errSessionExpired))
+	if ss.expired.Load() {
+		ss.emit(ss.errorFrame(req.GetId(), "connect", ErrSessionExpired))
 		return
 	}
 	if err := validateMsg(req); err != nil {
-		ss.emit(ss.svc.errorFrame(req.GetId(), "connect", err))
+		ss.emit(ss.errorFrame(req.GetId(), "connect", err))
 		return
 	}
 	switch c := req.Command.(type) {
 	case *heraldv1.ConnectRequest_Subscribe:
 		if isServerID(req.Id) {
-			ss.emit(ss.svc.errorFrame(req.Id, "subscribe", connect.NewError(connect.CodeInvalidArgument,
+			ss.emit(ss.errorFrame(req.Id, "subscribe", connect.NewError(connect.CodeInvalidArgument,
 				fmt.Errorf("subscription ids starting with %q are the server's: choose another id", serverPrefix))))
 			return
 		}
-		if err := ss.svc.CheckChannels(len(c.Subscribe.Channels)); err != nil {
-			ss.emit(ss.svc.errorFrame(req.Id, "subscribe", err))
-			return
-		}
-		if err := authorize(ss.authCtx(), ss.svc.ns, actSubscribe, c.Subscribe.Channels...); err != nil {
-			ss.emit(ss.svc.errorFrame(req.Id, "subscribe", err))
+		if err := ss.app.admit(ss.authCtx(), c.Subscribe.Channels); err != nil {
+			ss.emit(ss.errorFrame(req.Id, "subscribe", err))
 			return
 		}
 		ss.subscribe(req.Id, c.Subscribe)
@@ -220,24 +329,25 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 		ss.unsubscribe(req.Id, c.Unsubscribe.SubscriptionId)
 	case *heraldv1.ConnectRequest_Publish:
 		actx := ss.authCtx()
-		if err := authorize(actx, ss.svc.ns, actPublish, c.Publish.Channel); err != nil {
-			ss.emit(ss.svc.errorFrame(req.Id, "publish", err))
+		pol, err := ss.app.policy(actx, actPublish, c.Publish.Channel)
+		if err != nil {
+			ss.emit(ss.errorFrame(req.Id, "publish", err))
 			return
 		}
 		// The connection's bucket first: a connection over its own rate
 		// then spends none of its user's, which the user's other
 		// connections share.
 		if err := limits.CheckPublish(time.Now(), ss.rate, nil, "", 1); err != nil {
-			ss.emit(ss.svc.errorFrame(req.Id, "publish", connect.NewError(connect.CodeResourceExhausted, err)))
+			ss.emit(ss.errorFrame(req.Id, "publish", connect.NewError(connect.CodeResourceExhausted, err)))
 			return
 		}
-		if err := ss.svc.checkUserRate(actx); err != nil {
-			ss.emit(ss.svc.errorFrame(req.Id, "publish", err))
+		if err := ss.app.checkUserRate(actx); err != nil {
+			ss.emit(ss.errorFrame(req.Id, "publish", err))
 			return
 		}
-		ss.enqueue(pubCmd{id: req.Id, req: c.Publish})
+		ss.pub.enqueue(pubCmd{id: req.Id, req: publishReq{req: c.Publish, pol: pol}})
 	case *heraldv1.ConnectRequest_Ping:
-		ss.emit(&heraldv1.ConnectResponse{Id: req.Id, Message: &heraldv1.ConnectResponse_Pong{Pong: &heraldv1.Pong{}}})
+		ss.emit(msgFrame(&heraldv1.ConnectResponse{Id: req.Id, Message: &heraldv1.ConnectResponse_Pong{Pong: &heraldv1.Pong{}}}))
 	case *heraldv1.ConnectRequest_Refresh:
 		ss.refresh(req.Id, c.Refresh.Token)
 	}
@@ -245,12 +355,12 @@ func (ss *Session) Handle(req *heraldv1.ConnectRequest) {
 
 func (ss *Session) subscribe(id string, req *heraldv1.SubscribeRequest) {
 	if id == "" {
-		ss.emit(ss.svc.errorFrame(id, "connect", connect.NewError(connect.CodeInvalidArgument,
+		ss.emit(ss.errorFrame(id, "connect", connect.NewError(connect.CodeInvalidArgument,
 			errors.New("subscribe needs an id: it names the subscription"))))
 		return
 	}
 	// The cap counts channels: each costs a hub entry and fan-out work.
-	// Handle runs one command at a time, so none is added between this
+	// handle runs one command at a time, so none is added between this
 	// count and the subscription's; ending ones only lower it.
 	ss.mu.Lock()
 	_, dup := ss.subs[id]
@@ -258,28 +368,28 @@ func (ss *Session) subscribe(id string, req *heraldv1.SubscribeRequest) {
 	for _, e := range ss.subs {
 		have += len(e.sub.Channels())
 	}
-	closed := ss.closed
+	closing := ss.closing
 	ss.mu.Unlock()
 	switch {
-	case closed:
+	case closing:
 		return
 	case dup:
-		ss.emit(ss.svc.errorFrame(id, "connect", connect.NewError(connect.CodeAlreadyExists,
+		ss.emit(ss.errorFrame(id, "connect", connect.NewError(connect.CodeAlreadyExists,
 			fmt.Errorf("subscription %q is already open; unsubscribe first or use another id", id))))
 		return
 	}
-	if err := ss.svc.conn.CheckSubscriptions(have, len(req.Channels)); err != nil {
-		ss.emit(ss.svc.errorFrame(id, "connect", connect.NewError(connect.CodeResourceExhausted, err)))
+	if err := ss.app.lim.CheckSubscriptions(have, len(req.Channels)); err != nil {
+		ss.emit(ss.errorFrame(id, "connect", connect.NewError(connect.CodeResourceExhausted, err)))
 		return
 	}
-	sub, err := ss.svc.hub.Subscribe(ss.ctx, req.Channels, req.Cursor)
+	sub, err := ss.app.hub.Subscribe(ss.ctx, req.Channels, req.Cursor)
 	if err != nil {
-		ss.emit(ss.svc.errorFrame(id, "subscribe", err))
+		ss.emit(ss.errorFrame(id, "subscribe", err))
 		return
 	}
 	entry := &sessionSub{sub: sub}
 	ss.mu.Lock()
-	if ss.closed {
+	if ss.closing {
 		ss.mu.Unlock()
 		sub.Close()
 		return
@@ -287,9 +397,9 @@ func (ss *Session) subscribe(id string, req *heraldv1.SubscribeRequest) {
 	ss.subs[id] = entry
 	ss.subsWG.Add(1)
 	ss.mu.Unlock()
-	ss.emit(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Subscribed{
-		Subscribed: SubscribedProto(sub.Channels(), sub.Start()),
-	}})
+	ss.emit(msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Subscribed{
+		Subscribed: subscribedProto(sub.Channels(), sub.Start()),
+	}}))
 	go ss.stream(id, entry)
 }
 
@@ -310,25 +420,25 @@ func (ss *Session) stream(id string, entry *sessionSub) {
 			}
 			ss.sendMu.Lock()
 			if !entry.closed {
-				ss.emitLocked(ss.svc.errorFrame(id, "subscribe", err))
+				ss.emitLocked(ss.errorFrame(id, "subscribe", err))
 			}
 			ss.sendMu.Unlock()
 			return
 		}
-		var out *heraldv1.ConnectResponse
+		var f *Frame
 		if msg.Truncation != nil {
-			out = &heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Subscribed{
-				Subscribed: SubscribedProto(entry.sub.Channels(), *msg.Truncation),
-			}}
+			f = msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Subscribed{
+				Subscribed: subscribedProto(entry.sub.Channels(), *msg.Truncation),
+			}})
 		} else {
-			out = &heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Event{Event: EventProto(msg.Event)}}
+			f = eventFrame(id, msg.Entry)
 		}
 		ss.sendMu.Lock()
 		if entry.closed {
 			ss.sendMu.Unlock()
 			return
 		}
-		ss.emitLocked(out)
+		ss.emitLocked(f)
 		ss.sendMu.Unlock()
 	}
 }
@@ -339,54 +449,110 @@ func (ss *Session) unsubscribe(id, subID string) {
 	delete(ss.subs, subID)
 	ss.mu.Unlock()
 	if entry == nil {
-		ss.emit(ss.svc.errorFrame(id, "connect", connect.NewError(connect.CodeNotFound,
+		ss.emit(ss.errorFrame(id, "connect", connect.NewError(connect.CodeNotFound,
 			fmt.Errorf("no open subscription %q", subID))))
 		return
 	}
+	ss.end(entry, msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Unsubscribed{Unsubscribed: &heraldv1.Unsubscribed{}}}))
+}
+
+// end closes a subscription already removed from subs, with last as its
+// last frame: no frame of it follows.
+func (ss *Session) end(entry *sessionSub, last *Frame) {
 	entry.sub.Close()
 	ss.sendMu.Lock()
 	entry.closed = true
-	ss.emitLocked(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Unsubscribed{Unsubscribed: &heraldv1.Unsubscribed{}}})
+	ss.emitLocked(last)
 	ss.sendMu.Unlock()
+}
+
+// close ends the session: subscriptions end, publishes already received
+// are still committed and answered (within drainTimeout), later commands
+// are refused. It waits for the session's goroutines but the reader.
+func (ss *Session) close() {
+	ss.closeOnce.Do(func() {
+		ss.mu.Lock()
+		if ss.expTimer != nil {
+			ss.expTimer.Stop()
+		}
+		ss.closing = true
+		subs := ss.subs
+		ss.subs = map[string]*sessionSub{}
+		ss.mu.Unlock()
+		ss.cancel(nil)
+		for _, e := range subs {
+			e.sub.Close()
+		}
+		ss.subsWG.Wait()
+		ss.pub.close()
+		ss.sendMu.Lock()
+		ss.sendDone = true
+		ss.sendMu.Unlock()
+	})
+}
+
+// publisher appends a session's publishes in arrival order, a batch at a
+// time, and acknowledges each after commit. Publishes outlive the
+// session's context: once received, a publish is committed (or answered
+// with an error) even while the session closes, within drainTimeout.
+type publisher struct {
+	ss     *Session
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex // guards closed, q and sending on q
+	closed bool
+	q      chan pubCmd // made, with its goroutine, on the first publish
+}
+
+type pubCmd struct {
+	id  string
+	req publishReq
+}
+
+func (p *publisher) init(ss *Session) {
+	p.ss = ss
+	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(ss.parent))
 }
 
 // enqueue hands a publish to the publisher, or answers it at once when
 // the session no longer takes publishes. Every publish gets an answer.
-func (ss *Session) enqueue(c pubCmd) {
-	ss.pubMu.Lock()
-	defer ss.pubMu.Unlock()
-	if !ss.pubClosed {
-		if ss.pubs == nil {
+func (p *publisher) enqueue(c pubCmd) {
+	ss := p.ss
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		if p.q == nil {
 			// Many connections only subscribe: their queue and publisher
 			// goroutine would be idle memory.
-			ss.pubs = make(chan pubCmd, publishQueue)
-			ss.wg.Go(ss.publisher)
+			p.q = make(chan pubCmd, publishQueue)
+			p.wg.Go(p.run)
 		}
-		// Closing (Close cancels ctx before taking pubMu), or the token
+		// Closing (close cancels ctx before taking p.mu), or the token
 		// expired: checked first, as select picks among ready cases at
 		// random.
-		if ss.ctx.Err() == nil && !ss.isExpired() {
+		if ss.ctx.Err() == nil {
 			select {
-			case ss.pubs <- c:
+			case p.q <- c:
 				return
 			case <-ss.ctx.Done():
 			}
 		}
 	}
-	ss.emit(ss.svc.errorFrame(c.id, "publish", errShuttingDown))
+	ss.emit(ss.errorFrame(c.id, "publish", errShuttingDown))
 }
 
-// publisher appends queued publishes in arrival order, a batch at a time,
-// and acknowledges each after commit. It ends when pubs is closed and
-// drained.
-func (ss *Session) publisher() {
+func (p *publisher) run() {
+	ss := p.ss
 	batch := make([]pubCmd, 0, publishBatch)
-	for first := range ss.pubs {
+	reqs := make([]publishReq, 0, publishBatch)
+	for first := range p.q {
 		batch = append(batch[:0], first)
 	fill:
 		for len(batch) < publishBatch {
 			select {
-			case c, ok := <-ss.pubs:
+			case c, ok := <-p.q:
 				if !ok {
 					break fill
 				}
@@ -395,184 +561,72 @@ func (ss *Session) publisher() {
 				break fill
 			}
 		}
-		reqs := make([]*heraldv1.PublishRequest, len(batch))
-		for i, c := range batch {
-			reqs[i] = c.req
+		reqs = reqs[:0]
+		for _, c := range batch {
+			reqs = append(reqs, c.req)
 		}
-		res, err := ss.svc.publish(ss.pubCtx, reqs)
-		if err != nil && ss.pubCtx.Err() != nil {
+		res, err := ss.app.publish(p.ctx, reqs)
+		if err != nil && p.ctx.Err() != nil {
 			err = errShuttingDown // the drain deadline passed, not the client's doing
 		}
 		for i, c := range batch {
 			switch {
 			case err != nil:
-				ss.emit(ss.svc.errorFrame(c.id, "publish", err))
+				ss.emit(ss.errorFrame(c.id, "publish", err))
 			case res[i].err != nil:
-				ss.emit(ss.svc.errorFrame(c.id, "publish", res[i].err))
+				ss.emit(ss.errorFrame(c.id, "publish", res[i].err))
 			default:
-				ss.emit(&heraldv1.ConnectResponse{Id: c.id, Message: &heraldv1.ConnectResponse_Published{Published: res[i].resp}})
+				ss.emit(msgFrame(&heraldv1.ConnectResponse{Id: c.id, Message: &heraldv1.ConnectResponse_Published{Published: res[i].resp}}))
 			}
 		}
 		if err != nil {
 			// Keep the stream's order: what was queued behind a failed
 			// batch fails too, so a client retrying in order cannot have
 			// later events committed before earlier ones.
-			ss.failQueued(err)
+			p.failQueued(err)
 		}
 	}
 }
 
-func (ss *Session) failQueued(err error) {
+func (p *publisher) failQueued(err error) {
 	for {
 		select {
-		case c, ok := <-ss.pubs:
+		case c, ok := <-p.q:
 			if !ok {
 				return
 			}
-			ss.emit(ss.svc.errorFrame(c.id, "publish", err))
+			p.ss.emit(p.ss.errorFrame(c.id, "publish", err))
 		default:
 			return
 		}
 	}
 }
 
-// closePublishes stops taking publishes and waits until every queued one
-// is answered, committing them for at most drainTimeout.
-func (ss *Session) closePublishes() {
-	ss.pubMu.Lock()
-	if !ss.pubClosed {
-		ss.pubClosed = true
-		if ss.pubs != nil {
-			close(ss.pubs)
-		}
-	}
-	ss.pubMu.Unlock()
-	t := time.AfterFunc(drainTimeout, ss.pubCancel)
+// finish stops taking publishes and waits until every queued one is
+// committed and answered (after a half-close).
+func (p *publisher) finish() {
+	p.stop()
+	p.wg.Wait()
+}
+
+// close stops taking publishes and waits until every queued one is
+// answered, committing them for at most drainTimeout (the session is
+// ending).
+func (p *publisher) close() {
+	p.stop()
+	t := time.AfterFunc(drainTimeout, p.cancel)
 	defer t.Stop()
-	ss.wg.Wait()
+	p.wg.Wait()
+	p.cancel()
 }
 
-// Subscriptions returns how many subscriptions are open.
-func (ss *Session) Subscriptions() int {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return len(ss.subs)
-}
-
-// FinishPublishes stops taking publishes and waits until every queued one
-// is answered (after the client half-closed its side).
-func (ss *Session) FinishPublishes() { ss.closePublishes() }
-
-// WaitSubscriptions waits until every subscription has ended on its own
-// (after the hub stopped, each sends its end frame first).
-func (ss *Session) WaitSubscriptions() { ss.subsWG.Wait() }
-
-// Close ends the session: subscriptions end, publishes already received
-// are still committed and answered (within drainTimeout), later commands
-// are refused. It waits for the session's goroutines. Handle may still be
-// called concurrently from a receiver that has not noticed yet.
-func (ss *Session) Close() {
-	ss.idMu.Lock()
-	if ss.expTimer != nil {
-		ss.expTimer.Stop()
-	}
-	ss.idMu.Unlock()
-	ss.mu.Lock()
-	ss.closed = true
-	subs := ss.subs
-	ss.subs = map[string]*sessionSub{}
-	ss.mu.Unlock()
-	ss.cancel()
-	for _, e := range subs {
-		e.sub.Close()
-	}
-	ss.subsWG.Wait()
-	ss.closePublishes()
-	ss.pubCancel()
-	ss.sendMu.Lock()
-	ss.sendClosed = true
-	ss.sendMu.Unlock()
-}
-
-// Connect serves the bidirectional stream with a Session.
-func (s *EventService) Connect(ctx context.Context, stream *connect.BidiStream[heraldv1.ConnectRequest, heraldv1.ConnectResponse]) error {
-	release, err := s.streams.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	cursor, err := ParseServerCursor(stream.RequestHeader().Get(ServerCursorHeader))
-	if err != nil {
-		return err
-	}
-	sess := s.StartSession(ctx, stream.Send)
-	sess.SubscribeServerChannels(cursor)
-	// The receiving goroutine may stay blocked in Receive until the handler
-	// returns and the stream is closed; it touches the session only through
-	// Handle, which is a no-op once the session is closed.
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			req, err := stream.Receive()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			if sess.ctx.Err() != nil {
-				return
-			}
-			sess.Handle(req)
+func (p *publisher) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		if p.q != nil {
+			close(p.q)
 		}
-	}()
-
-	select {
-	case err := <-recvErr:
-		if !errors.Is(err, io.EOF) {
-			sess.Close()
-			if ctx.Err() != nil {
-				return ctx.Err() // the client went away
-			}
-			// Still connected (e.g. a message over the read limit): say why.
-			return err
-		}
-		// Half-close: acknowledge what was published, then keep streaming
-		// until the client cancels or the subscriptions end.
-		sess.FinishPublishes()
-		done := make(chan struct{})
-		go func() { sess.WaitSubscriptions(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-		case <-sess.Failed():
-		case <-sess.Expired():
-			sess.Close()
-			return errSessionExpired
-		case <-s.hub.Stopped():
-			<-done
-		}
-		sess.Close()
-		return s.endReason(sess)
-	case <-sess.Failed():
-		sess.Close()
-		return sess.Err()
-	case <-s.hub.Stopped():
-		sess.WaitSubscriptions() // each sends its shutdown frame
-		sess.Close()
-		return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; reconnect and resume from your last positions"))
-	case <-sess.Expired():
-		sess.Close()
-		return errSessionExpired
-	case <-ctx.Done():
-		sess.Close()
-		return ctx.Err()
-	}
-}
-
-func (s *EventService) endReason(sess *Session) error {
-	select {
-	case <-s.hub.Stopped():
-		return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; reconnect and resume from your last positions"))
-	default:
-		return sess.Err()
 	}
 }

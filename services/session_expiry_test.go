@@ -28,7 +28,7 @@ func TestSessionRefusesAfterExpiry(t *testing.T) {
 
 	var mu sync.Mutex
 	var got []*heraldv1.ConnectResponse
-	svc := services.NewEventService(log, hub, quiet)
+	svc := newApp(t, log, hub, services.Config{})
 	sess := svc.StartSession(auth.NewContext(context.Background(), id), func(m *heraldv1.ConnectResponse) error {
 		mu.Lock()
 		got = append(got, m)

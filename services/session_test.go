@@ -53,8 +53,11 @@ func newEnv(t *testing.T, log eventlog.Log) *env {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = hub.Run(hubCtx) })
 	mux := http.NewServeMux()
-	mux.Handle(heraldv1connect.NewEventServiceHandler(services.NewEventService(log, hub, quiet),
-		connect.WithInterceptors(services.Interceptor{}), connect.WithReadMaxBytes(1024)))
+	app, err := services.New(log, hub, services.Config{MaxMessageBytes: 1024, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.Register(mux)
 	srv := httptest.NewUnstartedServer(mux)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()

@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
+	"github.com/heraldrt/herald/gateway"
 	"github.com/heraldrt/herald/internal/auth"
+	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/internal/namespace"
 	"github.com/heraldrt/herald/internal/server"
 	"github.com/heraldrt/herald/migrations"
+	"github.com/heraldrt/herald/services"
 )
 
 var dbKeys = []string{"DATABASE_URL", "HERALD_DATABASE_URL"}
@@ -25,34 +29,34 @@ func serve(ctx context.Context, args []string) error {
 		namespaces          string
 	)
 	fs := newFlags("serve")
-	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, "127.0.0.1:8080", "address to listen on (gRPC, gRPC-Web, Connect, WebSocket, SSE, REST; h2c and HTTP/1.1)")
+	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, server.DefaultAddr, "address to listen on (gRPC, gRPC-Web, Connect, WebSocket, SSE, REST; h2c and HTTP/1.1)")
 	fs.String(&cfg.DatabaseURL, "database-url", dbKeys, "", "PostgreSQL URL; empty runs the embedded in-memory log")
 	fs.Bool(&autoCreate, "auto-create-channels", []string{"HERALD_AUTO_CREATE_CHANNELS"}, true, "publishing to an unknown channel creates it; false makes it fail with not_found")
-	fs.String(&cfg.NotifyChannel, "notify-channel", []string{"HERALD_NOTIFY_CHANNEL"}, "herald_events", "PostgreSQL LISTEN/NOTIFY channel shared by the instances")
-	fs.Duration(&cfg.PollInterval, "poll-interval", []string{"HERALD_POLL_INTERVAL"}, 500*time.Millisecond, "safety poll of the log when no notification arrives")
-	fs.Int(&cfg.QueueSize, "queue-size", []string{"HERALD_QUEUE_SIZE"}, 4096, "events buffered per subscriber before it is ended as a slow consumer")
-	fs.Duration(&cfg.RetentionInterval, "retention-interval", []string{"HERALD_RETENTION_INTERVAL"}, time.Minute, "how often retention trims channels")
-	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", []string{"HERALD_SHUTDOWN_TIMEOUT"}, 10*time.Second, "how long a graceful shutdown drains")
-	fs.Int(&cfg.MaxMessageBytes, "max-message-bytes", []string{"HERALD_MAX_MESSAGE_BYTES"}, 2<<20, "largest request message accepted")
-	fs.Int(&cfg.PageSize, "page-size", []string{"HERALD_PAGE_SIZE"}, 100, "events (or channels) in a history page, long-poll or channel list when the request gives no limit")
-	fs.Int(&cfg.MaxPageSize, "max-page-size", []string{"HERALD_MAX_PAGE_SIZE"}, 1000, "largest page a request may ask for (at most 1000); larger limits are lowered to it")
-	fs.Int(&cfg.MaxConnections, "max-connections", []string{"HERALD_MAX_CONNECTIONS"}, 20000, "long-lived requests (streams, WebSockets, SSE, long-polls) one instance holds; beyond it new ones get resource_exhausted / 429; -1: unlimited")
-	fs.Int(&cfg.MaxConnectionsPerUser, "max-connections-per-user", []string{"HERALD_MAX_CONNECTIONS_PER_USER"}, 50, "long-lived requests one end user (JWT) holds on the instance; beyond it new ones get resource_exhausted / 429; API keys and anonymous clients are not counted per user; -1: unlimited")
+	fs.String(&cfg.Postgres.NotifyChannel, "notify-channel", []string{"HERALD_NOTIFY_CHANNEL"}, eventlog.DefaultNotifyChannel, "PostgreSQL LISTEN/NOTIFY channel shared by the instances")
+	fs.Duration(&cfg.Hub.PollInterval, "poll-interval", []string{"HERALD_POLL_INTERVAL"}, fanout.DefaultPollInterval, "safety poll of the log when no notification arrives")
+	fs.Int(&cfg.Hub.QueueSize, "queue-size", []string{"HERALD_QUEUE_SIZE"}, fanout.DefaultQueueSize, "events buffered per subscriber before it is ended as a slow consumer")
+	fs.Duration(&cfg.RetentionInterval, "retention-interval", []string{"HERALD_RETENTION_INTERVAL"}, server.DefaultRetentionInterval, "how often retention trims channels")
+	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", []string{"HERALD_SHUTDOWN_TIMEOUT"}, server.DefaultShutdownTimeout, "how long a graceful shutdown drains")
+	fs.Int(&cfg.Services.MaxMessageBytes, "max-message-bytes", []string{"HERALD_MAX_MESSAGE_BYTES"}, services.DefaultMaxMessageBytes, "largest request message accepted")
+	fs.Int(&cfg.Services.PageSize, "page-size", []string{"HERALD_PAGE_SIZE"}, services.DefaultPageSize, "events (or channels) in a history page, long-poll or channel list when the request gives no limit")
+	fs.Int(&cfg.Services.MaxPageSize, "max-page-size", []string{"HERALD_MAX_PAGE_SIZE"}, services.MaxPageSize, "largest page a request may ask for (at most 1000); larger limits are lowered to it")
+	fs.Int(&cfg.Services.MaxConnections, "max-connections", []string{"HERALD_MAX_CONNECTIONS"}, limits.Defaults().MaxConnectionsPerInstance, "long-lived requests (streams, WebSockets, SSE, long-polls) one instance holds; beyond it new ones get resource_exhausted / 429; -1: unlimited")
+	fs.Int(&cfg.Services.MaxConnectionsPerUser, "max-connections-per-user", []string{"HERALD_MAX_CONNECTIONS_PER_USER"}, limits.Defaults().MaxConnectionsPerUser, "long-lived requests one end user (JWT) holds on the instance; beyond it new ones get resource_exhausted / 429; API keys and anonymous clients are not counted per user; -1: unlimited")
 	fs.String(&authConfig, "auth-config", []string{"HERALD_AUTH_CONFIG"}, "", "JSON file of API keys and JWT settings; empty: no authentication (every client may do everything)")
 	fs.String(&namespaces, "namespaces", []string{"HERALD_NAMESPACES"}, "", "JSON file of channel namespace policies (anonymous or authenticated access, who may publish and edit, event size, retention); empty: every channel follows the credential's permissions")
-	fs.Float64(&cfg.UserPublishRate.PerSecond, "user-publish-rate", []string{"HERALD_USER_PUBLISH_RATE"}, 20, "events per second each end user (JWT) may publish, across connections (anonymous publishers: per network address); API keys are not limited")
-	fs.Int(&cfg.UserPublishRate.Burst, "user-publish-burst", []string{"HERALD_USER_PUBLISH_BURST"}, 40, "burst above --user-publish-rate")
-	fs.Float64(&cfg.ConnectionPublishRate.PerSecond, "publish-rate-per-connection", []string{"HERALD_PUBLISH_RATE_PER_CONNECTION"}, 10, "events per second one WebSocket or Connect stream of an end user (JWT) may publish; API keys are not limited; 0: unlimited")
-	fs.Int(&cfg.ConnectionPublishRate.Burst, "publish-burst-per-connection", []string{"HERALD_PUBLISH_BURST_PER_CONNECTION"}, 20, "burst above --publish-rate-per-connection")
-	fs.Int(&cfg.MaxSubscriptionsPerConnection, "max-subscriptions-per-connection", []string{"HERALD_MAX_SUBSCRIPTIONS_PER_CONNECTION"}, 128, "channels one WebSocket or Connect stream may be subscribed to, over all its subscriptions; -1: unlimited")
-	fs.Int(&cfg.MaxChannelsPerRequest, "max-channels-per-request", []string{"HERALD_MAX_CHANNELS_PER_REQUEST"}, 32, "channels one subscribe, SSE or poll request may name (at most 100); -1: 100")
+	fs.Float64(&cfg.Services.UserPublishRate.PerSecond, "user-publish-rate", []string{"HERALD_USER_PUBLISH_RATE"}, limits.Defaults().PublishPerUser.PerSecond, "events per second each end user (JWT) may publish, across connections (anonymous publishers: per network address); API keys are not limited")
+	fs.Int(&cfg.Services.UserPublishRate.Burst, "user-publish-burst", []string{"HERALD_USER_PUBLISH_BURST"}, limits.Defaults().PublishPerUser.Burst, "burst above --user-publish-rate")
+	fs.Float64(&cfg.Services.ConnectionPublishRate.PerSecond, "publish-rate-per-connection", []string{"HERALD_PUBLISH_RATE_PER_CONNECTION"}, limits.Defaults().PublishPerConnection.PerSecond, "events per second one WebSocket or Connect stream of an end user (JWT) may publish; API keys are not limited; 0: unlimited")
+	fs.Int(&cfg.Services.ConnectionPublishRate.Burst, "publish-burst-per-connection", []string{"HERALD_PUBLISH_BURST_PER_CONNECTION"}, limits.Defaults().PublishPerConnection.Burst, "burst above --publish-rate-per-connection")
+	fs.Int(&cfg.Services.MaxSubscriptionsPerConnection, "max-subscriptions-per-connection", []string{"HERALD_MAX_SUBSCRIPTIONS_PER_CONNECTION"}, limits.Defaults().MaxSubscriptionsPerConnection, "channels one WebSocket or Connect stream may be subscribed to, over all its subscriptions; -1: unlimited")
+	fs.Int(&cfg.Services.MaxChannelsPerRequest, "max-channels-per-request", []string{"HERALD_MAX_CHANNELS_PER_REQUEST"}, limits.Defaults().MaxChannelsPerRequest, "channels one subscribe, SSE or poll request may name (at most 100); -1: 100")
 	fs.String(&origins, "allowed-origins", []string{"HERALD_ALLOWED_ORIGINS"}, "", "comma-separated browser origins allowed cross-origin (CORS, WebSocket Origin), e.g. https://app.example.com,https://*.example.com or *; empty allows same-origin pages only")
 	fs.String(&hosts, "allowed-hosts", []string{"HERALD_ALLOWED_HOSTS"}, "", "comma-separated host names requests may use (Host header); empty: loopback names on a loopback --addr (against DNS rebinding), any otherwise")
-	fs.Duration(&cfg.SSEKeepAlive, "sse-keepalive", []string{"HERALD_SSE_KEEPALIVE"}, 15*time.Second, "interval of SSE keep-alive comments")
-	fs.Duration(&cfg.WSPingInterval, "ws-ping-interval", []string{"HERALD_WS_PING_INTERVAL"}, 30*time.Second, "WebSocket ping interval (dead-peer detection)")
-	fs.Duration(&cfg.WriteTimeout, "write-timeout", []string{"HERALD_WRITE_TIMEOUT"}, 10*time.Second, "how long a write to a WebSocket or SSE client may stall before it is dropped as a slow consumer")
-	fs.Int(&cfg.WSWriteQueue, "ws-write-queue", []string{"HERALD_WS_WRITE_QUEUE"}, 256, "frames queued per WebSocket")
-	fs.Int(&cfg.WSWriteBytes, "ws-write-bytes", []string{"HERALD_WS_WRITE_BYTES"}, 1<<20, "bytes queued per WebSocket")
+	fs.Duration(&cfg.Gateway.SSEKeepAlive, "sse-keepalive", []string{"HERALD_SSE_KEEPALIVE"}, gateway.DefaultSSEKeepAlive, "interval of SSE keep-alive comments")
+	fs.Duration(&cfg.Gateway.WSPingInterval, "ws-ping-interval", []string{"HERALD_WS_PING_INTERVAL"}, gateway.DefaultWSPingInterval, "WebSocket ping interval (dead-peer detection)")
+	fs.Duration(&cfg.Gateway.WriteTimeout, "write-timeout", []string{"HERALD_WRITE_TIMEOUT"}, gateway.DefaultWriteTimeout, "how long a write to a WebSocket or SSE client may stall before it is dropped as a slow consumer")
+	fs.Int(&cfg.Gateway.WSWriteQueue, "ws-write-queue", []string{"HERALD_WS_WRITE_QUEUE"}, gateway.DefaultWSWriteQueue, "frames queued per WebSocket")
+	fs.Int(&cfg.Gateway.WSWriteBytes, "ws-write-bytes", []string{"HERALD_WS_WRITE_BYTES"}, gateway.DefaultWSWriteBytes, "bytes queued per WebSocket")
 	fs.String(&logFormat, "log-format", []string{"HERALD_LOG_FORMAT"}, "text", "text or json")
 	fs.String(&logLevel, "log-level", []string{"HERALD_LOG_LEVEL"}, "info", "debug, info, warn or error")
 	if err := fs.parse(args); err != nil {
@@ -65,26 +69,26 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg.NoAutoCreate = !autoCreate
+	cfg.Services.NoAutoCreate = !autoCreate
 	if authConfig != "" {
-		if cfg.Auth, err = auth.LoadConfig(ctx, authConfig, logger); err != nil {
+		if cfg.Services.Auth, err = auth.LoadConfig(ctx, authConfig, logger); err != nil {
 			return err
 		}
 	} else {
 		logger.Warn("authentication off (no --auth-config): every client may publish, subscribe and manage channels")
 	}
 	if namespaces != "" {
-		if cfg.Namespaces, err = namespace.Load(namespaces); err != nil {
+		if cfg.Services.Namespaces, err = namespace.Load(namespaces); err != nil {
 			return err
 		}
-		for _, p := range cfg.Namespaces.Policies() {
-			if cfg.Auth == nil && p.Restricts() {
+		for _, p := range cfg.Services.Namespaces.Policies() {
+			if cfg.Services.Auth == nil && p.Restricts() {
 				logger.Warn("namespace access rules need --auth-config: without authentication every client may do everything", "namespace", p.Name)
 			}
 		}
 	}
-	cfg.AllowedOrigins = splitList(origins)
-	cfg.AllowedHosts = splitList(hosts)
+	cfg.Gateway.AllowedOrigins = splitList(origins)
+	cfg.Gateway.AllowedHosts = splitList(hosts)
 	cfg.Logger = logger
 	srv, err := server.New(ctx, cfg)
 	if err != nil {

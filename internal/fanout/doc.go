@@ -1,8 +1,17 @@
 // Package fanout owns live delivery inside one instance: the hub that reads
 // each new log entry once and hands it to every matching subscription, and
 // the subscription core that every transport (gRPC/Connect streams,
-// WebSocket, SSE, long-poll) adapts: register, replay (cursor, H] from the
-// log, then live, each entry exactly once and in position order.
+// WebSocket, SSE, long-poll) adapts, through package services: register,
+// replay (cursor, H] from the log, then live, each entry exactly once and in
+// position order.
+//
+// The hub reads the log through Source (Head, Read, Watch,
+// TruncatedThrough). It wraps each entry once in a *wire.Entry, whose API
+// form and encodings are made lazily and shared by every subscription and
+// transport, and keeps the most recent entries in a window bounded in
+// entries and bytes: a replay of recent positions interns the entries it
+// reads, so a reconnect storm shares the encodings of live delivery.
+// Subscription queues are bounded in entries and in bytes (Options).
 //
 // # Concurrency
 //

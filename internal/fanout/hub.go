@@ -9,41 +9,88 @@ import (
 	"time"
 
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/wire"
+)
+
+// Defaults of Options.
+const (
+	DefaultPollInterval = 500 * time.Millisecond
+	DefaultReadBatch    = 1000
+	DefaultReplayPage   = 500
+	DefaultQueueSize    = 4096
+	DefaultQueueBytes   = 8 << 20
+	DefaultWindowSize   = 4096
+	DefaultWindowBytes  = 32 << 20
 )
 
 // Options tune a Hub. Zero values take the defaults.
 type Options struct {
 	// PollInterval is the safety poll: the hub reads the log this often
 	// even without a wake-up (a lost NOTIFY costs at most this much latency).
-	// Default 500ms.
+	// Default DefaultPollInterval.
 	PollInterval time.Duration
-	// ReadBatch is how many entries the hub reads per query. Default 1000.
+	// ReadBatch is how many entries the hub reads per query. Default
+	// DefaultReadBatch.
 	ReadBatch int
 	// ReplayPage is how many entries a subscription replays per query.
-	// Default 500.
+	// Default DefaultReplayPage.
 	ReplayPage int
-	// QueueSize bounds each subscription's live queue. Default 4096.
-	QueueSize int
+	// QueueSize and QueueBytes bound each subscription's live queue, in
+	// entries and in the entries' wire.Entry.Cost; a live subscription whose
+	// queue is full is ended as a slow consumer. Defaults DefaultQueueSize
+	// and DefaultQueueBytes. (Entries are shared: the bytes are an upper
+	// bound of what one stalled subscriber can pin.)
+	QueueSize  int
+	QueueBytes int64
+	// WindowSize and WindowBytes bound the window of recent entries the hub
+	// keeps, so that subscriptions replaying recent positions share the
+	// entries (and their encodings) live subscribers got. Defaults
+	// DefaultWindowSize and DefaultWindowBytes.
+	WindowSize  int
+	WindowBytes int64
 	// Logger receives read errors. Default slog.Default().
 	Logger *slog.Logger
 }
 
 func (o *Options) defaults() {
 	if o.PollInterval <= 0 {
-		o.PollInterval = 500 * time.Millisecond
+		o.PollInterval = DefaultPollInterval
 	}
 	if o.ReadBatch <= 0 {
-		o.ReadBatch = 1000
+		o.ReadBatch = DefaultReadBatch
 	}
 	if o.ReplayPage <= 0 {
-		o.ReplayPage = 500
+		o.ReplayPage = DefaultReplayPage
 	}
 	if o.QueueSize <= 0 {
-		o.QueueSize = 4096
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = DefaultQueueBytes
+	}
+	if o.WindowSize <= 0 {
+		o.WindowSize = DefaultWindowSize
+	}
+	if o.WindowBytes <= 0 {
+		o.WindowBytes = DefaultWindowBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+}
+
+// Source is what the hub needs of the event log (eventlog.Log has it).
+type Source interface {
+	// Head returns the highest committed position.
+	Head(ctx context.Context) (int64, error)
+	// Read returns entries by position (see eventlog.Query).
+	Read(ctx context.Context, q eventlog.Query) ([]eventlog.Event, error)
+	// Watch calls wake whenever entries may have been appended, until ctx
+	// ends.
+	Watch(ctx context.Context, wake func()) error
+	// TruncatedThrough returns the highest position removed from any of the
+	// channels (retention or deletion).
+	TruncatedThrough(ctx context.Context, channels []string) (int64, error)
 }
 
 // ErrStopped is returned by Subscribe once the hub has stopped.
@@ -52,7 +99,7 @@ var ErrStopped = errors.New("hub stopped")
 // Hub fans log entries out to subscriptions. Create it with NewHub and start
 // it with Run; Subscribe waits until Run has read the log's head.
 type Hub struct {
-	log  eventlog.Log
+	log  Source
 	opts Options
 
 	wake    chan struct{} // cap 1: coalesced wake-ups
@@ -63,6 +110,7 @@ type Hub struct {
 	head    int64 // highest dispatched position
 	subs    map[string]map[*Subscription]struct{}
 	closing bool
+	window  window // recent entries, for replays to share
 
 	// Drains started and finished, for CatchUp.
 	drainMu       sync.Mutex
@@ -72,7 +120,7 @@ type Hub struct {
 }
 
 // NewHub returns a hub reading from log. It starts no goroutines.
-func NewHub(log eventlog.Log, opts Options) *Hub {
+func NewHub(log Source, opts Options) *Hub {
 	opts.defaults()
 	return &Hub{
 		log:     log,
@@ -82,6 +130,7 @@ func NewHub(log eventlog.Log, opts Options) *Hub {
 		stopped: make(chan struct{}),
 		subs:    make(map[string]map[*Subscription]struct{}),
 		drained: make(chan struct{}),
+		window:  window{maxLen: opts.WindowSize, maxBytes: opts.WindowBytes},
 	}
 }
 
@@ -219,22 +268,41 @@ func (h *Hub) dispatch(evs []eventlog.Event) {
 		if evs[i].Position <= h.head {
 			continue // only Run dispatches, but stay safe against overlap
 		}
-		subs := h.subs[evs[i].Channel]
-		if len(subs) == 0 {
-			h.head = evs[i].Position
-			continue
-		}
-		// Each queued event is its own allocation, so a stalled subscriber
-		// pins only its own events, not whole read batches.
-		ev := new(eventlog.Event)
-		*ev = evs[i]
-		for s := range subs {
-			if !s.push(ev) {
+		// One entry per event, shared by every subscription and kept in
+		// the window: the event is converted and encoded at most once per
+		// format, whoever delivers it.
+		e := wire.New(evs[i])
+		h.window.add(e)
+		for s := range h.subs[evs[i].Channel] {
+			if !s.push(e) {
 				h.removeLocked(s)
 			}
 		}
-		h.head = ev.Position
+		h.head = e.Position()
 	}
+}
+
+// intern returns the window's entry for ev when it holds ev as read now
+// (same position and edit state), else a new entry: replays of recent
+// positions then share the entries, and encodings, of live delivery.
+func (h *Hub) intern(evs []eventlog.Event) []*wire.Entry {
+	out := make([]*wire.Entry, len(evs))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range evs {
+		if e := h.window.get(evs[i].Position); e != nil && sameVersion(e.Event(), &evs[i]) {
+			out[i] = e
+			continue
+		}
+		out[i] = wire.New(evs[i])
+	}
+	return out
+}
+
+// sameVersion reports whether two reads of one position carry the same
+// content: an edit changes UpdatedAt, a deletion Deleted.
+func sameVersion(a, b *eventlog.Event) bool {
+	return a.Position == b.Position && a.Deleted == b.Deleted && a.UpdatedAt.Equal(b.UpdatedAt) && len(a.Data) == len(b.Data)
 }
 
 // register adds s to the hub and returns the head it starts after. The

@@ -60,8 +60,8 @@ func collect(t testing.TB, sub *fanout.Subscription, n int) []int64 {
 		if err != nil {
 			t.Fatalf("after %d of %d events: %v", len(got), n, err)
 		}
-		if msg.Event != nil {
-			got = append(got, msg.Event.Position)
+		if msg.Entry != nil {
+			got = append(got, msg.Entry.Position())
 		}
 	}
 	return got
@@ -317,9 +317,9 @@ func TestExactlyOnceUnderConcurrentPublishing(t *testing.T) {
 						}
 						return
 					}
-					if msg.Event != nil {
-						r.got = append(r.got, msg.Event.Position)
-						cursor = msg.Event.Position
+					if msg.Entry != nil {
+						r.got = append(r.got, msg.Entry.Position())
+						cursor = msg.Entry.Position()
 						if len(r.got) == publishers*perPublisher/2 {
 							sub.Close()
 							return

@@ -161,7 +161,7 @@ func TestSubscribeWithoutChannelsIsRefused(t *testing.T) {
 		t.Fatalf("Subscribe with no channels = %v, want ErrNoChannels", err)
 	}
 	defer sub.Close()
-	if msg, err := sub.Next(ctx); err == nil && msg.Event != nil {
-		t.Fatalf("a subscription to no channels received %q from channel %q", msg.Event.Data, msg.Event.Channel)
+	if msg, err := sub.Next(ctx); err == nil && msg.Entry != nil {
+		t.Fatalf("a subscription to no channels received %q from channel %q", msg.Entry.Event().Data, msg.Entry.Event().Channel)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/wire"
 )
 
 // EndReason says why the server ended a subscription.
@@ -23,6 +24,9 @@ const (
 	ReasonShutdown
 	// ReasonUnavailable: the log failed while replaying.
 	ReasonUnavailable
+	// ReasonStopped: the owner stopped it (Stop), e.g. its credential
+	// expired; EndError.Err says why.
+	ReasonStopped
 )
 
 func (r EndReason) String() string {
@@ -33,6 +37,8 @@ func (r EndReason) String() string {
 		return "server shutting down"
 	case ReasonUnavailable:
 		return "event log unavailable"
+	case ReasonStopped:
+		return "stopped"
 	}
 	return "unknown"
 }
@@ -112,7 +118,7 @@ type Start struct {
 // Message is what Next returns: an entry, or a notice that entries being
 // replayed were removed meanwhile (Truncation).
 type Message struct {
-	Event *eventlog.Event // shared: do not modify
+	Entry *wire.Entry // shared by every subscription that delivers it
 	// Truncation, when non-nil, reports that a retention run removed entries
 	// up to this position while they were being replayed.
 	Truncation *Start
@@ -132,15 +138,17 @@ type Subscription struct {
 	lastSent  int64
 	upTo      int64 // replay bound H
 	replaying bool
-	page      []eventlog.Event
+	page      []*wire.Entry
 	truncSeen int64
 	endErr    error
 
 	mu         sync.Mutex // guards the fields below; taken after Hub.mu
-	queue      []*eventlog.Event
-	live       bool // replay finished: a full queue now ends the subscription
-	overflowed bool // the queue filled during replay: re-register afterwards
+	queue      []*wire.Entry
+	queued     int64 // the queue's bytes (wire.Entry.Cost)
+	live       bool  // replay finished: a full queue now ends the subscription
+	overflowed bool  // the queue filled during replay: re-register afterwards
 	ended      EndReason
+	endCause   error // with ReasonStopped: Stop's cause
 	closed     bool
 	signal     chan struct{} // cap 1: queue or state changed
 }
@@ -222,8 +230,38 @@ func (s *Subscription) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.queue = nil
+	s.queued = 0
 	s.mu.Unlock()
 	s.notify()
+}
+
+// Stop ends the subscription on its owner's behalf, for example when the
+// credential it was opened with expires: Next returns an *EndError with
+// ReasonStopped and cause as its Err, after what is already queued is
+// dropped, so the owner learns the position to resume from. Safe from any
+// goroutine; the first end wins.
+func (s *Subscription) Stop(cause error) {
+	s.hub.remove(s)
+	s.mu.Lock()
+	if s.ended == 0 {
+		s.ended = ReasonStopped
+		s.endCause = cause
+		s.queue = nil
+		s.queued = 0
+	}
+	s.mu.Unlock()
+	s.notify()
+}
+
+// endError is the error of an ended subscription, at its last position.
+func (s *Subscription) endError(r EndReason) error {
+	e := &EndError{Reason: r, LastPosition: s.lastSent}
+	if r == ReasonStopped {
+		s.mu.Lock()
+		e.Err = s.endCause
+		s.mu.Unlock()
+	}
+	return e
 }
 
 // Next returns the next message, blocking until there is one, ctx ends or
@@ -251,13 +289,14 @@ func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 			return Message{}, s.fail(ErrClosed)
 		}
 		if len(s.page) > 0 {
-			ev := &s.page[0]
+			e := s.page[0]
+			s.page[0] = nil
 			s.page = s.page[1:]
-			if ev.Position <= s.lastSent {
+			if e.Position() <= s.lastSent {
 				continue
 			}
-			s.lastSent = ev.Position
-			return Message{Event: ev}, nil
+			s.lastSent = e.Position()
+			return Message{Entry: e}, nil
 		}
 		if s.replaying {
 			msg, ok, err := s.replayPage(ctx)
@@ -269,18 +308,18 @@ func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 			}
 			continue
 		}
-		ev, err := s.nextLive(ctx, block)
+		e, err := s.nextLive(ctx, block)
 		if err == ErrWouldBlock {
 			return Message{}, err
 		}
 		if err != nil {
 			return Message{}, s.fail(err)
 		}
-		if ev.Position <= s.lastSent {
+		if e.Position() <= s.lastSent {
 			continue
 		}
-		s.lastSent = ev.Position
-		return Message{Event: ev}, nil
+		s.lastSent = e.Position()
+		return Message{Entry: e}, nil
 	}
 }
 
@@ -308,7 +347,7 @@ func (s *Subscription) replayPage(ctx context.Context) (Message, bool, error) {
 		return Message{}, false, ErrClosed
 	}
 	if ended != 0 {
-		return Message{}, false, &EndError{Reason: ended, LastPosition: s.lastSent}
+		return Message{}, false, s.endError(ended)
 	}
 	from := s.lastSent
 	page, err := s.hub.log.Read(ctx, eventlog.Query{
@@ -330,7 +369,7 @@ func (s *Subscription) replayPage(ctx context.Context) (Message, bool, error) {
 		}
 		return Message{}, false, &EndError{Reason: ReasonUnavailable, LastPosition: s.lastSent, Err: err}
 	}
-	s.page = page
+	s.page = s.hub.intern(page)
 	if len(page) < s.hub.opts.ReplayPage {
 		s.finishReplay()
 	}
@@ -353,7 +392,9 @@ func (s *Subscription) finishReplay() {
 	defer s.mu.Unlock()
 	if s.overflowed {
 		s.overflowed = false
+		clear(s.queue)
 		s.queue = s.queue[:0] // every dropped or queued entry is <= head: replay covers it
+		s.queued = 0
 		s.upTo = h.head
 		return
 	}
@@ -361,7 +402,7 @@ func (s *Subscription) finishReplay() {
 	s.live = true
 }
 
-func (s *Subscription) nextLive(ctx context.Context, block bool) (*eventlog.Event, error) {
+func (s *Subscription) nextLive(ctx context.Context, block bool) (*wire.Entry, error) {
 	for {
 		s.mu.Lock()
 		switch {
@@ -371,16 +412,17 @@ func (s *Subscription) nextLive(ctx context.Context, block bool) (*eventlog.Even
 		case s.ended != 0:
 			reason := s.ended
 			s.mu.Unlock()
-			return nil, &EndError{Reason: reason, LastPosition: s.lastSent}
+			return nil, s.endError(reason)
 		case len(s.queue) > 0:
-			ev := s.queue[0]
+			e := s.queue[0]
 			s.queue[0] = nil
 			s.queue = s.queue[1:]
+			s.queued -= e.Cost()
 			if len(s.queue) == 0 {
 				s.queue = nil // let the backing array go; idle subscriptions hold nothing
 			}
 			s.mu.Unlock()
-			return ev, nil
+			return e, nil
 		}
 		s.mu.Unlock()
 		if !block {
@@ -394,15 +436,17 @@ func (s *Subscription) nextLive(ctx context.Context, block bool) (*eventlog.Even
 	}
 }
 
-// push queues ev; it is called by the hub under Hub.mu and never blocks.
+// push queues e; it is called by the hub under Hub.mu and never blocks.
 // It returns false when the subscription must be removed from the hub.
-func (s *Subscription) push(ev *eventlog.Event) bool {
+func (s *Subscription) push(e *wire.Entry) bool {
 	s.mu.Lock()
 	if s.closed || s.ended != 0 {
 		s.mu.Unlock()
 		return false
 	}
-	if len(s.queue) >= s.hub.opts.QueueSize {
+	c := e.Cost()
+	// A queue holds at least one entry, whatever its size.
+	if len(s.queue) >= s.hub.opts.QueueSize || len(s.queue) > 0 && s.queued+c > s.hub.opts.QueueBytes {
 		if !s.live {
 			// Replaying: the log has the entry; replay picks it up after
 			// re-registering (finishReplay).
@@ -412,6 +456,7 @@ func (s *Subscription) push(ev *eventlog.Event) bool {
 		}
 		s.ended = ReasonSlowConsumer
 		s.queue = nil
+		s.queued = 0
 		s.mu.Unlock()
 		s.notify()
 		return false
@@ -420,7 +465,8 @@ func (s *Subscription) push(ev *eventlog.Event) bool {
 		s.mu.Unlock()
 		return true
 	}
-	s.queue = append(s.queue, ev)
+	s.queue = append(s.queue, e)
+	s.queued += c
 	s.mu.Unlock()
 	s.notify()
 	return true

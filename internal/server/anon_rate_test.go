@@ -22,7 +22,7 @@ func TestAnonymousPublishRate(t *testing.T) {
 		t.Fatal(err)
 	}
 	rate := limits.Rate{PerSecond: 2, Burst: 10}
-	in, _ := authInstance(t, func(c *server.Config) { c.Namespaces, c.UserPublishRate = set, rate })
+	in, _ := authInstance(t, func(c *server.Config) { c.Services.Namespaces, c.Services.UserPublishRate = set, rate })
 	anon := newClients(in.base, h2cClient(), connect.WithGRPC())
 	start := time.Now()
 	ok, limited := 0, 0

@@ -12,7 +12,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/server"
+	"github.com/heraldrt/herald/services"
 )
 
 // backends run a behaviour on the embedded log and on PostgreSQL.
@@ -210,9 +212,9 @@ func TestAutoCreateOff(t *testing.T) {
 	for _, b := range []string{"memory", "postgres"} {
 		t.Run(b, func(t *testing.T) {
 			t.Parallel()
-			cfg := server.Config{NoAutoCreate: true}
+			cfg := server.Config{Services: services.Config{NoAutoCreate: true}}
 			if b == "postgres" {
-				cfg.DatabaseURL, cfg.NotifyChannel = database(t)
+				cfg.DatabaseURL, cfg.Postgres.NotifyChannel = database(t)
 			}
 			in := startInstance(t, cfg)
 			c := newClients(in.base, h2cClient(), connect.WithGRPC())
@@ -230,7 +232,7 @@ func TestAutoCreateOff(t *testing.T) {
 
 func TestSlowConsumerOverGRPC(t *testing.T) {
 	t.Parallel()
-	in := startInstance(t, server.Config{QueueSize: 16})
+	in := startInstance(t, server.Config{Hub: fanout.Options{QueueSize: 16}})
 	pub := newClients(in.base, h2cClient(), connect.WithGRPC())
 	// The subscriber has its own connection and does not read until
 	// everything is published: HTTP/2 flow control backs up into the
@@ -325,7 +327,7 @@ func TestRetentionAndTruncatedHistory(t *testing.T) {
 			t.Parallel()
 			cfg := server.Config{RetentionInterval: 50 * time.Millisecond}
 			if b == "postgres" {
-				cfg.DatabaseURL, cfg.NotifyChannel = database(t)
+				cfg.DatabaseURL, cfg.Postgres.NotifyChannel = database(t)
 			}
 			in := startInstance(t, cfg)
 			c := newClients(in.base, h2cClient(), connect.WithGRPC())

@@ -19,6 +19,7 @@ import (
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/internal/server"
+	"github.com/heraldrt/herald/services"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef-test-secret"
@@ -39,7 +40,7 @@ func authInstance(t *testing.T, opts ...func(*server.Config)) (*instance, string
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := server.Config{Auth: auth.NewAuthenticator(keys, v)}
+	cfg := server.Config{Services: services.Config{Auth: auth.NewAuthenticator(keys, v)}}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -340,7 +341,7 @@ func TestAuthUserPublishRate(t *testing.T) {
 	// A slow rate, so that the refill while publishing is small and
 	// bounded by the measured time, however slow the machine.
 	rate := limits.Rate{PerSecond: 2, Burst: 10}
-	in, key := authInstance(t, func(c *server.Config) { c.UserPublishRate = rate })
+	in, key := authInstance(t, func(c *server.Config) { c.Services.UserPublishRate = rate })
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 		"sub": "bob", "exp": time.Now().Add(time.Hour).Unix(), "publish": []string{"chat:>"}, "subscribe": []string{"chat:>"},
 	}).SignedString([]byte(testSecret))

@@ -23,7 +23,7 @@ var authorBackends = []struct {
 	{"memory", func(*testing.T) func(*server.Config) { return func(*server.Config) {} }},
 	{"postgres", func(t *testing.T) func(*server.Config) {
 		dsn, schema := database(t)
-		return func(c *server.Config) { c.DatabaseURL, c.NotifyChannel = dsn, schema }
+		return func(c *server.Config) { c.DatabaseURL, c.Postgres.NotifyChannel = dsn, schema }
 	}},
 }
 

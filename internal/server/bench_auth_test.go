@@ -14,6 +14,7 @@ import (
 	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/internal/namespace"
 	"github.com/heraldrt/herald/internal/server"
+	"github.com/heraldrt/herald/services"
 )
 
 // benchNamespaces is the policy of the jwt-user+namespaces variant: the
@@ -62,7 +63,7 @@ func BenchmarkPublishAuth(b *testing.B) {
 		{name: "jwt-user+namespaces", auth: true, namespaces: benchNamespaces, cred: benchUserToken},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			cfg := server.Config{UserPublishRate: noLimit, ConnectionPublishRate: noLimit}
+			cfg := server.Config{Services: services.Config{UserPublishRate: noLimit, ConnectionPublishRate: noLimit}}
 			var apiKey string
 			if bc.auth {
 				var err error
@@ -77,14 +78,14 @@ func BenchmarkPublishAuth(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				cfg.Auth = auth.NewAuthenticator(keys, v)
+				cfg.Services.Auth = auth.NewAuthenticator(keys, v)
 			}
 			if bc.namespaces != "" {
 				set, err := namespace.Parse([]byte(bc.namespaces))
 				if err != nil {
 					b.Fatal(err)
 				}
-				cfg.Namespaces = set
+				cfg.Services.Namespaces = set
 			}
 			srv, addr := benchInstance(b, cfg)
 			events := heraldv1.NewEventServiceClient(grpcConn(b, addr))

@@ -24,7 +24,6 @@ import (
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/pgtest"
 	"github.com/heraldrt/herald/internal/server"
-	"github.com/heraldrt/herald/services"
 )
 
 // Benchmarks of the whole server through its real gRPC API. They run only
@@ -84,7 +83,7 @@ func benchInstance(tb testing.TB, cfg server.Config) (*server.Server, string) {
 func pgBenchInstance(tb testing.TB) (*server.Server, string) {
 	tb.Helper()
 	_, schema := pgtest.Schema(tb)
-	return benchInstance(tb, server.Config{DatabaseURL: pgtest.SchemaURL(tb, schema), NotifyChannel: schema})
+	return benchInstance(tb, server.Config{DatabaseURL: pgtest.SchemaURL(tb, schema), Postgres: eventlog.PostgresOptions{NotifyChannel: schema}})
 }
 
 func grpcConn(tb testing.TB, addr string) *grpc.ClientConn {
@@ -450,12 +449,7 @@ func readEvents(b *testing.B, recv func() (*heraldv1.SubscribeResponse, error)) 
 func compressEveryMessage(b *testing.B, srv *server.Server) string {
 	b.Helper()
 	mux := http.NewServeMux()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	mux.Handle(heraldv1connect.NewEventServiceHandler(
-		services.NewEventService(srv.Log(), srv.Hub(), logger),
-		connect.WithInterceptors(services.Interceptor{}),
-		connect.WithReadMaxBytes(2<<20),
-	))
+	srv.App().Register(mux, connect.WithCompressMinBytes(0))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)

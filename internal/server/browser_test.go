@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/server"
 )
 
@@ -123,7 +124,7 @@ func testBrowserChat(t *testing.T, b context.Context) {
 // published while it was away.
 func testBrowserFeedRestart(t *testing.T, b context.Context, transport string, crash bool) {
 	dsn, schema := database(t)
-	cfg := server.Config{DatabaseURL: dsn, NotifyChannel: schema}
+	cfg := server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}}
 	in := startInstance(t, cfg)
 	addr := strings.TrimPrefix(in.base, "http://")
 	feed := openPage(t, b, in.base+"/demo/feed.html?channel=news&cursor=0&transport="+transport)
@@ -160,7 +161,7 @@ func testBrowserFeedRestart(t *testing.T, b context.Context, transport string, c
 // itself with Last-Event-ID and the new instance resumes exactly there.
 func testBrowserEventSourceCrash(t *testing.T, b context.Context) {
 	dsn, schema := database(t)
-	cfg := server.Config{DatabaseURL: dsn, NotifyChannel: schema}
+	cfg := server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}}
 	in := startInstance(t, cfg)
 	addr := strings.TrimPrefix(in.base, "http://")
 	p := openPage(t, b, in.base+"/demo/index.html")
@@ -480,8 +481,8 @@ func startInstanceAt(t *testing.T, cfg server.Config, addr string) *instance {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.PollInterval == 0 {
-		cfg.PollInterval = 200 * time.Millisecond
+	if cfg.Hub.PollInterval == 0 {
+		cfg.Hub.PollInterval = 200 * time.Millisecond
 	}
 	var srv *server.Server
 	var err error

@@ -16,6 +16,7 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/pgtest"
 	"github.com/heraldrt/herald/internal/server"
 )
@@ -26,7 +27,7 @@ func cluster(t *testing.T, n int) []*instance {
 	dsn, schema := database(t)
 	out := make([]*instance, n)
 	for i := range out {
-		out[i] = startInstance(t, server.Config{DatabaseURL: dsn, NotifyChannel: schema})
+		out[i] = startInstance(t, server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}})
 	}
 	return out
 }
@@ -220,7 +221,7 @@ func collectResuming(c heraldv1connect.EventServiceClient, channels []string, cu
 func TestListenerLoss(t *testing.T) {
 	t.Parallel()
 	dsn, schema := database(t)
-	nodes := []*instance{startInstance(t, server.Config{DatabaseURL: dsn, NotifyChannel: schema, PollInterval: time.Hour})}
+	nodes := []*instance{startInstance(t, server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}, Hub: fanout.Options{PollInterval: time.Hour}})}
 	c := grpcClients(nodes[0])
 	s := subscribe(t, c.events, []string{"l"}, nil)
 	s.next(t)
@@ -340,7 +341,7 @@ func TestDatabaseOutage(t *testing.T) {
 	t.Parallel()
 	_, schema := pgtest.Schema(t)
 	proxy := pgtest.NewProxy(t)
-	in := startInstance(t, server.Config{DatabaseURL: proxy.URL(t, pgtest.SchemaURL(t, schema)), NotifyChannel: schema, PollInterval: 100 * time.Millisecond})
+	in := startInstance(t, server.Config{DatabaseURL: proxy.URL(t, pgtest.SchemaURL(t, schema)), Postgres: eventlog.PostgresOptions{NotifyChannel: schema}, Hub: fanout.Options{PollInterval: 100 * time.Millisecond}})
 	c := grpcClients(in)
 	s := subscribe(t, c.events, []string{"o"}, nil)
 	s.next(t)

@@ -15,6 +15,7 @@ import (
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/pgtest"
 	"github.com/heraldrt/herald/internal/server"
 )
@@ -50,8 +51,8 @@ func startInstance(t *testing.T, cfg server.Config) *instance {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.PollInterval == 0 {
-		cfg.PollInterval = 200 * time.Millisecond
+	if cfg.Hub.PollInterval == 0 {
+		cfg.Hub.PollInterval = 200 * time.Millisecond
 	}
 	srv, err := server.New(t.Context(), cfg)
 	if err != nil {
@@ -105,7 +106,7 @@ func memoryInstance(t *testing.T) *instance {
 // pgInstance runs an instance on a fresh schema.
 func pgInstance(t *testing.T) *instance {
 	dsn, schema := database(t)
-	return startInstance(t, server.Config{DatabaseURL: dsn, NotifyChannel: schema})
+	return startInstance(t, server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}})
 }
 
 // h2cClient speaks HTTP/2 without TLS (prior knowledge), as gRPC needs.

@@ -187,7 +187,7 @@ func mustOpen(t *testing.T, open connOpener, in *instance, cred, what string) fu
 func TestLimitConnectionsPerUser(t *testing.T) {
 	t.Parallel()
 	const perUser = 2
-	in, key := authInstance(t, func(c *server.Config) { c.MaxConnectionsPerUser = perUser })
+	in, key := authInstance(t, func(c *server.Config) { c.Services.MaxConnectionsPerUser = perUser })
 	transports := []struct {
 		name string
 		open connOpener
@@ -253,7 +253,7 @@ func TestLimitConnectionsPerUser(t *testing.T) {
 	// Without authentication every caller is anonymous: not keyed either.
 	t.Run("anonymous", func(t *testing.T) {
 		t.Parallel()
-		anon := startInstance(t, server.Config{MaxConnectionsPerUser: 1})
+		anon := startInstance(t, server.Config{Services: services.Config{MaxConnectionsPerUser: 1}})
 		for i := range 3 {
 			mustOpen(t, openSSEAs, anon, "", fmt.Sprint("anonymous connection ", i+1))
 		}
@@ -360,7 +360,7 @@ func ping(t *testing.T, c cmdConn, id string) {
 func TestLimitPublishPerConnection(t *testing.T) {
 	t.Parallel()
 	rate := limits.Rate{PerSecond: 1, Burst: 3}
-	in, key := authInstance(t, func(c *server.Config) { c.ConnectionPublishRate = rate })
+	in, key := authInstance(t, func(c *server.Config) { c.Services.ConnectionPublishRate = rate })
 	history := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key)).history
 	for _, tr := range cmdTransports {
 		t.Run(tr.name, func(t *testing.T) {
@@ -448,7 +448,7 @@ func TestLimitPublishPerConnection(t *testing.T) {
 // unsubscribing makes room.
 func TestLimitSubscriptionsPerConnection(t *testing.T) {
 	t.Parallel()
-	in := startInstance(t, server.Config{MaxSubscriptionsPerConnection: 3})
+	in := startInstance(t, server.Config{Services: services.Config{MaxSubscriptionsPerConnection: 3}})
 	for _, tr := range cmdTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
@@ -491,7 +491,7 @@ func TestLimitSubscriptionsPerConnection(t *testing.T) {
 func TestLimitChannelsPerRequest(t *testing.T) {
 	t.Parallel()
 	const maxChannels = 3
-	in := startInstance(t, server.Config{MaxChannelsPerRequest: maxChannels})
+	in := startInstance(t, server.Config{Services: services.Config{MaxChannelsPerRequest: maxChannels}})
 	atLimit := []string{"a", "b", "c"}
 	over := []string{"a", "b", "c", "d"}
 	checkMessage := func(t *testing.T, what, msg string) {
@@ -594,9 +594,9 @@ func TestLimitConfigValidated(t *testing.T) {
 		cfg  server.Config
 		want string
 	}{
-		{"channels over the API's ceiling", server.Config{MaxChannelsPerRequest: services.MaxChannelsCeiling + 1}, "MaxChannelsPerRequest"},
-		{"rate without burst", server.Config{ConnectionPublishRate: limits.Rate{PerSecond: 5}}, "PublishPerConnection"},
-		{"NaN rate", server.Config{UserPublishRate: limits.Rate{PerSecond: math.NaN(), Burst: 1}}, "PublishPerUser"},
+		{"channels over the API's ceiling", server.Config{Services: services.Config{MaxChannelsPerRequest: services.MaxChannelsCeiling + 1}}, "MaxChannelsPerRequest"},
+		{"rate without burst", server.Config{Services: services.Config{ConnectionPublishRate: limits.Rate{PerSecond: 5}}}, "PublishPerConnection"},
+		{"NaN rate", server.Config{Services: services.Config{UserPublishRate: limits.Rate{PerSecond: math.NaN(), Burst: 1}}}, "PublishPerUser"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -37,8 +37,8 @@ func nsInstance(t *testing.T) (*instance, string) {
 	}
 	dsn, schema := database(t)
 	return authInstance(t, func(c *server.Config) {
-		c.Namespaces = set
-		c.DatabaseURL, c.NotifyChannel = dsn, schema
+		c.Services.Namespaces = set
+		c.DatabaseURL, c.Postgres.NotifyChannel = dsn, schema
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/server"
+	"github.com/heraldrt/herald/services"
 )
 
 // TestPageSizes: the server's page sizes apply to history, long-polls and
@@ -15,7 +16,7 @@ import (
 // not refused; bad settings stop the server.
 func TestPageSizes(t *testing.T) {
 	t.Parallel()
-	in := startInstance(t, server.Config{PageSize: 3, MaxPageSize: 5})
+	in := startInstance(t, server.Config{Services: services.Config{PageSize: 3, MaxPageSize: 5}})
 	c := newClients(in.base, h2cClient(), connect.WithGRPC())
 	for i := range 8 {
 		mustPublish(t, c.events, "pg:"+string(rune('a'+i)), "x")
@@ -43,7 +44,7 @@ func TestPageSizes(t *testing.T) {
 		t.Fatalf("list channels: %v %v", ch, err)
 	}
 	// Out of range.
-	for _, cfg := range []server.Config{{PageSize: 10, MaxPageSize: 5}, {MaxPageSize: 5000}, {PageSize: -1}} {
+	for _, cfg := range []server.Config{{Services: services.Config{PageSize: 10, MaxPageSize: 5}}, {Services: services.Config{MaxPageSize: 5000}}, {Services: services.Config{PageSize: -1}}} {
 		_, err := server.New(t.Context(), cfg)
 		if err == nil || !strings.Contains(err.Error(), "page sizes") {
 			t.Fatalf("server.New(%+v): %v", cfg, err)

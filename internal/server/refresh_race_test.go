@@ -23,7 +23,7 @@ import (
 func TestRefreshRacesServerSubscription(t *testing.T) {
 	t.Parallel()
 	dsn, schema := database(t)
-	in, key := authInstance(t, func(c *server.Config) { c.DatabaseURL, c.NotifyChannel = dsn, schema })
+	in, key := authInstance(t, func(c *server.Config) { c.DatabaseURL, c.Postgres.NotifyChannel = dsn, schema })
 	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
 	mustPublish(t, svc.events, "user:ann", "seed")
 

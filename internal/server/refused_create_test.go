@@ -22,7 +22,7 @@ func TestRefusedPublishCreatesNoChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, key := authInstance(t, func(c *server.Config) { c.Namespaces = set })
+	in, key := authInstance(t, func(c *server.Config) { c.Services.Namespaces = set })
 	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
 	admin := newClients(in.base, h2cClient(), connect.WithGRPC(),
 		bearer(token(t, "root", time.Hour, jwt.MapClaims{"scopes": []string{"admin"}})))

@@ -13,6 +13,8 @@ import (
 
 	"github.com/heraldrt/herald/gateway"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/server"
 )
 
@@ -71,7 +73,7 @@ func TestWSShutdownCloseCodeEveryConnection(t *testing.T) {
 // reader's Read was cancelled with the connection, dropping it before the
 // close frame.)
 func TestWSSlowConsumerCloseCode(t *testing.T) {
-	in := startInstance(t, server.Config{WSWriteQueue: 4, WriteTimeout: time.Second, WSPingInterval: time.Hour})
+	in := startInstance(t, server.Config{Gateway: gateway.Config{WSWriteQueue: 4, WriteTimeout: time.Second, WSPingInterval: time.Hour}})
 	c := grpcClients(in)
 	ctx := t.Context()
 	ws := dialWS(t, ctx, in.base, gateway.SubprotocolProto)
@@ -120,10 +122,10 @@ func TestWSSlowConsumerCloseCode(t *testing.T) {
 // spun for its full second.)
 func TestPollWithoutWaitDoesNotStall(t *testing.T) {
 	dsn, schema := database(t)
-	a := startInstance(t, server.Config{DatabaseURL: dsn, NotifyChannel: schema})
+	a := startInstance(t, server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}})
 	// b does not hear a's notifications and polls the log rarely: a hub
 	// lagging by a moment, made deterministic.
-	b := startInstance(t, server.Config{DatabaseURL: dsn, NotifyChannel: schema + "_b", PollInterval: time.Hour})
+	b := startInstance(t, server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema + "_b"}, Hub: fanout.Options{PollInterval: time.Hour}})
 	ca, cb := grpcClients(a), grpcClients(b)
 	mustPublish(t, ca.events, "eph", "x")
 	if _, err := ca.channels.DeleteChannel(t.Context(), connect.NewRequest(&heraldv1.DeleteChannelRequest{Name: "eph"})); err != nil {

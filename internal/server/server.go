@@ -26,178 +26,73 @@ import (
 	"sync"
 	"time"
 
-	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldrt/herald/gateway"
-	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
-	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
-	"github.com/heraldrt/herald/internal/limits"
-	"github.com/heraldrt/herald/internal/namespace"
 	"github.com/heraldrt/herald/migrations"
 	"github.com/heraldrt/herald/services"
 )
 
-// Config configures an instance. Zero values take the defaults noted.
+// Config configures an instance: its own settings, and each part's
+// configuration, owned (with its defaults) by that part's package. Zero
+// values take the defaults.
 type Config struct {
 	// Addr to listen on. Default "127.0.0.1:8080"; ":0" picks a free port.
 	Addr string
 	// DatabaseURL selects PostgreSQL; empty runs the embedded memory log.
 	DatabaseURL string
-	// NoAutoCreate makes publishing to an unknown channel fail with
-	// not_found instead of creating it.
-	NoAutoCreate bool
-	// NotifyChannel is the LISTEN/NOTIFY channel. Default "herald_events".
-	NotifyChannel string
-	// PollInterval is the hub's safety poll. Default 500ms.
-	PollInterval time.Duration
-	// QueueSize bounds each subscriber's live queue. Default 4096.
-	QueueSize int
 	// RetentionInterval is how often retention runs. Default 1m.
 	RetentionInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain. Default 10s.
 	ShutdownTimeout time.Duration
-	// MaxMessageBytes bounds one request message (RPC, WebSocket frame,
-	// REST body). Default 2 MiB.
-	MaxMessageBytes int
-	// MaxConnections bounds the long-lived requests of the instance across
-	// transports (Subscribe and Connect streams, WebSockets, SSE streams,
-	// long-polls). Default 20000; negative: unlimited.
-	MaxConnections int
-	// MaxConnectionsPerUser bounds one end user's (JWT identity's)
-	// long-lived requests on the instance, counted like MaxConnections.
-	// API keys and anonymous callers are not counted per user.
-	// Default 50; negative: unlimited.
-	MaxConnectionsPerUser int
-	// Auth, when set, authenticates every request and the services
-	// authorize each action by the caller's identity (API keys and JWTs,
-	// see internal/auth). Nil: no authentication, everything allowed.
-	Auth *auth.Authenticator
-	// Namespaces are the channel namespace policies (who may subscribe,
-	// read history, publish and edit; event size; new channels'
-	// retention). Nil: every channel has the default policy.
-	Namespaces *namespace.Set
-	// UserPublishRate bounds how fast each end user (JWT identity) may
-	// publish, across connections and transports. Default 20/s with a
-	// burst of 40 (limits.Defaults); API keys are not limited.
-	UserPublishRate limits.Rate
-	// ConnectionPublishRate bounds how fast one bidirectional connection
-	// (Connect stream, WebSocket) of an end user (JWT identity) or an
-	// anonymous client may publish. Default 10/s with a burst of 20
-	// (limits.Defaults); a zero PerSecond with a Burst set: unlimited. As
-	// with UserPublishRate, API keys and a server without Auth are not
-	// limited.
-	ConnectionPublishRate limits.Rate
-	// MaxSubscriptionsPerConnection bounds the channels one bidirectional
-	// connection's subscriptions hold together. Default 128; negative:
-	// unlimited.
-	MaxSubscriptionsPerConnection int
-	// MaxChannelsPerRequest bounds the channels one Subscribe, Poll, SSE
-	// request or subscribe command names. Default 32; at most
-	// services.MaxChannelsCeiling (100, the proto's rule); negative: only
-	// that ceiling.
-	MaxChannelsPerRequest int
-	// PageSize is the size of a history page, long-poll or channel list
-	// when the request leaves it 0 (default 100); MaxPageSize caps what a
-	// request may ask for, larger limits are lowered to it (default and
-	// at most 1000).
-	PageSize, MaxPageSize int
-	// AllowedOrigins lists the browser origins allowed cross-origin (CORS,
-	// WebSocket Origin); empty allows same-origin only. See
-	// gateway.Config.AllowedOrigins.
-	AllowedOrigins []string
-	// AllowedHosts lists the host names requests may name in their Host
-	// header. Empty: on a loopback address, only loopback names (localhost,
-	// 127.0.0.1, ::1), against DNS rebinding; elsewhere any.
-	AllowedHosts []string
-	// SSEKeepAlive is the SSE keep-alive comment interval. Default 15s.
-	SSEKeepAlive time.Duration
-	// WSPingInterval is the WebSocket ping interval. Default 30s.
-	WSPingInterval time.Duration
-	// WSWriteQueue bounds the frames queued for one WebSocket. Default 256.
-	WSWriteQueue int
-	// WSWriteBytes bounds the bytes queued for one WebSocket. Default 1 MiB.
-	WSWriteBytes int
-	// WriteTimeout bounds a stalled write to a WebSocket or SSE client.
-	// Default 10s.
-	WriteTimeout time.Duration
-	Logger       *slog.Logger
+
+	// Postgres configures the PostgreSQL event log (its NOTIFY channel,
+	// batching); its Options.AutoCreate is set from Services.NoAutoCreate.
+	Postgres eventlog.PostgresOptions
+	// Hub configures fan-out: the safety poll, subscriber queues, the
+	// window of recent entries.
+	Hub fanout.Options
+	// Services configures the application: limits, page sizes,
+	// authentication and namespaces.
+	Services services.Config
+	// Gateway configures the browser transports: origins, SSE and
+	// WebSocket timings and queues.
+	Gateway gateway.Config
+
+	// Logger is every part's logger. Default slog.Default().
+	Logger *slog.Logger
 }
+
+// Defaults of Config's own settings.
+const (
+	DefaultAddr              = "127.0.0.1:8080"
+	DefaultRetentionInterval = time.Minute
+	DefaultShutdownTimeout   = 10 * time.Second
+)
 
 func (c *Config) defaults() {
 	if c.Addr == "" {
-		c.Addr = "127.0.0.1:8080"
-	}
-	if c.NotifyChannel == "" {
-		c.NotifyChannel = "herald_events"
+		c.Addr = DefaultAddr
 	}
 	if c.RetentionInterval <= 0 {
-		c.RetentionInterval = time.Minute
+		c.RetentionInterval = DefaultRetentionInterval
 	}
 	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = 10 * time.Second
-	}
-	if c.UserPublishRate == (limits.Rate{}) {
-		c.UserPublishRate = limits.Defaults().PublishPerUser
-	}
-	if c.ConnectionPublishRate == (limits.Rate{}) {
-		c.ConnectionPublishRate = limits.Defaults().PublishPerConnection
-	}
-	if c.MaxConnections == 0 {
-		c.MaxConnections = limits.Defaults().MaxConnectionsPerInstance
-	}
-	if c.MaxConnectionsPerUser == 0 {
-		c.MaxConnectionsPerUser = limits.Defaults().MaxConnectionsPerUser
-	}
-	if c.MaxSubscriptionsPerConnection == 0 {
-		c.MaxSubscriptionsPerConnection = limits.Defaults().MaxSubscriptionsPerConnection
-	}
-	if c.MaxChannelsPerRequest == 0 {
-		c.MaxChannelsPerRequest = limits.Defaults().MaxChannelsPerRequest
-	}
-	if c.PageSize == 0 {
-		c.PageSize = services.DefaultPageSize
-	}
-	if c.MaxPageSize == 0 {
-		c.MaxPageSize = max(services.MaxPageSize, c.PageSize)
-	}
-	if c.MaxMessageBytes <= 0 {
-		c.MaxMessageBytes = 2 << 20
+		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-}
-
-// limits returns the configured limits (after defaults), negative values
-// turned into 0 (no limit), and checks them.
-func (c *Config) limits() (limits.Limits, error) {
-	unlimited := func(n int) int { return max(n, 0) }
-	l := limits.Defaults()
-	l.MaxConnectionsPerInstance = unlimited(c.MaxConnections)
-	l.MaxConnectionsPerUser = unlimited(c.MaxConnectionsPerUser)
-	l.PublishPerConnection = c.ConnectionPublishRate
-	l.PublishPerUser = c.UserPublishRate
-	l.MaxSubscriptionsPerConnection = unlimited(c.MaxSubscriptionsPerConnection)
-	l.MaxChannelsPerRequest = unlimited(c.MaxChannelsPerRequest)
-	err := l.Validate()
-	if l.MaxChannelsPerRequest > services.MaxChannelsCeiling {
-		err = errors.Join(err, fmt.Errorf("MaxChannelsPerRequest is %d; want at most %d (the API's own limit)",
-			l.MaxChannelsPerRequest, services.MaxChannelsCeiling))
-	}
-	err = errors.Join(err, c.pages().Validate())
-	if err != nil {
-		return l, fmt.Errorf("invalid limits: %w", err)
-	}
-	return l, nil
-}
-
-func (c *Config) pages() services.PageSizes {
-	return services.PageSizes{Default: c.PageSize, Max: c.MaxPageSize}
+	c.Postgres.Logger = c.Logger
+	c.Postgres.AutoCreate = !c.Services.NoAutoCreate
+	c.Hub.Logger = c.Logger
+	c.Services.Logger = c.Logger
+	c.Gateway.Logger = c.Logger
+	c.Gateway.AllowedHosts = allowedHosts(c.Gateway.AllowedHosts, c.Addr)
 }
 
 // Server is one Herald instance.
@@ -206,6 +101,7 @@ type Server struct {
 	pool   *pgxpool.Pool // nil with the memory log
 	log    eventlog.Log
 	hub    *fanout.Hub
+	app    *services.App
 	ln     net.Listener
 	mux    *http.ServeMux
 	gw     *gateway.Gateway
@@ -216,26 +112,14 @@ type Server struct {
 	kill     chan struct{}
 }
 
-// compressMinBytes: messages smaller than this are sent uncompressed.
-const compressMinBytes = 4 << 10
-
-// serviceNames are reported by health checks and reflection.
-var serviceNames = []string{
-	heraldv1connect.EventServiceName,
-	heraldv1connect.HistoryServiceName,
-	heraldv1connect.ChannelServiceName,
-}
-
 // New builds an instance: it connects to PostgreSQL and migrates when
 // DatabaseURL is set, and listens on Addr.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.defaults()
-	lim, err := cfg.limits()
-	if err != nil {
+	if err := cfg.Services.Validate(); err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, kill: make(chan struct{})}
-	opts := eventlog.Options{AutoCreate: !cfg.NoAutoCreate}
 	if cfg.DatabaseURL != "" {
 		pool, err := Connect(ctx, cfg.DatabaseURL)
 		if err != nil {
@@ -246,59 +130,27 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("apply migrations: %w", err)
 		}
 		s.pool = pool
-		s.log = eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: opts, NotifyChannel: cfg.NotifyChannel})
+		s.log = eventlog.OpenPostgres(pool, cfg.Postgres)
 		cfg.Logger.Info("event log: PostgreSQL", "database", redactURL(cfg.DatabaseURL))
 	} else {
-		s.log = eventlog.NewMemory(opts)
+		s.log = eventlog.NewMemory(cfg.Postgres.Options)
 		cfg.Logger.Warn("event log: embedded in-memory (no DATABASE_URL): single instance, events are lost when it stops")
 	}
-	s.hub = fanout.NewHub(s.log, fanout.Options{
-		PollInterval: cfg.PollInterval,
-		QueueSize:    cfg.QueueSize,
-		Logger:       cfg.Logger,
-	})
-
-	s.health = grpchealth.NewStaticChecker(serviceNames...)
-	s.mux = http.NewServeMux()
-	handlerOpts := []connect.HandlerOption{
-		connect.WithInterceptors(services.Interceptor{}),
-		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
-		// Compressing small messages costs more CPU than it saves bytes
-		// (gzip setup dominated stream throughput when every event was
-		// compressed: 7k -> see docs/benchmarks.md).
-		connect.WithCompressMinBytes(compressMinBytes),
+	s.hub = fanout.NewHub(s.log, cfg.Hub)
+	app, err := services.New(s.log, s.hub, cfg.Services)
+	if err != nil {
+		s.closePool()
+		return nil, err
 	}
-	streams := services.NewStreams(lim.MaxConnectionsPerInstance, lim.MaxConnectionsPerUser)
-	events := services.NewEventService(s.log, s.hub, cfg.Logger).WithStreams(streams).
-		WithUserPublishRate(lim.NewUserBuckets()).
-		WithConnectionLimits(lim).
-		WithNamespaces(cfg.Namespaces, !cfg.NoAutoCreate).WithAuthenticator(cfg.Auth).WithPageSizes(cfg.pages())
-	history := services.NewHistoryService(s.log, s.hub, cfg.Logger).WithStreams(streams).
-		WithNamespaces(cfg.Namespaces).WithPageSizes(cfg.pages())
-	channels := services.NewChannelService(s.log, cfg.Logger).WithNamespaces(cfg.Namespaces).WithPageSizes(cfg.pages()).
-		OnDelete(events.ForgetChannel)
-	s.mux.Handle(heraldv1connect.NewEventServiceHandler(events, handlerOpts...))
-	s.mux.Handle(heraldv1connect.NewHistoryServiceHandler(history, handlerOpts...))
-	s.mux.Handle(heraldv1connect.NewChannelServiceHandler(channels, handlerOpts...))
-	s.gw = gateway.New(gateway.Config{
-		Events:          events,
-		History:         history,
-		Channels:        channels,
-		Hub:             s.hub,
-		Logger:          cfg.Logger,
-		Auth:            cfg.Auth,
-		AllowedOrigins:  cfg.AllowedOrigins,
-		AllowedHosts:    allowedHosts(cfg.AllowedHosts, cfg.Addr),
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		SSEKeepAlive:    cfg.SSEKeepAlive,
-		WSPingInterval:  cfg.WSPingInterval,
-		WSWriteQueue:    cfg.WSWriteQueue,
-		WSWriteBytes:    cfg.WSWriteBytes,
-		WriteTimeout:    cfg.WriteTimeout,
-	})
+	s.app = app
+
+	s.health = grpchealth.NewStaticChecker(services.ServiceNames...)
+	s.mux = http.NewServeMux()
+	app.Register(s.mux)
+	s.gw = gateway.New(app, cfg.Gateway)
 	s.gw.Register(s.mux)
 	s.mux.Handle(grpchealth.NewHandler(s.health))
-	reflector := grpcreflect.NewStaticReflector(serviceNames...)
+	reflector := grpcreflect.NewStaticReflector(services.ServiceNames...)
 	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
@@ -307,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
-		Handler:           s.gw.Handler(s.mux),
+		Handler:           s.gw.CORS(s.authenticate(s.mux)),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -352,6 +204,9 @@ func (s *Server) Gateway() *gateway.Gateway { return s.gw }
 
 // Hub returns the instance's hub.
 func (s *Server) Hub() *fanout.Hub { return s.hub }
+
+// App returns the instance's application.
+func (s *Server) App() *services.App { return s.app }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	select {
@@ -398,7 +253,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { s.retention(retCtx) })
 	wg.Go(func() { // reloads JWKS keys; returns at once without them
-		if err := s.cfg.Auth.Run(retCtx); err != nil {
+		if err := s.cfg.Services.Auth.Run(retCtx); err != nil {
 			errc <- fmt.Errorf("auth: %w", err)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/heraldrt/herald/gateway"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/server"
 )
@@ -67,7 +68,7 @@ func (c *sseConn) next(t *testing.T) sseEvent {
 // as on an EventSource reconnect).
 func TestSSEWire(t *testing.T) {
 	t.Parallel()
-	in := startInstance(t, server.Config{SSEKeepAlive: 300 * time.Millisecond})
+	in := startInstance(t, server.Config{Gateway: gateway.Config{SSEKeepAlive: 300 * time.Millisecond}})
 	c := grpcClients(in)
 	clients := []struct {
 		name  string

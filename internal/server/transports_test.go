@@ -29,6 +29,7 @@ import (
 
 	"github.com/heraldrt/herald/gateway"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/server"
 )
 
@@ -450,7 +451,7 @@ func eachSubscribeTransport(t *testing.T, cfg server.Config, fn func(t *testing.
 			t.Parallel()
 			c := cfg
 			if b == "postgres" {
-				c.DatabaseURL, c.NotifyChannel = database(t)
+				c.DatabaseURL, c.Postgres.NotifyChannel = database(t)
 			}
 			in := startInstance(t, c)
 			for _, tr := range subscribeTransports {
@@ -582,7 +583,7 @@ func TestTransportsTruncatedHistory(t *testing.T) {
 // backlog; the test checks it gets everything once.
 func TestTransportsSlowConsumer(t *testing.T) {
 	t.Parallel()
-	in := startInstance(t, server.Config{QueueSize: 16, WSWriteQueue: 16, WriteTimeout: time.Minute, WSPingInterval: time.Hour})
+	in := startInstance(t, server.Config{Hub: fanout.Options{QueueSize: 16}, Gateway: gateway.Config{WSWriteQueue: 16, WriteTimeout: time.Minute, WSPingInterval: time.Hour}})
 	c := grpcClients(in)
 	// Random data: zeros would compress to nothing and never back up.
 	data := make([]byte, 32<<10)

@@ -18,6 +18,7 @@ import (
 	"github.com/heraldrt/herald/gateway"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/server"
+	"github.com/heraldrt/herald/services"
 )
 
 // wsClient is a WebSocket speaking one subprotocol, read by a goroutine.
@@ -176,7 +177,7 @@ func TestWSBadFrames(t *testing.T) {
 // TestWSTooBig: a frame over the limit closes the connection with 1009.
 func TestWSTooBig(t *testing.T) {
 	t.Parallel()
-	in := startInstance(t, server.Config{MaxMessageBytes: 64 << 10})
+	in := startInstance(t, server.Config{Services: services.Config{MaxMessageBytes: 64 << 10}})
 	w := openWS(t, in.base, gateway.SubprotocolProto)
 	big := &heraldv1.ConnectRequest{Id: "p", Command: &heraldv1.ConnectRequest_Publish{Publish: &heraldv1.PublishRequest{Channel: "big", Data: make([]byte, 100<<10)}}}
 	w.send(t, big)
@@ -213,7 +214,7 @@ func TestWSShutdown(t *testing.T) {
 // TestWSDeadPeer: a peer that does not answer pings is dropped.
 func TestWSDeadPeer(t *testing.T) {
 	t.Parallel()
-	in := startInstance(t, server.Config{WSPingInterval: 100 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
+	in := startInstance(t, server.Config{Gateway: gateway.Config{WSPingInterval: 100 * time.Millisecond, WriteTimeout: 300 * time.Millisecond}})
 	c, _, err := websocket.Dial(t.Context(), wsURL(in.base), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -230,12 +231,12 @@ func TestWSDeadPeer(t *testing.T) {
 func TestWSWriteQueueSlowConsumer(t *testing.T) {
 	t.Parallel()
 	for name, cfg := range map[string]server.Config{
-		"frames": {WSWriteQueue: 4},
-		"bytes":  {WSWriteBytes: 64 << 10},
+		"frames": {Gateway: gateway.Config{WSWriteQueue: 4}},
+		"bytes":  {Gateway: gateway.Config{WSWriteBytes: 64 << 10}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			cfg.WriteTimeout, cfg.WSPingInterval = 300*time.Millisecond, time.Hour
+			cfg.Gateway.WriteTimeout, cfg.Gateway.WSPingInterval = 300*time.Millisecond, time.Hour
 			testWSWriteQueueSlowConsumer(t, startInstance(t, cfg))
 		})
 	}
@@ -276,7 +277,7 @@ func testWSWriteQueueSlowConsumer(t *testing.T, in *instance) {
 func TestOrigins(t *testing.T) {
 	t.Parallel()
 	def := memoryInstance(t)
-	allow := startInstance(t, server.Config{AllowedOrigins: []string{"https://*.example.com", "http://app.test"}})
+	allow := startInstance(t, server.Config{Gateway: gateway.Config{AllowedOrigins: []string{"https://*.example.com", "http://app.test"}}})
 	try := func(in *instance, path, origin string) int {
 		req, _ := http.NewRequest(http.MethodGet, in.base+path, nil)
 		if origin != "" {
@@ -352,7 +353,7 @@ func TestOrigins(t *testing.T) {
 // upgrade), and frees a slot when one ends.
 func TestConnectionLimit(t *testing.T) {
 	t.Parallel()
-	in := startInstance(t, server.Config{MaxConnections: 2})
+	in := startInstance(t, server.Config{Services: services.Config{MaxConnections: 2}})
 	c := grpcClients(in)
 	mustPublish(t, c.events, "lim", "x")
 	sse := getSSE(t, http.DefaultClient, in.base+"/v1/sse?channel=lim", nil)

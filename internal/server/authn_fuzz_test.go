@@ -1,4 +1,4 @@
-package gateway
+package server
 
 import (
 	"bytes"
@@ -13,7 +13,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/heraldrt/herald/gateway"
 	"github.com/heraldrt/herald/internal/auth"
+	"github.com/heraldrt/herald/services"
 )
 
 // Fixed credentials and clock, so that a failing input reproduces.
@@ -60,7 +62,7 @@ func FuzzAuthenticate(f *testing.F) {
 		f.Fatal(err)
 	}
 	a := auth.NewAuthenticator(keys, v)
-	g := New(Config{Auth: a})
+	srv := &Server{cfg: Config{Services: services.Config{Auth: a}}, gw: gateway.New(nil, gateway.Config{})}
 	token := fuzzToken(f, fuzzSecret, fuzzNow.Add(time.Hour), fuzzNow.Add(-time.Hour))
 	expired := fuzzToken(f, fuzzSecret, fuzzNow.Add(-time.Minute), fuzzNow.Add(-time.Hour))
 	early := fuzzToken(f, fuzzSecret, fuzzNow.Add(2*time.Hour), fuzzNow.Add(time.Hour))
@@ -148,7 +150,7 @@ func FuzzAuthenticate(f *testing.F) {
 			hasID        bool
 			handlerQuery string
 		)
-		h := g.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := srv.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			reached = true
 			id, hasID = auth.FromContext(r.Context())
 			handlerQuery = r.URL.RawQuery
@@ -200,7 +202,10 @@ func FuzzAuthenticate(f *testing.F) {
 		var want strings.Builder
 		enc := json.NewEncoder(&want)
 		enc.SetEscapeHTML(false)
-		if err := enc.Encode(errorBody{Code: *e.Code, Message: *e.Message}); err != nil || body != want.String() {
+		if err := enc.Encode(struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		}{*e.Code, *e.Message}); err != nil || body != want.String() {
 			t.Fatalf("body %q, want %q", body, want.String())
 		}
 		for _, secret := range []string{cred, bearerToken(cred)} {

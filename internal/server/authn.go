@@ -1,4 +1,4 @@
-package gateway
+package server
 
 import (
 	"net"
@@ -18,20 +18,17 @@ const (
 	tokenCookie = "herald_token"
 )
 
-// Handler wraps the whole server (every transport: gRPC, Connect,
-// gRPC-Web, REST, SSE, WebSocket) with the origin policy, then
-// authentication when Config.Auth is set.
-func (g *Gateway) Handler(next http.Handler) http.Handler {
-	return g.CORS(g.authenticate(next))
-}
-
-// authenticate puts the caller's identity in the request context, where
-// the services authorize each action. A request without a credential is
-// anonymous (and may do nothing that needs one); a credential that does
-// not verify is refused here with unauthenticated (401), whatever the
-// route. Health checks and the embedded files stay public.
-func (g *Gateway) authenticate(next http.Handler) http.Handler {
-	if g.cfg.Auth == nil {
+// authenticate is the one authentication of every transport (gRPC,
+// Connect, gRPC-Web, REST, SSE, WebSocket): it puts the caller's identity
+// in the request context, where the services authorize each action. A
+// request without a credential is anonymous (and may do nothing that needs
+// one); a credential that does not verify is refused here with
+// unauthenticated, written in the caller's protocol (gateway.WriteError:
+// an RPC error for RPC clients, 401 and the JSON error shape otherwise).
+// Health checks and the embedded files stay public.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	authn := s.cfg.Services.Auth
+	if authn == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -57,8 +54,8 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 		var id auth.Identity // anonymous
 		if cred != "" {
 			var err error
-			if id, err = g.cfg.Auth.Authenticate(cred); err != nil {
-				writeError(w, connect.NewError(connect.CodeUnauthenticated, err))
+			if id, err = authn.Authenticate(cred); err != nil {
+				s.gw.WriteError(w, r, connect.NewError(connect.CodeUnauthenticated, err))
 				return
 			}
 		}
