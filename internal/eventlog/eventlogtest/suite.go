@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T, opts eventlog.Options) eventlog.L
 		{"Trim", trimTests},
 		{"Watch", watchTests},
 		{"Context", contextTests},
+		{"Errors", errorTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -185,6 +186,20 @@ func wantErr(t testing.TB, what string, err, target error) {
 	t.Helper()
 	if !errors.Is(err, target) {
 		t.Errorf("%s: got error %v, want %v", what, err, target)
+	}
+}
+
+// wantConflict fails unless err is an IdempotencyConflictError naming key,
+// channel and the stored event's position.
+func wantConflict(t testing.TB, what string, err error, key, channel string, pos int64) {
+	t.Helper()
+	var c *eventlog.IdempotencyConflictError
+	if !errors.As(err, &c) || !errors.Is(err, eventlog.ErrIdempotencyConflict) {
+		t.Errorf("%s: got error %v, want an IdempotencyConflictError", what, err)
+		return
+	}
+	if *c != (eventlog.IdempotencyConflictError{Key: key, Channel: channel, Position: pos}) {
+		t.Errorf("%s: %+v, want key %q, channel %q, position %d", what, *c, key, channel, pos)
 	}
 }
 
