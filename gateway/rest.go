@@ -86,7 +86,7 @@ const (
 	positionDesc     = "Position of the event."
 	rawBodyDesc      = "With `Content-Type: application/json` the body is the protojson request (fields in lowerCamelCase, bytes in base64). " +
 		"With any other Content-Type (text/plain, application/octet-stream, application/vnd.example+json, ...) or none, the raw body is the event data."
-	idempotencyDesc = "Dedupes retried publishes per channel: a publish with a key already used on the channel returns the first event (200, duplicate: true) and appends nothing. 1 to 128 printable ASCII characters."
+	idempotencyDesc = "Dedupes retried publishes per channel: a publish with a key already used on the channel, with the same type and data, returns the first event (200, duplicate: true) and appends nothing; the key reused with another type or data is refused (409 already_exists): use a new key for a new event. Up to 128 visible ASCII characters (`!` to `~`): no spaces or control characters."
 	waitDesc        = "Long-poll: when nothing is there yet, hold the request up to this long (0 to 60s) for the first event. A Go duration (`30s`, `1m`, `500ms`) or seconds (`30`, `1.5`)."
 	emptyIsUnset    = " An empty value is the same as leaving the parameter out."
 )
@@ -111,7 +111,8 @@ var restRoutes = []*route{
 		method: http.MethodPost, path: "/v1/channels/{channel}/events", op: "Publish", tag: tagEvents,
 		summary: "Publish an event",
 		description: "Appends one event to the channel and returns it with its position once committed (201), " +
-			"or the earlier event when the idempotency key was used before (200, `duplicate: true`). " +
+			"or the earlier event when the idempotency key was used before with the same type and data (200, `duplicate: true`; " +
+			"409 when it was used for another event). " +
 			"Publishing to a channel that does not exist creates it, unless the server runs with auto-create off (then 404).\n\n" +
 			rawBodyDesc + " The type then comes from `?type=` and the idempotency key from the `Idempotency-Key` header " +
 			"(both may also be used with a JSON body; a value given twice must agree). A `channel` in a JSON body must equal the path's.",
@@ -137,7 +138,7 @@ var restRoutes = []*route{
 			ev := m.(*heraldv1.PublishResponse).GetEvent()
 			return eventPath(ev.GetChannel()) + "/" + strconv.FormatInt(ev.GetPosition(), 10)
 		},
-		errors: []int{http.StatusNotFound, http.StatusRequestEntityTooLarge},
+		errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge},
 		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
 			return unwrap(g.cfg.Events.Publish(ctx, connect.NewRequest(m.(*heraldv1.PublishRequest))))
 		},
