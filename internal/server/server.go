@@ -246,7 +246,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("apply migrations: %w", err)
 		}
 		s.pool = pool
-		s.log = eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: opts, NotifyChannel: cfg.NotifyChannel})
+		s.log = eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: opts, NotifyChannel: cfg.NotifyChannel, Logger: cfg.Logger})
 		cfg.Logger.Info("event log: PostgreSQL", "database", redactURL(cfg.DatabaseURL))
 	} else {
 		s.log = eventlog.NewMemory(opts)
