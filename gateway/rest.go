@@ -155,7 +155,7 @@ var restRoutes = []*route{
 		query: []param{
 			{name: "cursor", field: "cursor", desc: "Exclusive position to start from; 0 (the default) starts at the oldest (forward) or newest (backward) event."},
 			{name: "direction", field: "direction", desc: "`forward` (oldest first, the default) or `backward` (newest first). Case-insensitive; `DIRECTION_FORWARD` also works."},
-			{name: "limit", field: "limit", desc: "Page size, 1 to 1000; 0 (the default) means 100."},
+			{name: "limit", field: "limit", desc: "Page size. 0 (the default) means the server's default page size (100 unless `--page-size` says otherwise); a limit above the server's maximum (`--max-page-size`, 1000 by default) is lowered to it, not refused: `hasMore` then says whether more events exist."},
 			{name: "view", field: "view", desc: "`log` (every entry, including UPDATED and DELETED entries; the default) or `current` (published events not deleted, with their current data)."},
 			{name: "wait", field: "wait", desc: waitDesc},
 		},
@@ -220,9 +220,9 @@ var restRoutes = []*route{
 		req:         typeOf(&heraldv1.ListChannelsRequest{}),
 		resp:        typeOf(&heraldv1.ListChannelsResponse{}),
 		query: []param{
-			{name: "pageSize", field: "page_size", desc: "1 to 1000; 0 (the default) means 100."},
-			{name: "pageToken", field: "page_token", desc: "`nextPageToken` of the previous page."},
-			{name: "prefix", field: "prefix", desc: "Only channels whose name starts with this."},
+			{name: "pageSize", field: "page_size", desc: "Page size. 0 (the default) means the server's default page size (100 unless `--page-size` says otherwise); a size above the server's maximum (`--max-page-size`, 1000 by default) is lowered to it, not refused."},
+			{name: "pageToken", field: "page_token", desc: "`nextPageToken` of the previous page (at most 128 characters, no NUL)."},
+			{name: "prefix", field: "prefix", desc: "Only channels whose name starts with this (at most 128 characters, no NUL)."},
 		},
 		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
 			return unwrap(g.cfg.Channels.ListChannels(ctx, connect.NewRequest(m.(*heraldv1.ListChannelsRequest))))
@@ -296,7 +296,7 @@ var restRoutes = []*route{
 			{name: "channel", field: "channels", desc: "Channels to poll, 1 to the server's `--max-channels-per-request` (32 by default; more: 400 invalid_argument): repeat the parameter (`channel=a&channel=b`) or separate names with commas (`channel=a,b`)."},
 			{name: "cursor", field: "cursor", desc: "Exclusive position to poll from (0: every retained event). Left out: only events published after the request arrives; continue with the returned cursor." + emptyIsUnset},
 			{name: "wait", field: "wait", desc: waitDesc},
-			{name: "limit", field: "limit", desc: "1 to 1000 events; 0 (the default) means 100."},
+			{name: "limit", field: "limit", desc: "Most events to return. 0 (the default) means the server's default page size (100 unless `--page-size` says otherwise); a limit above the server's maximum (`--max-page-size`, 1000 by default) is lowered to it, not refused: `hasMore` then says whether more are ready."},
 		},
 		errors: []int{http.StatusNotFound},
 		call: func(ctx context.Context, g *Gateway, m proto.Message) (proto.Message, error) {
