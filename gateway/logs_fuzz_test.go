@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"sync"
 	"testing"
@@ -13,8 +12,8 @@ import (
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/eventlog/eventlogtest"
 	"github.com/heraldrt/herald/internal/fanout"
-	"github.com/heraldrt/herald/internal/pgtest"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -28,33 +27,22 @@ type logGateway struct {
 }
 
 // logGateways opens a gateway over a memory log and one over a PostgreSQL
-// log (a fresh schema of the test database), with running hubs, until f
-// ends.
+// log, with running hubs, until f ends.
 func logGateways(f *testing.F) []logGateway {
 	f.Helper()
-	pool, schema := pgtest.Schema(f)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	opts := eventlog.Options{AutoCreate: true}
-	logs := []struct {
-		name string
-		log  eventlog.Log
-	}{
-		{"memory", eventlog.NewMemory(opts)},
-		{"postgres", eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: opts, NotifyChannel: schema, Logger: quiet})},
-	}
+	quiet := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	f.Cleanup(func() { cancel(); wg.Wait() })
 	var out []logGateway
-	for _, l := range logs {
-		hub := fanout.NewHub(l.log, fanout.Options{Logger: quiet})
-		wg.Go(func() { _ = l.log.Run(ctx) })
+	for _, l := range eventlogtest.Each(f, eventlog.Options{AutoCreate: true}) {
+		hub := fanout.NewHub(l.Log, fanout.Options{Logger: quiet})
 		wg.Go(func() { _ = hub.Run(ctx) })
 		<-hub.Ready()
-		out = append(out, logGateway{name: l.name, g: New(Config{
-			Events:   services.NewEventService(l.log, hub, quiet),
-			History:  services.NewHistoryService(l.log, hub, quiet),
-			Channels: services.NewChannelService(l.log, quiet),
+		out = append(out, logGateway{name: l.Name, g: New(Config{
+			Events:   services.NewEventService(l.Log, hub, quiet),
+			History:  services.NewHistoryService(l.Log, hub, quiet),
+			Channels: services.NewChannelService(l.Log, quiet),
 			Hub:      hub,
 			Logger:   quiet,
 		})})

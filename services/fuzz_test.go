@@ -18,8 +18,8 @@ import (
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/eventlog/eventlogtest"
 	"github.com/heraldrt/herald/internal/fanout"
-	"github.com/heraldrt/herald/internal/pgtest"
 )
 
 var (
@@ -37,26 +37,19 @@ type fuzzLog struct {
 	hub  *fanout.Hub
 }
 
-// fuzzLogs opens a memory log and a PostgreSQL log (on a fresh schema of
-// the test database), each with a running hub, until f ends.
+// fuzzLogs opens a memory log and a PostgreSQL log, each with a running
+// hub, until f ends.
 func fuzzLogs(f *testing.F) []fuzzLog {
 	f.Helper()
-	pool, schema := pgtest.Schema(f)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	logs := []fuzzLog{
-		{name: "memory", log: eventlog.NewMemory(eventlog.Options{AutoCreate: true})},
-		{name: "postgres", log: eventlog.OpenPostgres(pool, eventlog.PostgresOptions{
-			Options: eventlog.Options{AutoCreate: true}, NotifyChannel: schema, Logger: quiet})},
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	f.Cleanup(func() { cancel(); wg.Wait() })
-	for i := range logs {
-		l := &logs[i]
-		l.hub = fanout.NewHub(l.log, fanout.Options{Logger: quiet})
-		wg.Go(func() { _ = l.log.Run(ctx) })
-		wg.Go(func() { _ = l.hub.Run(ctx) })
-		<-l.hub.Ready()
+	var logs []fuzzLog
+	for _, l := range eventlogtest.Each(f, eventlog.Options{AutoCreate: true}) {
+		hub := fanout.NewHub(l.Log, fanout.Options{Logger: slog.New(slog.DiscardHandler)})
+		wg.Go(func() { _ = hub.Run(ctx) })
+		<-hub.Ready()
+		logs = append(logs, fuzzLog{name: l.Name, log: l.Log, hub: hub})
 	}
 	return logs
 }

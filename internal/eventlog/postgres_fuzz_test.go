@@ -2,7 +2,6 @@ package eventlog_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 
@@ -19,19 +18,9 @@ func FuzzPostgres(f *testing.F) {
 		f.Add(ops)
 	}
 	pool, schema := pgtest.Schema(f)
-	pg := eventlog.OpenPostgres(pool, eventlog.PostgresOptions{
-		Options:       eventlog.Options{AutoCreate: true},
-		NotifyChannel: schema,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pg.Run(ctx) }()
-	f.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			f.Errorf("Run: %v", err)
-		}
+	pg := runPostgres(f, pool, schema, eventlog.PostgresOptions{
+		Options: eventlog.Options{AutoCreate: true},
+		Logger:  slog.New(slog.DiscardHandler),
 	})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		// Positions start at 1 again, as in a fresh Memory.

@@ -10,11 +10,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/pgtest"
 )
 
 // Open returns a new, empty log whose Run is running until the test ends
@@ -361,5 +363,27 @@ func drain(wakes <-chan struct{}) {
 	select {
 	case <-wakes:
 	default:
+	}
+}
+
+// NamedLog is a log and the name of its implementation.
+type NamedLog struct {
+	Name string
+	Log  eventlog.Log
+}
+
+// Each returns a running Memory and a running Postgres (on a fresh schema
+// of the test database, see pgtest.Schema; it logs nothing), both with opts,
+// for tests that must behave alike on both. They stop when tb ends.
+func Each(tb testing.TB, opts eventlog.Options) []NamedLog {
+	tb.Helper()
+	pool, schema := pgtest.Schema(tb)
+	return []NamedLog{
+		{"memory", Start(tb, eventlog.NewMemory(opts))},
+		{"postgres", Start(tb, eventlog.OpenPostgres(pool, eventlog.PostgresOptions{
+			Options:       opts,
+			NotifyChannel: schema,
+			Logger:        slog.New(slog.DiscardHandler),
+		}))},
 	}
 }
