@@ -12,10 +12,11 @@ package eventlog
 // Append calls, whole, until MaxBatch events or MaxBatchBytes bytes (a single
 // larger Append goes alone), and writes them with one statement,
 // herald_publish (Append has hashed the data of keyed inputs, for the
-// idempotency check, in the caller's goroutine), which takes the write lock (a transaction-level advisory
-// lock), assigns positions in input order and commits. Only then does it
-// answer each caller, and after that it sends pg_notify(NotifyChannel, max
-// position) as a hint, outside the insert transaction. While a batch is in
+// idempotency check, in the caller's goroutine), which takes the write lock
+// (a transaction-level advisory lock), assigns positions in input order and
+// commits. Only then does it answer each caller, and after that it sends
+// pg_notify(NotifyChannel, max position) as a hint, outside the insert
+// transaction. While a batch is in
 // the database new Appends queue up: batching comes from that wait, there is
 // no timer. Append blocks while the queue is full.
 //
