@@ -86,7 +86,7 @@ const (
 	positionDesc     = "Position of the event."
 	rawBodyDesc      = "With `Content-Type: application/json` the body is the protojson request (fields in lowerCamelCase, bytes in base64). " +
 		"With any other Content-Type (text/plain, application/octet-stream, application/vnd.example+json, ...) or none, the raw body is the event data."
-	idempotencyDesc = "Dedupes retried publishes per channel: a publish with a key already used on the channel returns the first event (200, duplicate: true) and appends nothing. 1 to 128 printable ASCII characters."
+	idempotencyDesc = "Dedupes retried publishes per channel: a publish with a key already used on the channel, with the same type and data, returns the first event (200, duplicate: true) and appends nothing; the key reused with another type or data is refused (409 already_exists): use a new key for a new event. Up to 128 visible ASCII characters (`!` to `~`): no spaces or control characters."
 	waitDesc        = "Long-poll: when nothing is there yet, hold the request up to this long (0 to 60s) for the first event. A Go duration (`30s`, `1m`, `500ms`) or seconds (`30`, `1.5`)."
 	emptyIsUnset    = " An empty value is the same as leaving the parameter out."
 )
@@ -114,7 +114,8 @@ var restRoutes = []*route{
 		method: http.MethodPost, path: "/v1/channels/{channel}/events", op: "Publish", tag: tagEvents,
 		summary: "Publish an event",
 		description: "Appends one event to the channel and returns it with its position once committed (201), " +
-			"or the earlier event when the idempotency key was used before (200, `duplicate: true`). " +
+			"or the earlier event when the idempotency key was used before with the same type and data (200, `duplicate: true`; " +
+			"409 when it was used for another event). " +
 			"Publishing to a channel that does not exist creates it, unless the server runs with auto-create off (then 404).\n\n" +
 			rawBodyDesc + " The type then comes from `?type=` and the idempotency key from the `Idempotency-Key` header " +
 			"(both may also be used with a JSON body; a value given twice must agree). A `channel` in a JSON body must equal the path's.",
@@ -140,7 +141,7 @@ var restRoutes = []*route{
 			ev := m.(*heraldv1.PublishResponse).GetEvent()
 			return eventPath(ev.GetChannel()) + "/" + strconv.FormatInt(ev.GetPosition(), 10)
 		},
-		errors: []int{http.StatusNotFound, http.StatusRequestEntityTooLarge},
+		errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge},
 		call:   rpc((*services.App).Publish),
 	},
 	{
@@ -155,7 +156,7 @@ var restRoutes = []*route{
 		query: []param{
 			{name: "cursor", field: "cursor", desc: "Exclusive position to start from; 0 (the default) starts at the oldest (forward) or newest (backward) event."},
 			{name: "direction", field: "direction", desc: "`forward` (oldest first, the default) or `backward` (newest first). Case-insensitive; `DIRECTION_FORWARD` also works."},
-			{name: "limit", field: "limit", desc: "Page size, 1 to 1000; 0 (the default) means 100."},
+			{name: "limit", field: "limit", desc: "Page size. 0 (the default) means the server's default page size (100 unless `--page-size` says otherwise); a limit above the server's maximum (`--max-page-size`, 1000 by default) is lowered to it, not refused: `hasMore` then says whether more events exist."},
 			{name: "view", field: "view", desc: "`log` (every entry, including UPDATED and DELETED entries; the default) or `current` (published events not deleted, with their current data)."},
 			{name: "wait", field: "wait", desc: waitDesc},
 		},
@@ -212,9 +213,9 @@ var restRoutes = []*route{
 		req:         typeOf(&heraldv1.ListChannelsRequest{}),
 		resp:        typeOf(&heraldv1.ListChannelsResponse{}),
 		query: []param{
-			{name: "pageSize", field: "page_size", desc: "1 to 1000; 0 (the default) means 100."},
-			{name: "pageToken", field: "page_token", desc: "`nextPageToken` of the previous page."},
-			{name: "prefix", field: "prefix", desc: "Only channels whose name starts with this."},
+			{name: "pageSize", field: "page_size", desc: "Page size. 0 (the default) means the server's default page size (100 unless `--page-size` says otherwise); a size above the server's maximum (`--max-page-size`, 1000 by default) is lowered to it, not refused."},
+			{name: "pageToken", field: "page_token", desc: "`nextPageToken` of the previous page (at most 128 characters, no NUL)."},
+			{name: "prefix", field: "prefix", desc: "Only channels whose name starts with this (at most 128 characters, no NUL)."},
 		},
 		call: rpc((*services.App).ListChannels),
 	},
@@ -278,7 +279,7 @@ var restRoutes = []*route{
 			{name: "channel", field: "channels", desc: "Channels to poll, 1 to the server's `--max-channels-per-request` (32 by default; more: 400 invalid_argument): repeat the parameter (`channel=a&channel=b`) or separate names with commas (`channel=a,b`)."},
 			{name: "cursor", field: "cursor", desc: "Exclusive position to poll from (0: every retained event). Left out: only events published after the request arrives; continue with the returned cursor." + emptyIsUnset},
 			{name: "wait", field: "wait", desc: waitDesc},
-			{name: "limit", field: "limit", desc: "1 to 1000 events; 0 (the default) means 100."},
+			{name: "limit", field: "limit", desc: "Most events to return. 0 (the default) means the server's default page size (100 unless `--page-size` says otherwise); a limit above the server's maximum (`--max-page-size`, 1000 by default) is lowered to it, not refused: `hasMore` then says whether more are ready."},
 		},
 		errors: []int{http.StatusNotFound},
 		call:   rpc((*services.App).Poll),

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
@@ -27,6 +28,7 @@ var (
 	channelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$`)
 	typeRE    = regexp.MustCompile(`^[A-Za-z0-9_.:/-]*$`)
 	keyRE     = regexp.MustCompile(`^[\x21-\x7E]*$`)
+	noNUL     = regexp.MustCompile(`^[^\x00]*$`)
 )
 
 // decodeRoutes are the routes with a request message, in table order.
@@ -178,7 +180,7 @@ func checkRules(t *testing.T, msg proto.Message) {
 	case *heraldv1.ListEventsRequest:
 		name("channel", m.Channel)
 		between("cursor", m.Cursor, 0, 1<<63-1)
-		between("limit", int64(m.Limit), 0, 1000)
+		between("limit", int64(m.Limit), 0, math.MaxInt32)
 		between("direction", int64(m.Direction), 0, 2)
 		between("view", int64(m.View), 0, 2)
 		wait(m.Wait, m.Wait != nil)
@@ -193,9 +195,9 @@ func checkRules(t *testing.T, msg proto.Message) {
 		name("channel", m.Channel)
 		between("position", m.Position, 1, 1<<63-1)
 	case *heraldv1.ListChannelsRequest:
-		between("page_size", int64(m.PageSize), 0, 1000)
-		text("page_token", m.PageToken, 128, nil)
-		text("prefix", m.Prefix, 128, nil)
+		between("page_size", int64(m.PageSize), 0, math.MaxInt32)
+		text("page_token", m.PageToken, 128, noNUL)
+		text("prefix", m.Prefix, 128, noNUL)
 	case *heraldv1.CreateChannelRequest:
 		name("name", m.Name)
 		settings(m.Settings)
@@ -217,7 +219,7 @@ func checkRules(t *testing.T, msg proto.Message) {
 		if m.Cursor != nil {
 			between("cursor", *m.Cursor, 0, 1<<63-1)
 		}
-		between("limit", int64(m.Limit), 0, 1000)
+		between("limit", int64(m.Limit), 0, math.MaxInt32)
 		wait(m.Wait, m.Wait != nil)
 	default:
 		t.Fatalf("no rules written for %T", msg)
@@ -243,11 +245,14 @@ func FuzzRESTQuery(f *testing.F) {
 		"limt=5",
 		"a=%zz;b",
 		"wait=1e3&wait=2",
+		"pageToken=a%00&prefix=%00",
+		"limit=1001&pageSize=2147483647",
 	} {
 		for i := range routes {
 			f.Add(uint8(i), "a/b", "1", q)
 		}
 	}
+	logs := logGateways(f)
 	f.Fuzz(func(t *testing.T, idx uint8, channel, position, rawQuery string) {
 		rt := routes[int(idx)%len(routes)]
 		path := map[string]string{"channel": channel, "position": position}
@@ -258,6 +263,7 @@ func FuzzRESTQuery(f *testing.F) {
 		}
 		// No body and no Content-Type: raw (empty) data, or the empty JSON message.
 		checkAccepted(t, rt, msg, path, rt.body == rawOrJSON, nil)
+		serveOnLogs(t, logs, rt, msg)
 		// Every query parameter the request carried is one the route takes.
 		q, _ := url.ParseQuery(rawQuery)
 		for name := range q {
@@ -287,6 +293,7 @@ func FuzzRESTPublish(f *testing.F) {
 	f.Add("a/b", "text/plain; charset", []byte(`x`), "tpye=x", "")
 	f.Add("-bad", "text/plain", []byte("x"), "type=has space", "bad key")
 	rt := routeByOp(f, "Publish")
+	logs := logGateways(f)
 	f.Fuzz(func(t *testing.T, channel, contentType string, body []byte, rawQuery, key string) {
 		header := http.Header{}
 		if contentType != "" {
@@ -303,6 +310,7 @@ func FuzzRESTPublish(f *testing.F) {
 		}
 		raw := !isJSONType(contentType)
 		checkAccepted(t, rt, msg, path, raw, body)
+		serveOnLogs(t, logs, rt, msg)
 		req := msg.(*heraldv1.PublishRequest)
 		q, _ := url.ParseQuery(rawQuery)
 		if typ := q.Get("type"); typ != "" && req.Type != typ {
@@ -354,6 +362,7 @@ func FuzzRESTBody(f *testing.F) {
 		f.Add(uint8(i), "c", "", []byte(`{"name":"c"}`))
 		f.Add(uint8(i), "c", "application/json; charset=\"", []byte(`{}`))
 	}
+	logs := logGateways(f)
 	f.Fuzz(func(t *testing.T, idx uint8, channel, contentType string, body []byte) {
 		rt := routes[int(idx)%len(routes)]
 		header := http.Header{}
@@ -371,6 +380,7 @@ func FuzzRESTBody(f *testing.F) {
 			t.Fatalf("%s: accepted Content-Type %q", rt.op, contentType)
 		}
 		checkAccepted(t, rt, msg, path, raw, body)
+		serveOnLogs(t, logs, rt, msg)
 	})
 }
 

@@ -26,6 +26,9 @@ var codeTable = []struct {
 	{eventlog.ErrChannelNotFound, connect.CodeNotFound, ""},
 	{eventlog.ErrEventNotFound, connect.CodeNotFound, ""},
 	{eventlog.ErrChannelExists, connect.CodeAlreadyExists, ""},
+	// The error's text names the key, the channel and the stored event's
+	// position, and says to use a new key for a new event.
+	{eventlog.ErrIdempotencyConflict, connect.CodeAlreadyExists, ""},
 	{eventlog.ErrTooLarge, connect.CodeInvalidArgument, ""},
 	{namespace.ErrUnknown, connect.CodeInvalidArgument, ""},
 	{eventlog.ErrNotEditable, connect.CodeFailedPrecondition, ""},

@@ -28,12 +28,18 @@ var clientMessages = map[error]string{
 type Error struct {
 	kind   error
 	detail string
+	client string // replaces clientMessages[kind] when set
 }
 
 func newError(kind error, detail string) *Error { return &Error{kind: kind, detail: detail} }
 
 // Error returns a message for the client saying what to do.
-func (e *Error) Error() string { return clientMessages[e.kind] }
+func (e *Error) Error() string {
+	if e.client != "" {
+		return e.client
+	}
+	return clientMessages[e.kind]
+}
 
 // Unwrap returns the sentinel (ErrExpired, ...) this error is.
 func (e *Error) Unwrap() error { return e.kind }

@@ -3,8 +3,17 @@ package auth
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
+
+// validText reports whether s can be stored as text: valid UTF-8 without
+// NUL, which PostgreSQL refuses in text columns. Identity names become
+// event authors ("user:<sub>", "key:<name>").
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
 
 // Kind says how an Identity authenticated.
 type Kind uint8

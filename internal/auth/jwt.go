@@ -305,6 +305,14 @@ func (v *Verifier) verify(token string) (Identity, *claims, error) {
 	if c.Subject == "" {
 		return Identity{}, nil, newError(ErrInvalidCredential, "token has no sub claim")
 	}
+	if !validText(c.Subject) {
+		// The subject is stored as the author of what the user writes:
+		// refused here, rather than by the database on every publish.
+		e := newError(ErrInvalidCredential, "sub claim contains NUL or invalid UTF-8")
+		e.client = "invalid credential: the token's sub claim contains a NUL character or invalid UTF-8, " +
+			"which this server does not accept; obtain a token whose subject is plain text"
+		return Identity{}, nil, e
+	}
 	id := Identity{kind: User, name: c.Subject, expires: c.ExpiresAt.Time}
 	if c.Scopes == nil {
 		id.scopes = bitPublish | bitSubscribe | bitHistory

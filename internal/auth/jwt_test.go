@@ -194,6 +194,29 @@ func TestVerifyClaims(t *testing.T) {
 	}
 }
 
+// TestVerifySubjectText: a validly signed token whose subject PostgreSQL
+// could not store (it becomes the author of what the user publishes) is
+// refused as unauthenticated, with a message naming the sub claim, and no
+// identity is returned.
+func TestVerifySubjectText(t *testing.T) {
+	t.Parallel()
+	v := newVerifier(t, auth.JWTConfig{HS256Secret: secret, Issuer: "https://issuer.test", Audience: "herald"})
+	for _, sub := range []string{"ali\x00ce", "\x00", "alice\x00"} {
+		// No claim expands {sub} into a channel name here: only the
+		// subject itself is at fault.
+		token := sign(t, jwt.SigningMethodHS256, secret, "", with(claims(), "sub", sub, "channels", nil, "subscribe", []string{"chat:*"}))
+		id, err := v.Verify(token)
+		if !errors.Is(err, auth.ErrInvalidCredential) || id.Kind() != auth.Anonymous {
+			t.Errorf("sub %q: Verify = %v %q, %v; want ErrInvalidCredential", sub, id.Kind(), id.Name(), err)
+			continue
+		}
+		if !strings.Contains(err.Error(), "sub claim") || !strings.Contains(err.Error(), "NUL") {
+			t.Errorf("sub %q: message %q does not say what is wrong", sub, err)
+		}
+		checkNoLeak(t, err, token, string(secret))
+	}
+}
+
 func detail(err error) string {
 	var e *auth.Error
 	if errors.As(err, &e) {

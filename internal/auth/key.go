@@ -75,6 +75,10 @@ func NewKeys(cfgs []KeyConfig) (*Keys, error) {
 		if c.Name == "" {
 			return nil, fmt.Errorf("api key %d: name is empty", i+1)
 		}
+		if !validText(c.Name) {
+			// The name is stored as the author of what the key writes.
+			return nil, fmt.Errorf("api key %d: name %q contains NUL or invalid UTF-8", i+1, c.Name)
+		}
 		if names[c.Name] {
 			return nil, fmt.Errorf("api key %q: duplicate name", c.Name)
 		}

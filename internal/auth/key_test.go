@@ -49,6 +49,8 @@ func TestNewKeysErrors(t *testing.T) {
 		want string
 	}{
 		{"no name", []auth.KeyConfig{{Hash: h, Scopes: []auth.Scope{"publish"}}}, "name is empty"},
+		{"NUL in name", []auth.KeyConfig{{Name: "bill\x00ing", Hash: h, Scopes: []auth.Scope{"publish"}}}, "contains NUL or invalid UTF-8"},
+		{"name not UTF-8", []auth.KeyConfig{{Name: "bill\xffing", Hash: h, Scopes: []auth.Scope{"publish"}}}, "contains NUL or invalid UTF-8"},
 		{"dup name", []auth.KeyConfig{{Name: "a", Hash: h, Scopes: []auth.Scope{"publish"}}, {Name: "a", Hash: auth.HashKey("x"), Scopes: []auth.Scope{"publish"}}}, "duplicate name"},
 		{"dup hash", []auth.KeyConfig{{Name: "a", Hash: h, Scopes: []auth.Scope{"publish"}}, {Name: "b", Hash: h, Scopes: []auth.Scope{"publish"}}}, "same hash"},
 		{"raw key as hash", []auth.KeyConfig{{Name: "a", Hash: mustKey(t), Scopes: []auth.Scope{"publish"}}}, "64 lowercase hex"},

@@ -11,10 +11,12 @@ package eventlog
 // Writer. Run is the only goroutine that writes events. It takes queued
 // Append calls, whole, until MaxBatch events or MaxBatchBytes bytes (a single
 // larger Append goes alone), and writes them with one statement,
-// herald_publish, which takes the write lock (a transaction-level advisory
-// lock), assigns positions in input order and commits. Only then does it
-// answer each caller, and after that it sends pg_notify(NotifyChannel, max
-// position) as a hint, outside the insert transaction. While a batch is in
+// herald_publish (Append has hashed the data of keyed inputs, for the
+// idempotency check, in the caller's goroutine), which takes the write lock
+// (a transaction-level advisory lock), assigns positions in input order and
+// commits. Only then does it answer each caller, and after that it sends
+// pg_notify(NotifyChannel, max position) as a hint, outside the insert
+// transaction. While a batch is in
 // the database new Appends queue up: batching comes from that wait, there is
 // no timer. Append blocks while the queue is full.
 //
@@ -43,7 +45,9 @@ package eventlog
 // position becomes visible in position order (DeleteChannel holds it while
 // it deletes the channel's entries, ~1-2 µs each: publishing waits that
 // long). Update and Delete, like a batch, run to the end once sent even if
-// the caller's ctx ends. Trim takes a separate
+// the caller's ctx ends. A Delete erases, in its transaction, the data of
+// the event's Updated entries too (the trigger herald_erase_deleted, see
+// migrations/0003_erase_and_conflicts.sql). Trim takes a separate
 // try-lock, so that one session in the cluster trims at a time; it deletes in
 // transactions of at most 10,000 entries, each raising the channels'
 // truncated_through over what it deleted.

@@ -11,6 +11,7 @@ package eventlog
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -45,7 +46,12 @@ type Event struct {
 	IdempotencyKey string
 	CreatedAt      time.Time
 	UpdatedAt      time.Time // zero unless a published event's data was updated
-	Deleted        bool      // a published event that was later deleted (Data empty)
+	// Deleted is set on a published event that was later deleted and on
+	// every Updated entry of that event: deletion erases the data of both
+	// (Data is then empty). The flag also changes the identity of an erased
+	// Updated entry for caches keyed on (Position, UpdatedAt, Deleted), so
+	// that none can serve the bytes it had before.
+	Deleted bool
 	// Author is who wrote the entry, as the caller gave it (Publish.Author,
 	// or the author passed to Update/Delete); "" when unknown. A published
 	// event keeps its author through edits; Updated and Deleted entries
@@ -55,10 +61,15 @@ type Event struct {
 
 // Publish is one event to append.
 type Publish struct {
-	Channel        string
-	Type           string
-	Data           []byte
-	IdempotencyKey string // optional; dedupes per channel
+	Channel string
+	Type    string
+	Data    []byte
+	// IdempotencyKey is optional and dedupes per channel: a publish with a
+	// key already used on the channel returns the stored event (Duplicate)
+	// when its Type and Data are those first published under the key, and
+	// fails with an IdempotencyConflictError otherwise. Once the event is
+	// deleted its data can no longer be compared: only Type is.
+	IdempotencyKey string
 	// Author is stored with the event as given ("" for none); the log does
 	// not interpret it. A duplicate returns the first event's author.
 	Author string
@@ -146,15 +157,23 @@ type ChannelPage struct {
 	Next     string // name to pass as After for the next page; "" on the last page
 }
 
-// Sentinel errors. Implementations wrap them with context; test with errors.Is.
+// Sentinel errors. Implementations wrap them with context; test with
+// errors.Is. Both implementations word every error the same way (the
+// conformance suite compares the texts), and the texts are written for the
+// API's clients: services send them on as they are.
 var (
 	ErrChannelNotFound = errors.New("channel not found")
 	ErrChannelExists   = errors.New("channel already exists")
 	ErrEventNotFound   = errors.New("event not found")
 	// ErrTooLarge: the data exceeds the channel's max_event_size.
 	ErrTooLarge = errors.New("event data exceeds the channel's max_event_size")
-	// ErrNotEditable: the target was deleted or is itself an edit entry.
+	// ErrNotEditable: the target was deleted or is itself an edit entry;
+	// the error is a *NotEditableError saying which.
 	ErrNotEditable = errors.New("event cannot be edited")
+	// ErrIdempotencyConflict: the idempotency key was already used on the
+	// channel for an event of another type or data; the error is an
+	// *IdempotencyConflictError.
+	ErrIdempotencyConflict = errors.New("idempotency key already used for a different event")
 	// ErrUnavailable: the log could not be reached; the operation may be
 	// retried (publishes with their idempotency key).
 	ErrUnavailable = errors.New("event log unavailable")
@@ -172,6 +191,50 @@ func (e *TooLargeError) Error() string {
 }
 
 func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
+
+// NotEditableError says why the entry at Position cannot be updated or
+// deleted. errors.Is(err, ErrNotEditable).
+type NotEditableError struct {
+	Position int64
+	// Kind is KindPublished for an event that was deleted, otherwise the
+	// kind of the edit entry at Position.
+	Kind Kind
+	// Target is the event an edit entry changed (0 for a published event).
+	Target int64
+}
+
+func (e *NotEditableError) Error() string {
+	switch e.Kind {
+	case KindUpdated:
+		return fmt.Sprintf("entry %d is an UPDATED entry: edit the published event at position %d", e.Position, e.Target)
+	case KindDeleted:
+		return fmt.Sprintf("entry %d is a DELETED entry: the event at position %d was deleted and cannot be edited", e.Position, e.Target)
+	}
+	return fmt.Sprintf("event %d was already deleted", e.Position)
+}
+
+func (e *NotEditableError) Unwrap() error { return ErrNotEditable }
+
+// IdempotencyConflictError: Key was used on Channel for the event at
+// Position, whose type or data differ from the publish that reused it.
+// errors.Is(err, ErrIdempotencyConflict).
+type IdempotencyConflictError struct {
+	Key      string
+	Channel  string
+	Position int64
+}
+
+func (e *IdempotencyConflictError) Error() string {
+	return fmt.Sprintf("idempotency key %q was already used on channel %q for a different event (position %d); "+
+		"use a new key for a new event, or resend exactly the same type and data to retry", e.Key, e.Channel, e.Position)
+}
+
+func (e *IdempotencyConflictError) Unwrap() error { return ErrIdempotencyConflict }
+
+// dataSum is what an idempotent retry's data is compared with: the stored
+// event keeps the digest of the data first published under its key (an
+// update replaces the data, not the digest; a delete erases both).
+func dataSum(data []byte) [sha256.Size]byte { return sha256.Sum256(data) }
 
 // Options are shared by every implementation.
 type Options struct {
@@ -194,14 +257,16 @@ type Log interface {
 	// all are committed. errs[i] is the error of input i (nil on success);
 	// an input's failure (too large, unknown channel) does not affect the
 	// others. A non-nil err means nothing is known to be written (retry with
-	// idempotency keys).
+	// idempotency keys). A key reused for another type or data fails that
+	// input with an IdempotencyConflictError, also within one call.
 	Append(ctx context.Context, ps []Publish) (res []Published, errs []error, err error)
 	// Update replaces the data of the published event at pos in channel and
 	// appends an Updated entry whose Author is author. It returns the
 	// updated event (its Author unchanged) and the entry.
 	Update(ctx context.Context, channel string, pos int64, data []byte, author string) (ev, entry Event, err error)
-	// Delete erases the published event at pos and appends a Deleted entry
-	// whose Author is author.
+	// Delete erases the data of the published event at pos and of each of
+	// its Updated entries (which are then marked Deleted too), and appends
+	// a Deleted entry whose Author is author, all at once.
 	Delete(ctx context.Context, channel string, pos int64, author string) (entry Event, err error)
 
 	// Read returns entries for subscribers (see Query).

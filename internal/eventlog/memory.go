@@ -3,6 +3,7 @@ package eventlog
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,11 +47,20 @@ type slot struct {
 
 type memChannel struct {
 	info Channel
-	evs  []*Event         // the channel's entries in position order
-	keys map[string]int64 // idempotency key -> position of the event
+	evs  []*Event          // the channel's entries in position order
+	keys map[string]keyRef // idempotency key -> the event that used it
 	// keysRemoved counts deletions from keys since it was last rebuilt:
 	// Go maps do not shrink.
 	keysRemoved int
+}
+
+// keyRef is the event an idempotency key was used for and the digest of
+// the data first published under the key (see Publish.IdempotencyKey);
+// hasSum is false once the event is deleted.
+type keyRef struct {
+	pos    int64
+	sum    [sha256.Size]byte
+	hasSum bool
 }
 
 // NewMemory returns an empty in-memory log.
@@ -81,9 +91,9 @@ func (m *Memory) now() time.Time {
 
 // Append appends ps in order. All events of one call share CreatedAt.
 // Classification follows herald_publish: an unknown channel fails first,
-// then a key already used by a stored event makes a duplicate of it, then
-// the size limit applies, then a key used earlier in the same call makes a
-// duplicate of that input.
+// then a key already used by a stored event makes a duplicate of it (or a
+// conflict), then the size limit applies, then a key used earlier in the
+// same call makes a duplicate of that input (or a conflict).
 func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
@@ -92,6 +102,13 @@ func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error
 	errs := make([]error, len(ps))
 	if len(ps) == 0 {
 		return res, errs, nil
+	}
+	// Hashed before taking the lock: only keyed publishes need it.
+	sums := make([][sha256.Size]byte, len(ps))
+	for i := range ps {
+		if ps[i].IdempotencyKey != "" {
+			sums[i] = dataSum(ps[i].Data)
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -112,12 +129,12 @@ func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error
 			errs[i] = fmt.Errorf("append to %q: %w", p.Channel, ErrChannelNotFound)
 			continue
 		}
-		dup, hasKey := int64(0), false
+		ref, hasKey := keyRef{}, false
 		if p.IdempotencyKey != "" {
-			dup, hasKey = c.keys[p.IdempotencyKey]
+			ref, hasKey = c.keys[p.IdempotencyKey]
 		}
-		if hasKey && dup <= before {
-			res[i] = Published{Event: *m.lookup(dup), Duplicate: true}
+		if hasKey && ref.pos <= before {
+			res[i], errs[i] = m.duplicate(ref, p, sums[i])
 			continue
 		}
 		if limit := int(c.info.Settings.MaxEventSize); len(p.Data) > limit {
@@ -125,7 +142,7 @@ func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error
 			continue
 		}
 		if hasKey {
-			res[i] = Published{Event: *m.lookup(dup), Duplicate: true}
+			res[i], errs[i] = m.duplicate(ref, p, sums[i])
 			continue
 		}
 		ev := m.add(c, Event{
@@ -138,7 +155,7 @@ func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error
 			Author:         p.Author,
 		})
 		if p.IdempotencyKey != "" {
-			c.keys[p.IdempotencyKey] = ev.Position
+			c.keys[p.IdempotencyKey] = keyRef{pos: ev.Position, sum: sums[i], hasSum: true}
 		}
 		res[i] = Published{Event: *ev}
 	}
@@ -146,6 +163,17 @@ func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error
 		m.notify()
 	}
 	return res, errs, nil
+}
+
+// duplicate answers p, whose key was used for the event ref names: that
+// event when p carries the same type and data, else a conflict.
+func (m *Memory) duplicate(ref keyRef, p *Publish, sum [sha256.Size]byte) (Published, error) {
+	ev := m.lookup(ref.pos)
+	if ev.Type != p.Type || ref.hasSum && ref.sum != sum {
+		return Published{}, fmt.Errorf("append to %q: %w", p.Channel,
+			&IdempotencyConflictError{Key: p.IdempotencyKey, Channel: p.Channel, Position: ref.pos})
+	}
+	return Published{Event: *ev, Duplicate: true}, nil
 }
 
 func cloneData(b []byte) []byte {
@@ -205,10 +233,11 @@ func (m *Memory) editable(op, channel string, pos int64) (*memChannel, *Event, e
 	ev := m.lookup(pos)
 	c := m.channels[channel]
 	if ev == nil || c == nil || ev.Channel != channel {
-		return nil, nil, fmt.Errorf("%s %q/%d: %w", op, channel, pos, ErrEventNotFound)
+		return nil, nil, fmt.Errorf("%s %d of %q: %w", op, pos, channel, ErrEventNotFound)
 	}
 	if ev.Kind != KindPublished || ev.Deleted {
-		return nil, nil, fmt.Errorf("%s %q/%d: %w", op, channel, pos, ErrNotEditable)
+		return nil, nil, fmt.Errorf("%s %d of %q: %w", op, pos, channel,
+			&NotEditableError{Position: pos, Kind: ev.Kind, Target: ev.Target})
 	}
 	return c, ev, nil
 }
@@ -226,7 +255,7 @@ func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []b
 		return Event{}, Event{}, err
 	}
 	if limit := int(c.info.Settings.MaxEventSize); len(data) > limit {
-		return Event{}, Event{}, fmt.Errorf("update %q/%d: %w", channel, pos, &TooLargeError{Size: len(data), Limit: limit})
+		return Event{}, Event{}, fmt.Errorf("update %d of %q: %w", pos, channel, &TooLargeError{Size: len(data), Limit: limit})
 	}
 	now := m.now()
 	ev := *old
@@ -246,8 +275,9 @@ func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []b
 	return ev, *entry, nil
 }
 
-// Delete erases the published event at pos and appends a Deleted entry by
-// author.
+// Delete erases the data of the published event at pos and of its Updated
+// entries (marking them Deleted), forgets the digest its idempotency key
+// was compared with, and appends a Deleted entry by author.
 func (m *Memory) Delete(ctx context.Context, channel string, pos int64, author string) (Event, error) {
 	if err := ctx.Err(); err != nil {
 		return Event{}, err
@@ -262,6 +292,21 @@ func (m *Memory) Delete(ctx context.Context, channel string, pos int64, author s
 	ev.Data = nil
 	ev.Deleted = true
 	m.replace(c, &ev)
+	// The Updated entries follow the event in the channel. Deletes are
+	// rare: a scan of the channel's later entries is cheap enough.
+	for _, e := range c.evs[firstAfter(c.evs, pos):] {
+		if e.Kind == KindUpdated && e.Target == pos {
+			erased := *e
+			erased.Data = nil
+			erased.Deleted = true
+			m.replace(c, &erased)
+		}
+	}
+	if k := ev.IdempotencyKey; k != "" {
+		if ref := c.keys[k]; ref.pos == pos {
+			c.keys[k] = keyRef{pos: pos}
+		}
+	}
 	entry := m.add(c, Event{
 		Channel:   channel,
 		Type:      ev.Type,
@@ -419,7 +464,7 @@ func (m *Memory) Get(ctx context.Context, channel string, pos int64) (Event, err
 	defer m.mu.RUnlock()
 	ev := m.lookup(pos)
 	if ev == nil || ev.Channel != channel {
-		return Event{}, fmt.Errorf("get %q/%d: %w", channel, pos, ErrEventNotFound)
+		return Event{}, fmt.Errorf("get %d of %q: %w", pos, channel, ErrEventNotFound)
 	}
 	return *ev, nil
 }
@@ -435,7 +480,7 @@ func (m *Memory) createChannel(name string, s Settings, now time.Time) *memChann
 			UpdatedAt:        now,
 			TruncatedThrough: m.truncated[name],
 		},
-		keys: make(map[string]int64),
+		keys: make(map[string]keyRef),
 	}
 	delete(m.truncated, name)
 	m.channels[name] = c
@@ -636,7 +681,7 @@ func (m *Memory) Trim(ctx context.Context, now time.Time) (int64, error) {
 		gone := c.evs[:k]
 		m.drop(gone)
 		for _, ev := range gone {
-			if ev.IdempotencyKey != "" && c.keys[ev.IdempotencyKey] == ev.Position {
+			if ev.IdempotencyKey != "" && c.keys[ev.IdempotencyKey].pos == ev.Position {
 				delete(c.keys, ev.IdempotencyKey)
 				c.keysRemoved++
 			}
@@ -644,7 +689,7 @@ func (m *Memory) Trim(ctx context.Context, now time.Time) (int64, error) {
 		c.info.TruncatedThrough = max(c.info.TruncatedThrough, gone[k-1].Position)
 		c.evs = dropPrefix(c.evs, k)
 		if c.keysRemoved > 1024 && c.keysRemoved > len(c.keys) {
-			keys := make(map[string]int64, len(c.keys))
+			keys := make(map[string]keyRef, len(c.keys))
 			for key, pos := range c.keys {
 				keys[key] = pos
 			}

@@ -103,10 +103,11 @@ const (
 )
 
 type appendReq struct {
-	ps    []Publish
-	bytes int
-	state atomic.Int32
-	done  chan appendResult // buffered: the writer never waits for the caller
+	ps      []Publish
+	digests [][]byte // dataSum of each keyed input's data, nil for the others
+	bytes   int
+	state   atomic.Int32
+	done    chan appendResult // buffered: the writer never waits for the caller
 }
 
 type appendResult struct {
@@ -135,9 +136,15 @@ func (p *Postgres) Append(ctx context.Context, ps []Publish) ([]Published, []err
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
-	r := &appendReq{ps: ps, done: make(chan appendResult, 1)}
+	r := &appendReq{ps: ps, digests: make([][]byte, len(ps)), done: make(chan appendResult, 1)}
 	for i := range ps {
 		r.bytes += publishBytes(&ps[i])
+		if ps[i].IdempotencyKey != "" {
+			// Hashed here, in the caller's goroutine: not by the one writer,
+			// nor by the database under the write lock.
+			sum := dataSum(ps[i].Data)
+			r.digests[i] = sum[:]
+		}
 	}
 	select {
 	case p.queue <- r:
@@ -244,9 +251,9 @@ func (p *Postgres) drain() {
 }
 
 // publishSQL appends one batch: see herald_publish in migrations (the
-// overload with authors, 0002_author.sql).
+// overload with digests, 0003_erase_and_conflicts.sql).
 const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit, author
-FROM herald_publish($1, $2, $3, $4, $5, $6)`
+FROM herald_publish($1, $2, $3, $4, $5, $6, $7)`
 
 // Statuses returned by herald_publish.
 const (
@@ -254,6 +261,7 @@ const (
 	pubDuplicate     = 1
 	pubNoChannel     = 2
 	pubTooLarge      = 3
+	pubConflict      = 4
 	editDone         = 0
 	editNotFound     = 1
 	editNotEditable  = 2
@@ -270,20 +278,22 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 	defer cancel()
 
 	ps := make([]*Publish, 0, n)
+	digests := make([][]byte, 0, n)
 	for _, r := range batch {
 		for i := range r.ps {
 			ps = append(ps, &r.ps[i])
 		}
+		digests = append(digests, r.digests...)
 	}
 	res := make([]Published, n)
 	errs := make([]error, n)
-	maxID, err := p.publish(wctx, ps, res, errs)
+	maxID, err := p.publish(wctx, ps, digests, res, errs)
 	if err != nil && pgconn.SafeToRetry(err) {
 		// Nothing reached the server (typically a pooled connection that
 		// died with a database restart): one more try cannot write twice.
 		clear(res)
 		clear(errs)
-		maxID, err = p.publish(wctx, ps, res, errs)
+		maxID, err = p.publish(wctx, ps, digests, res, errs)
 	}
 	if err != nil {
 		err = p.dbErr("append", err)
@@ -303,11 +313,11 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 	}
 }
 
-// publish runs herald_publish for ps and fills res and errs (in input
-// order). It returns the highest position written (0 if none). Rows are
-// read to the end before returning: the statement has committed only when
-// the rows' error is nil.
-func (p *Postgres) publish(ctx context.Context, ps []*Publish, res []Published, errs []error) (int64, error) {
+// publish runs herald_publish for ps (with the digests of their data, see
+// appendReq) and fills res and errs (in input order). It returns the
+// highest position written (0 if none). Rows are read to the end before
+// returning: the statement has committed only when the rows' error is nil.
+func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte, res []Published, errs []error) (int64, error) {
 	channels := make([]string, len(ps))
 	types := make([]string, len(ps))
 	data := make([][]byte, len(ps))
@@ -320,7 +330,7 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, res []Published, 
 			data[i] = []byte{} // NULL in a bytea[] is coalesced anyway; send what we store
 		}
 	}
-	rows, err := p.pool.Query(ctx, publishSQL, channels, types, data, keys, authors, p.opts.AutoCreate)
+	rows, err := p.pool.Query(ctx, publishSQL, channels, types, data, keys, authors, digests, p.opts.AutoCreate)
 	if err != nil {
 		return 0, err
 	}
@@ -386,6 +396,17 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, res []Published, 
 				Deleted:        deref(deleted),
 				Author:         deref(author),
 			}, Duplicate: true}
+		case pubConflict:
+			pos := deref(id)
+			if dupOf != nil {
+				j := int(*dupOf - 1)
+				if j < 0 || j >= i {
+					return 0, fmt.Errorf("%w: herald_publish returned dup_of %d for ord %d", errInternal, *dupOf, ord)
+				}
+				pos = res[j].Event.Position
+			}
+			errs[i] = fmt.Errorf("append to %q: %w", in.Channel,
+				&IdempotencyConflictError{Key: in.IdempotencyKey, Channel: in.Channel, Position: pos})
 		case pubNoChannel:
 			if p.opts.AutoCreate && len(in.Data) > DefaultMaxEventSize {
 				// Not created for an event it could not hold.

@@ -193,8 +193,9 @@ func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data [
 	return ev, entry, nil
 }
 
-// Delete erases the published event at pos and appends a Deleted entry by
-// author, in one transaction under the write lock.
+// Delete erases the data of the published event at pos and of its Updated
+// entries (marking them Deleted) and appends a Deleted entry by author, in
+// one transaction under the write lock.
 func (p *Postgres) Delete(ctx context.Context, channel string, pos int64, author string) (Event, error) {
 	r, err := p.edit(ctx, channel, pos, true, nil, author)
 	if err != nil {
@@ -266,7 +267,7 @@ FROM herald_edit($1, $2, $3, $4, $5)`, channel, pos, del, data, author).
 	case editNotFound:
 		return editResult{}, fmt.Errorf("%s: %w", op, ErrEventNotFound)
 	case editNotEditable:
-		return editResult{}, fmt.Errorf("%s: %w", op, ErrNotEditable)
+		return editResult{}, p.notEditable(ctx, op, channel, pos)
 	case editTooLarge:
 		return editResult{}, fmt.Errorf("%s: %w", op, &TooLargeError{Size: len(data), Limit: int(deref(limit))})
 	default:
@@ -274,6 +275,25 @@ FROM herald_edit($1, $2, $3, $4, $5)`, channel, pos, del, data, author).
 	}
 	p.notify(wctx, r.entryID)
 	return r, nil
+}
+
+// notEditable says why herald_edit refused the entry at pos. Kind and
+// target never change once written, so reading them after the refusal
+// tells the truth; if retention removed the entry meanwhile, it is gone.
+func (p *Postgres) notEditable(ctx context.Context, op, channel string, pos int64) error {
+	e := NotEditableError{Position: pos}
+	err := p.pool.QueryRow(ctx, `SELECT kind, target FROM herald_events WHERE id = $1 AND channel = $2`,
+		pos, channel).Scan(&e.Kind, &e.Target)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("%s: %w", op, ErrEventNotFound)
+	case err != nil:
+		return p.ctxErr(ctx, op, err)
+	}
+	if e.Kind == KindPublished {
+		e.Target = 0
+	}
+	return fmt.Errorf("%s: %w", op, &e)
 }
 
 const channelColumns = `name, max_events, max_age, max_event_size, truncated_through, created_at, updated_at`

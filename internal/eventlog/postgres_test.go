@@ -210,7 +210,7 @@ func TestPostgresIdempotency(t *testing.T) {
 
 	res := mustAppend(t, first,
 		eventlog.Publish{Channel: "c", Type: "x", Data: []byte("original"), IdempotencyKey: "k1"},
-		eventlog.Publish{Channel: "c", Type: "y", Data: []byte("same batch"), IdempotencyKey: "k1"},
+		eventlog.Publish{Channel: "c", Type: "x", Data: []byte("original"), IdempotencyKey: "k1"},
 		eventlog.Publish{Channel: "d", Data: []byte("other channel"), IdempotencyKey: "k1"},
 	)
 	if res[0].Duplicate || !res[1].Duplicate || res[2].Duplicate {
@@ -220,8 +220,13 @@ func TestPostgresIdempotency(t *testing.T) {
 		t.Fatalf("in-batch duplicate = %+v, want the first event %+v", res[1].Event, res[0].Event)
 	}
 
-	// Retried through the other instance: the original comes back.
-	again := mustAppend(t, second, eventlog.Publish{Channel: "c", Type: "z", Data: []byte("retry"), IdempotencyKey: "k1"})
+	// Retried through the other instance: the original comes back; the key
+	// reused for something else is refused there too.
+	_, perr, err := second.Append(ctx, []eventlog.Publish{{Channel: "c", Type: "x", Data: []byte("retry"), IdempotencyKey: "k1"}})
+	if err != nil || !errors.Is(perr[0], eventlog.ErrIdempotencyConflict) {
+		t.Fatalf("key reused through the other instance: %v, %v; want ErrIdempotencyConflict", err, perr)
+	}
+	again := mustAppend(t, second, eventlog.Publish{Channel: "c", Type: "x", Data: []byte("original"), IdempotencyKey: "k1"})
 	if !again[0].Duplicate || again[0].Event.Position != res[0].Event.Position ||
 		string(again[0].Event.Data) != "original" || again[0].Event.Type != "x" ||
 		!again[0].Event.CreatedAt.Equal(res[0].Event.CreatedAt) {
@@ -238,7 +243,7 @@ func TestPostgresIdempotency(t *testing.T) {
 			lg = second
 		}
 		wg.Go(func() {
-			res, perr, err := lg.Append(ctx, []eventlog.Publish{{Channel: "race", Data: []byte{byte(i)}, IdempotencyKey: "once"}})
+			res, perr, err := lg.Append(ctx, []eventlog.Publish{{Channel: "race", Data: []byte("same"), IdempotencyKey: "once"}})
 			if err == nil {
 				err = perr[0]
 			}
@@ -349,8 +354,14 @@ func TestPostgresEdit(t *testing.T) {
 	if _, err := lg.Delete(ctx, "e", ev.Position, ""); !errors.Is(err, eventlog.ErrNotEditable) {
 		t.Fatalf("second delete: %v, want ErrNotEditable", err)
 	}
+	// No row holds any version of the deleted event's data, nor its digest.
+	var left int
+	if err := lg.pool.QueryRow(ctx, `SELECT count(*) FROM herald_events
+WHERE (id = $1 OR target = $1) AND (data <> '' OR idempotency_digest IS NOT NULL)`, ev.Position).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d rows still hold data of the deleted event (%v)", left, err)
+	}
 	// The key still names the deleted event.
-	dup := mustAppend(t, lg, eventlog.Publish{Channel: "e", Data: []byte("again"), IdempotencyKey: "k"})[0]
+	dup := mustAppend(t, lg, eventlog.Publish{Channel: "e", Type: "note", Data: []byte("again"), IdempotencyKey: "k"})[0]
 	if !dup.Duplicate || dup.Event.Position != ev.Position || !dup.Event.Deleted {
 		t.Fatalf("append with the deleted event's key = %+v", dup)
 	}

@@ -77,6 +77,19 @@ func Pool(tb testing.TB) *pgxpool.Pool {
 // schema in a t.Cleanup registered after Schema (cleanups run last first).
 func Schema(tb testing.TB) (*pgxpool.Pool, string) {
 	tb.Helper()
+	pool, schema := EmptySchema(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := migrations.Up(ctx, pool); err != nil {
+		tb.Fatalf("pgtest: migrate schema %s: %v", schema, err)
+	}
+	return pool, schema
+}
+
+// EmptySchema is Schema without the migrations, for tests of the
+// migrations themselves.
+func EmptySchema(tb testing.TB) (*pgxpool.Pool, string) {
+	tb.Helper()
 	base := URL(tb)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -93,12 +106,7 @@ func Schema(tb testing.TB) (*pgxpool.Pool, string) {
 		tb.Fatalf("pgtest: create schema: %v", err)
 	}
 	tb.Cleanup(func() { dropSchema(tb, base, schema) })
-
-	pool := OpenPool(tb, SchemaURL(tb, schema))
-	if err := migrations.Up(ctx, pool); err != nil {
-		tb.Fatalf("pgtest: migrate schema %s: %v", schema, err)
-	}
-	return pool, schema
+	return OpenPool(tb, SchemaURL(tb, schema)), schema
 }
 
 // SchemaURL returns the test database's connection string with search_path

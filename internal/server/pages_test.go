@@ -1,6 +1,9 @@
 package server_test
 
 import (
+	"fmt"
+	"math"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -50,4 +53,51 @@ func TestPageSizes(t *testing.T) {
 			t.Fatalf("server.New(%+v): %v", cfg, err)
 		}
 	}
+}
+
+// TestLargeLimitsAreLowered: a limit or page size above the server's
+// maximum, even above the API's own 1000, is lowered to the maximum on every
+// transport, as --max-page-size and the API documentation say; it is not
+// refused. Negative ones are still invalid_argument.
+func TestLargeLimitsAreLowered(t *testing.T) {
+	t.Parallel()
+	in := startInstance(t, server.Config{Services: services.Config{PageSize: 3, MaxPageSize: 5}})
+	c := newClients(in.base, http.DefaultClient)
+	for i := range 7 {
+		mustPublish(t, c.events, fmt.Sprintf("big:%d", i), "x")
+		mustPublish(t, c.events, "big:0", "y")
+	}
+	for _, limit := range []int32{1001, math.MaxInt32} {
+		for _, p := range protocols {
+			c := newClients(in.base, p.http(), p.opts...)
+			list, err := c.history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: "big:0", Limit: limit}))
+			if err != nil || len(list.Msg.Events) != 5 || !list.Msg.HasMore {
+				t.Fatalf("%s: ListEvents limit %d: %v, %v; want 5 events and has_more", p.name, limit, list, err)
+			}
+			poll, err := c.events.Poll(t.Context(), connect.NewRequest(&heraldv1.PollRequest{Channels: []string{"big:0"}, Cursor: ptr(int64(0)), Limit: limit}))
+			if err != nil || len(poll.Msg.Events) != 5 || !poll.Msg.HasMore {
+				t.Fatalf("%s: Poll limit %d: %v, %v; want 5 events and has_more", p.name, limit, poll, err)
+			}
+			chs, err := c.channels.ListChannels(t.Context(), connect.NewRequest(&heraldv1.ListChannelsRequest{PageSize: limit}))
+			if err != nil || len(chs.Msg.Channels) != 5 || chs.Msg.NextPageToken == "" {
+				t.Fatalf("%s: ListChannels page size %d: %v, %v; want 5 channels and a next page", p.name, limit, chs, err)
+			}
+		}
+		q := fmt.Sprintf("limit=%d", limit)
+		if got := restList(t, in.base, "big:0", q); len(got.Events) != 5 || !got.HasMore {
+			t.Fatalf("REST ListEvents ?%s: %d events, has_more %v", q, len(got.Events), got.HasMore)
+		}
+		var poll heraldv1.PollResponse
+		restCall(t, "GET", in.base+"/v1/events?channel=big:0&cursor=0&"+q, "", nil).ok(t, http.StatusOK, &poll)
+		if len(poll.Events) != 5 || !poll.HasMore {
+			t.Fatalf("REST Poll ?%s: %d events, has_more %v", q, len(poll.Events), poll.HasMore)
+		}
+		var chs heraldv1.ListChannelsResponse
+		restCall(t, "GET", in.base+fmt.Sprintf("/v1/channels?pageSize=%d", limit), "", nil).ok(t, http.StatusOK, &chs)
+		if len(chs.Channels) != 5 || chs.NextPageToken == "" {
+			t.Fatalf("REST ListChannels pageSize %d: %d channels, next %q", limit, len(chs.Channels), chs.NextPageToken)
+		}
+	}
+	restCall(t, "GET", in.base+"/v1/channels?pageSize=-1", "", nil).fails(t, http.StatusBadRequest, "invalid_argument", "page_size")
+	restCall(t, "GET", in.base+"/v1/events?channel=big:0&limit=-1", "", nil).fails(t, http.StatusBadRequest, "invalid_argument", "limit")
 }

@@ -118,7 +118,7 @@ func TestWSCommands(t *testing.T) {
 				t.Fatalf("ack %v and event %v differ", ack, ev)
 			}
 			// The same key again: a duplicate, nothing appended.
-			w.send(t, &heraldv1.ConnectRequest{Id: "p2", Command: &heraldv1.ConnectRequest_Publish{Publish: &heraldv1.PublishRequest{Channel: ch, Data: []byte("hi"), IdempotencyKey: "k1"}}})
+			w.send(t, &heraldv1.ConnectRequest{Id: "p2", Command: &heraldv1.ConnectRequest_Publish{Publish: &heraldv1.PublishRequest{Channel: ch, Type: "msg", Data: []byte("hi"), IdempotencyKey: "k1"}}})
 			if m := w.next(t); !m.GetPublished().GetDuplicate() || m.GetPublished().Event.Position != ev.GetEvent().Position {
 				t.Fatalf("retry = %v, want duplicate of %d", m, ev.GetEvent().Position)
 			}

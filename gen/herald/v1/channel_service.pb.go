@@ -355,11 +355,14 @@ func (x *GetChannelResponse) GetChannel() *Channel {
 
 type ListChannelsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// 1 to 1000; 0 means 100.
+	// Page size. 0 means the server's default (100 unless its --page-size
+	// says otherwise); a size above the server's maximum (--max-page-size,
+	// 1000 by default) is lowered to it, not refused.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// next_page_token of the previous page.
+	// next_page_token of the previous page. At most 128 characters, no NUL.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// Only channels whose name starts with this.
+	// Only channels whose name starts with this. At most 128 characters, no
+	// NUL.
 	Prefix        string `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -677,13 +680,14 @@ const file_herald_v1_channel_service_proto_rawDesc = "" +
 	"\x11GetChannelRequest\x12@\n" +
 	"\x04name\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\x04name\"B\n" +
 	"\x12GetChannelResponse\x12,\n" +
-	"\achannel\x18\x01 \x01(\v2\x12.herald.v1.ChannelR\achannel\"\x89\x01\n" +
-	"\x13ListChannelsRequest\x12'\n" +
-	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\achannel\x18\x01 \x01(\v2\x12.herald.v1.ChannelR\achannel\"\xda\x02\n" +
+	"\x13ListChannelsRequest\x12$\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\bpageSize\x12\xa4\x01\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\x12 \n" +
-	"\x06prefix\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06prefix\"n\n" +
+	"page_token\x18\x02 \x01(\tB\x84\x01\xbaH\x80\x01\xba\x01x\n" +
+	"\x11page_token.no_nul\x12Imust not contain NUL (U+0000) characters: pass next_page_token as it came\x1a\x18!this.contains('\\u0000')r\x03\x18\x80\x01R\tpageToken\x12v\n" +
+	"\x06prefix\x18\x03 \x01(\tB^\xbaH[\xba\x01S\n" +
+	"\rprefix.no_nul\x12(must not contain NUL (U+0000) characters\x1a\x18!this.contains('\\u0000')r\x03\x18\x80\x01R\x06prefix\"n\n" +
 	"\x14ListChannelsResponse\x12.\n" +
 	"\bchannels\x18\x01 \x03(\v2\x12.herald.v1.ChannelR\bchannels\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x98\x01\n" +

@@ -155,7 +155,12 @@ type Event struct {
 	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Set on a published event whose data was later updated.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	// True on a published event that was later deleted (its data is then empty).
+	// True on a published event that was later deleted, and on every UPDATED
+	// entry of such an event: deletion erases the data of the event and of
+	// each of its UPDATED entries (data is then empty). The entries stay, with
+	// their type, author, times and positions. The flag also tells caches
+	// keyed on (position, update_time, deleted) that an erased entry is not
+	// the one they hold.
 	Deleted bool `protobuf:"varint,10,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	// Who published the event, set by the server from the caller's credential:
 	// "user:<sub>" for a JWT user (its subject), "key:<name>" for an API key

@@ -35,7 +35,10 @@ type PollRequest struct {
 	// How long to hold the request when no event is there yet: 0 to 60s.
 	// Zero returns at once.
 	Wait *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
-	// 1 to 1000 events; 0 means 100.
+	// Most events to return. 0 means the server's default page size (100
+	// unless its --page-size says otherwise); a limit above the server's
+	// maximum (--max-page-size, 1000 by default) is lowered to it, not
+	// refused: has_more then says whether more events are ready.
 	Limit         int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -177,7 +180,13 @@ type PublishRequest struct {
 	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	Type    string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	Data    []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
-	// Optional. Dedupes retried publishes per channel.
+	// Optional. Dedupes retried publishes per channel: a publish whose key
+	// was already used on the channel, with the same type and data, returns
+	// the stored event (duplicate) and appends nothing; the key reused with
+	// another type or data fails with already_exists (use a new key for a new
+	// event). Once the event is deleted its data can no longer be compared:
+	// a reuse of the same type is then a duplicate of the deleted event.
+	// Up to 128 visible ASCII characters ('!' to '~'): no spaces.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -244,8 +253,9 @@ func (x *PublishRequest) GetIdempotencyKey() string {
 type PublishResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Event *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
-	// True when the idempotency key matched an earlier publish; event is that
-	// earlier event and nothing new was appended.
+	// True when the idempotency key matched an earlier publish of the same
+	// type and data; event is that earlier event (as it is now) and nothing
+	// new was appended.
 	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1143,13 +1153,12 @@ var File_herald_v1_event_service_proto protoreflect.FileDescriptor
 
 const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15herald/v1/event.proto\"\xee\x01\n" +
+	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15herald/v1/event.proto\"\xeb\x01\n" +
 	"\vPollRequest\x12O\n" +
 	"\bchannels\x18\x01 \x03(\tB3\xbaH0\x92\x01-\x10d\")r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\bchannels\x12$\n" +
 	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x06cursor\x88\x01\x01\x12;\n" +
-	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\x12 \n" +
-	"\x05limit\x18\x04 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\x05limitB\t\n" +
+	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\x12\x1d\n" +
+	"\x05limit\x18\x04 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\x05limitB\t\n" +
 	"\a_cursor\"\xa2\x01\n" +
 	"\fPollResponse\x125\n" +
 	"\n" +
@@ -1157,12 +1166,13 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"subscribed\x12(\n" +
 	"\x06events\x18\x02 \x03(\v2\x10.herald.v1.EventR\x06events\x12\x16\n" +
 	"\x06cursor\x18\x03 \x01(\x03R\x06cursor\x12\x19\n" +
-	"\bhas_more\x18\x04 \x01(\bR\ahasMore\"\xec\x01\n" +
+	"\bhas_more\x18\x04 \x01(\bR\ahasMore\"\x81\x03\n" +
 	"\x0ePublishRequest\x12F\n" +
 	"\achannel\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\achannel\x120\n" +
 	"\x04type\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18@2\x13^[A-Za-z0-9_.:/-]*$R\x04type\x12\x1d\n" +
-	"\x04data\x18\x03 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80@R\x04data\x12A\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tB\x18\xbaH\x15r\x13\x18\x80\x012\x0e^[\\x21-\\x7E]*$R\x0eidempotencyKey\"W\n" +
+	"\x04data\x18\x03 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80@R\x04data\x12\xd5\x01\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tB\xab\x01\xbaH\xa7\x01\xba\x01\x9e\x01\n" +
+	"\x1didempotency_key.visible_ascii\x12\\must be visible ASCII characters ('!' to '~'): spaces and control characters are not allowed\x1a\x1fthis.matches(r'^[\\x21-\\x7E]*$')r\x03\x18\x80\x01R\x0eidempotencyKey\"W\n" +
 	"\x0fPublishResponse\x12&\n" +
 	"\x05event\x18\x01 \x01(\v2\x10.herald.v1.EventR\x05event\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x98\x01\n" +

@@ -32,8 +32,9 @@ const (
 // EventService publishes events and streams them to subscribers.
 type EventServiceClient interface {
 	// Publish appends one event and returns it with its position once it is
-	// committed. Retrying with the same idempotency_key on the same channel
-	// returns the first event instead of appending another.
+	// committed. Retrying with the same idempotency_key, type and data on the
+	// same channel returns the first event instead of appending another; the
+	// key reused with another type or data fails with already_exists.
 	//
 	// Publishing to a channel that does not exist creates it with default
 	// settings, unless the server runs with auto-create off; then it fails with
@@ -126,8 +127,9 @@ func (c *eventServiceClient) Poll(ctx context.Context, in *PollRequest, opts ...
 // EventService publishes events and streams them to subscribers.
 type EventServiceServer interface {
 	// Publish appends one event and returns it with its position once it is
-	// committed. Retrying with the same idempotency_key on the same channel
-	// returns the first event instead of appending another.
+	// committed. Retrying with the same idempotency_key, type and data on the
+	// same channel returns the first event instead of appending another; the
+	// key reused with another type or data fails with already_exists.
 	//
 	// Publishing to a channel that does not exist creates it with default
 	// settings, unless the server runs with auto-create off; then it fails with

@@ -138,7 +138,10 @@ type ListEventsRequest struct {
 	// newest (BACKWARD) event.
 	Cursor    int64     `protobuf:"varint,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	Direction Direction `protobuf:"varint,3,opt,name=direction,proto3,enum=herald.v1.Direction" json:"direction,omitempty"`
-	// 1 to 1000; 0 means 100.
+	// Page size. 0 means the server's default (100 unless its --page-size
+	// says otherwise); a limit above the server's maximum (--max-page-size,
+	// 1000 by default) is lowered to it, not refused: has_more then says
+	// whether more events exist.
 	Limit int32       `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	View  HistoryView `protobuf:"varint,5,opt,name=view,proto3,enum=herald.v1.HistoryView" json:"view,omitempty"`
 	// Long-poll: when the page would be empty, wait up to this long (0 to 60s)
@@ -605,13 +608,12 @@ var File_herald_v1_history_service_proto protoreflect.FileDescriptor
 
 const file_herald_v1_history_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1fherald/v1/history_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x15herald/v1/event.proto\"\xcf\x02\n" +
+	"\x1fherald/v1/history_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x15herald/v1/event.proto\"\xcc\x02\n" +
 	"\x11ListEventsRequest\x12F\n" +
 	"\achannel\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\achannel\x12\x1f\n" +
 	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\x06cursor\x12<\n" +
-	"\tdirection\x18\x03 \x01(\x0e2\x14.herald.v1.DirectionB\b\xbaH\x05\x82\x01\x02\x10\x01R\tdirection\x12 \n" +
-	"\x05limit\x18\x04 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\x05limit\x124\n" +
+	"\tdirection\x18\x03 \x01(\x0e2\x14.herald.v1.DirectionB\b\xbaH\x05\x82\x01\x02\x10\x01R\tdirection\x12\x1d\n" +
+	"\x05limit\x18\x04 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\x05limit\x124\n" +
 	"\x04view\x18\x05 \x01(\x0e2\x16.herald.v1.HistoryViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\x12;\n" +
 	"\x04wait\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\"\xa7\x01\n" +
 	"\x12ListEventsResponse\x12(\n" +

@@ -40,10 +40,14 @@ type HistoryServiceClient interface {
 	// GetEvent returns one event (not_found when absent or removed by retention).
 	GetEvent(ctx context.Context, in *GetEventRequest, opts ...grpc.CallOption) (*GetEventResponse, error)
 	// UpdateEvent replaces the data of a published event.
-	// failed_precondition when it was deleted or is itself an edit entry.
+	// failed_precondition when it was deleted or is itself an edit entry (the
+	// message says which, and for an UPDATED entry which event to edit).
 	UpdateEvent(ctx context.Context, in *UpdateEventRequest, opts ...grpc.CallOption) (*UpdateEventResponse, error)
-	// DeleteEvent deletes a published event: its data is erased and a DELETED
-	// entry is appended. Deleting an already deleted event is failed_precondition.
+	// DeleteEvent deletes a published event: its data, and that of every
+	// UPDATED entry of it, is erased (those entries are then marked deleted)
+	// and a DELETED entry is appended. The entries stay, with their type,
+	// author, times and positions. Deleting an already deleted event, or an
+	// edit entry, is failed_precondition.
 	DeleteEvent(ctx context.Context, in *DeleteEventRequest, opts ...grpc.CallOption) (*DeleteEventResponse, error)
 }
 
@@ -110,10 +114,14 @@ type HistoryServiceServer interface {
 	// GetEvent returns one event (not_found when absent or removed by retention).
 	GetEvent(context.Context, *GetEventRequest) (*GetEventResponse, error)
 	// UpdateEvent replaces the data of a published event.
-	// failed_precondition when it was deleted or is itself an edit entry.
+	// failed_precondition when it was deleted or is itself an edit entry (the
+	// message says which, and for an UPDATED entry which event to edit).
 	UpdateEvent(context.Context, *UpdateEventRequest) (*UpdateEventResponse, error)
-	// DeleteEvent deletes a published event: its data is erased and a DELETED
-	// entry is appended. Deleting an already deleted event is failed_precondition.
+	// DeleteEvent deletes a published event: its data, and that of every
+	// UPDATED entry of it, is erased (those entries are then marked deleted)
+	// and a DELETED entry is appended. The entries stay, with their type,
+	// author, times and positions. Deleting an already deleted event, or an
+	// edit entry, is failed_precondition.
 	DeleteEvent(context.Context, *DeleteEventRequest) (*DeleteEventResponse, error)
 	mustEmbedUnimplementedHistoryServiceServer()
 }

@@ -143,75 +143,107 @@ func testReadFilters(t *testing.T, open Open) {
 	}
 }
 
-// testIdempotentRetry: a retry returns the stored event (as it is now),
-// whatever the retry carries, and writes nothing.
+// testIdempotentRetry: a retry with the same type and data returns the
+// stored event (as it is now) and writes nothing; the key reused with
+// another type or data is a conflict that writes nothing either.
 func testIdempotentRetry(t *testing.T, open Open) {
 	l := open(t, eventlog.Options{AutoCreate: true})
 	ctx := context.Background()
-	first := appendNew(t, l, eventlog.Publish{Channel: "ch", Type: "t1", Data: []byte("one"), IdempotencyKey: "k"})[0]
+	orig := eventlog.Publish{Channel: "ch", Type: "t1", Data: []byte("one"), IdempotencyKey: "k"}
+	first := appendNew(t, l, orig)[0]
 	h := head(t, l)
 
-	retry := appendAll(t, l, eventlog.Publish{Channel: "ch", Type: "t2", Data: []byte("other"), IdempotencyKey: "k"})[0]
+	retry := appendAll(t, l, orig)[0]
 	if !retry.Duplicate {
 		t.Fatalf("retry with the same key: Duplicate false, new event %d", retry.Event.Position)
 	}
 	equalEvent(t, "retry result", retry.Event, first)
+	otherType, otherData := orig, orig
+	otherType.Type = "t2"
+	otherData.Data = []byte("other")
+	noData := orig
+	noData.Data = nil
+	for what, p := range map[string]eventlog.Publish{"another type": otherType, "other data": otherData, "no data": noData} {
+		_, errs := appendSome(t, l, p)
+		wantConflict(t, "key reused with "+what, errs[0], "k", "ch", first.Position)
+	}
 	if got := head(t, l); got != h {
-		t.Errorf("Head moved from %d to %d on a duplicate", h, got)
+		t.Errorf("Head moved from %d to %d on a duplicate and conflicts", h, got)
 	}
 	if n := len(readAll(t, l)); n != 1 {
-		t.Errorf("log has %d entries after a retry, want 1", n)
+		t.Errorf("log has %d entries after a retry and conflicts, want 1", n)
 	}
 
-	// The duplicate is the event as stored now: after an update, then a delete.
+	// The duplicate is the event as stored now, and the retry is compared
+	// with what was first published: after an update, the first data is a
+	// retry and the new data a conflict.
 	ev, _, err := l.Update(ctx, "ch", first.Position, []byte("edited"), "")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
-	retry = appendAll(t, l, keyed("ch", "k", "one"))[0]
+	retry = appendAll(t, l, orig)[0]
 	if !retry.Duplicate {
 		t.Fatal("retry after update: not a duplicate")
 	}
 	equalEvent(t, "retry after update", retry.Event, ev)
+	edited := orig
+	edited.Data = []byte("edited")
+	_, errs := appendSome(t, l, edited)
+	wantConflict(t, "key reused with the updated data", errs[0], "k", "ch", first.Position)
+
+	// Deletion erases the data, so only the type can be compared: any
+	// data of the same type is a retry of the deleted event.
 	if _, err := l.Delete(ctx, "ch", first.Position, ""); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	retry = appendAll(t, l, keyed("ch", "k", "one"))[0]
-	if !retry.Duplicate || retry.Event.Position != first.Position || !retry.Event.Deleted || len(retry.Event.Data) != 0 {
-		t.Errorf("retry after delete: %+v, want the deleted event %d", retry, first.Position)
+	for _, p := range []eventlog.Publish{orig, otherData} {
+		retry = appendAll(t, l, p)[0]
+		if !retry.Duplicate || retry.Event.Position != first.Position || !retry.Event.Deleted || len(retry.Event.Data) != 0 {
+			t.Errorf("retry after delete with %q: %+v, want the deleted event %d", p.Data, retry, first.Position)
+		}
 	}
+	_, errs = appendSome(t, l, otherType)
+	wantConflict(t, "key of a deleted event reused with another type", errs[0], "k", "ch", first.Position)
 
 	// A key whose event failed was not used.
-	_, errs := appendSome(t, l, keyed("ch", "k2", strings.Repeat("x", eventlog.DefaultMaxEventSize+1)))
+	_, errs = appendSome(t, l, keyed("ch", "k2", strings.Repeat("x", eventlog.DefaultMaxEventSize+1)))
 	wantErr(t, "too large keyed event", errs[0], eventlog.ErrTooLarge)
 	if r := appendAll(t, l, keyed("ch", "k2", "fits"))[0]; r.Duplicate {
 		t.Errorf("key of a failed event counted as used: duplicate of %d", r.Event.Position)
 	}
 }
 
-// testIdempotentInOneCall: repeated keys within one call write once; empty
-// keys never dedupe.
+// testIdempotentInOneCall: repeated keys within one call write once; a
+// repeat with the same type and data is a duplicate of the first, one
+// with other data a conflict; empty keys never dedupe.
 func testIdempotentInOneCall(t *testing.T, open Open) {
 	l := open(t, eventlog.Options{AutoCreate: true})
-	res := appendAll(t, l,
+	res, errs := appendSome(t, l,
 		keyed("ch", "k", "x"),
-		keyed("ch", "k", "y"),
+		keyed("ch", "k", "x"),
 		pub("ch", "z"),
 		pub("ch", "z"),
 		keyed("ch", "j", "w"),
 		keyed("ch", "k", "v"),
+		eventlog.Publish{Channel: "ch", Type: "other", Data: []byte("x"), IdempotencyKey: "k"},
+		keyed("ch", "k", "x"),
 	)
-	wantDup := []bool{false, true, false, false, false, true}
+	wantDup := []bool{false, true, false, false, false, false, false, true}
 	for i, r := range res {
+		if i == 5 || i == 6 {
+			continue
+		}
+		if errs[i] != nil {
+			t.Fatalf("input %d: %v", i, errs[i])
+		}
 		if r.Duplicate != wantDup[i] {
 			t.Errorf("input %d: Duplicate %v, want %v", i, r.Duplicate, wantDup[i])
 		}
 	}
+	wantConflict(t, "input 5 (key k, other data)", errs[5], "k", "ch", res[0].Event.Position)
+	wantConflict(t, "input 6 (key k, other type)", errs[6], "k", "ch", res[0].Event.Position)
 	equalEvent(t, "second input with key k", res[1].Event, res[0].Event)
-	equalEvent(t, "last input with key k", res[5].Event, res[0].Event)
-	if string(res[1].Event.Data) != "x" {
-		t.Errorf("duplicate carries %q, want the first input's data", res[1].Event.Data)
-	}
+	equalEvent(t, "last input with key k", res[7].Event, res[0].Event)
 	written := []eventlog.Event{res[0].Event, res[2].Event, res[3].Event, res[4].Event}
 	for i := 1; i < len(written); i++ {
 		if written[i].Position != written[i-1].Position+1 {
@@ -219,6 +251,13 @@ func testIdempotentInOneCall(t *testing.T, open Open) {
 		}
 	}
 	equalEvents(t, "log after one call with repeated keys", readAll(t, l), written)
+
+	// Against a stored event too, one call answers each input alone.
+	res, errs = appendSome(t, l, keyed("ch", "j", "w"), keyed("ch", "j", "not w"), keyed("ch", "j", "w"))
+	if errs[0] != nil || errs[2] != nil || !res[0].Duplicate || !res[2].Duplicate {
+		t.Errorf("retries of key j around a conflict: %v %v, %+v %+v", errs[0], errs[2], res[0], res[2])
+	}
+	wantConflict(t, "key j with other data", errs[1], "j", "ch", written[3].Position)
 }
 
 // testIdempotentPerChannel: a key is scoped to its channel.
@@ -229,7 +268,7 @@ func testIdempotentPerChannel(t *testing.T, open Open) {
 		t.Fatalf("same key on two channels gave one position %d", evs[0].Position)
 	}
 	again := appendNew(t, l, keyed("c", "k", "in c"))[0]
-	r := appendAll(t, l, keyed("b", "k", "retry"))[0]
+	r := appendAll(t, l, keyed("b", "k", "in b"))[0]
 	if !r.Duplicate {
 		t.Fatal("retry on b: not a duplicate")
 	}

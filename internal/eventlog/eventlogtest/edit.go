@@ -11,6 +11,7 @@ import (
 
 var editTests = []test{
 	{"UpdateDelete", testUpdateDelete},
+	{"DeleteErasesUpdates", testDeleteErasesUpdates},
 	{"EditErrors", testEditErrors},
 	{"Get", testGet},
 }
@@ -100,6 +101,82 @@ func testUpdateDelete(t *testing.T, open Open) {
 		t.Fatalf("Get deleted event: %v", err)
 	}
 	equalEvent(t, "Get deleted event", got, gone)
+}
+
+// testDeleteErasesUpdates: deleting an event erases the data of every
+// version of it: the event's and that of each of its Updated entries,
+// which are marked Deleted, in every view. Other events' entries keep
+// theirs; the entries themselves, their types, authors, times and
+// positions stay.
+func testDeleteErasesUpdates(t *testing.T, open Open) {
+	l := open(t, eventlog.Options{AutoCreate: true})
+	ctx := context.Background()
+	evs := appendNew(t, l,
+		eventlog.Publish{Channel: "ch", Type: "note", Data: []byte("secret v1"), IdempotencyKey: "k", Author: "user:a"},
+		eventlog.Publish{Channel: "ch", Type: "note", Data: []byte("kept v1")},
+	)
+	doomed, kept := evs[0], evs[1]
+	var updates []eventlog.Event
+	for _, d := range []string{"secret v2", "secret v3"} {
+		_, entry, err := l.Update(ctx, "ch", doomed.Position, []byte(d), "user:b")
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		updates = append(updates, entry)
+	}
+	_, keptUpd, err := l.Update(ctx, "ch", kept.Position, []byte("kept v2"), "user:b")
+	if err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	// Handed out before the delete: a snapshot, which must stay as it was.
+	before := readAll(t, l, "ch")
+	del, err := l.Delete(ctx, "ch", doomed.Position, "user:c")
+	if err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if string(before[2].Data) != "secret v2" || before[2].Deleted {
+		t.Errorf("an Updated entry read before the delete changed: %+v", before[2])
+	}
+
+	gone := doomed
+	gone.Data, gone.Deleted = nil, true
+	gone.UpdatedAt = before[0].UpdatedAt
+	want := []eventlog.Event{gone, before[1]}
+	for _, u := range updates {
+		u.Data, u.Deleted = nil, true
+		want = append(want, u)
+	}
+	want = append(want, keptUpd, del)
+
+	equalEvents(t, "Read after the delete", readAll(t, l), want)
+	equalEvents(t, "Read of ch after the delete", readAll(t, l, "ch"), want)
+	equalEvents(t, "Read after the event", read(t, l, eventlog.Query{After: doomed.Position, Limit: all}), want[1:])
+	page, err := l.History(ctx, eventlog.HistoryQuery{Channel: "ch", Limit: all})
+	if err != nil {
+		t.Fatalf("History: %v", err)
+	}
+	equalEvents(t, "History (log view)", page.Events, want)
+	page, err = l.History(ctx, eventlog.HistoryQuery{Channel: "ch", Limit: all, Backward: true})
+	if err != nil {
+		t.Fatalf("History: %v", err)
+	}
+	back := slices.Clone(want)
+	slices.Reverse(back)
+	equalEvents(t, "History backward", page.Events, back)
+	for _, w := range want {
+		got, err := l.Get(ctx, "ch", w.Position)
+		if err != nil {
+			t.Fatalf("Get(%d): %v", w.Position, err)
+		}
+		equalEvent(t, fmt.Sprintf("Get(%d)", w.Position), got, w)
+	}
+	// Updated entries read before the delete have a different identity
+	// (Deleted) from the erased ones, for caches keyed on it.
+	for i := 2; i < 4; i++ {
+		if before[i].Deleted == want[i].Deleted {
+			t.Errorf("erased Updated entry %d has the Deleted flag it had before the delete", want[i].Position)
+		}
+	}
 }
 
 func testEditErrors(t *testing.T, open Open) {

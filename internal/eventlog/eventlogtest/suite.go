@@ -10,11 +10,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/pgtest"
 )
 
 // Open returns a new, empty log whose Run is running until the test ends
@@ -35,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T, opts eventlog.Options) eventlog.L
 		{"Trim", trimTests},
 		{"Watch", watchTests},
 		{"Context", contextTests},
+		{"Errors", errorTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -185,6 +188,20 @@ func wantErr(t testing.TB, what string, err, target error) {
 	t.Helper()
 	if !errors.Is(err, target) {
 		t.Errorf("%s: got error %v, want %v", what, err, target)
+	}
+}
+
+// wantConflict fails unless err is an IdempotencyConflictError naming key,
+// channel and the stored event's position.
+func wantConflict(t testing.TB, what string, err error, key, channel string, pos int64) {
+	t.Helper()
+	var c *eventlog.IdempotencyConflictError
+	if !errors.As(err, &c) || !errors.Is(err, eventlog.ErrIdempotencyConflict) {
+		t.Errorf("%s: got error %v, want an IdempotencyConflictError", what, err)
+		return
+	}
+	if *c != (eventlog.IdempotencyConflictError{Key: key, Channel: channel, Position: pos}) {
+		t.Errorf("%s: %+v, want key %q, channel %q, position %d", what, *c, key, channel, pos)
 	}
 }
 
@@ -346,5 +363,27 @@ func drain(wakes <-chan struct{}) {
 	select {
 	case <-wakes:
 	default:
+	}
+}
+
+// NamedLog is a log and the name of its implementation.
+type NamedLog struct {
+	Name string
+	Log  eventlog.Log
+}
+
+// Each returns a running Memory and a running Postgres (on a fresh schema
+// of the test database, see pgtest.Schema; it logs nothing), both with opts,
+// for tests that must behave alike on both. They stop when tb ends.
+func Each(tb testing.TB, opts eventlog.Options) []NamedLog {
+	tb.Helper()
+	pool, schema := pgtest.Schema(tb)
+	return []NamedLog{
+		{"memory", Start(tb, eventlog.NewMemory(opts))},
+		{"postgres", Start(tb, eventlog.OpenPostgres(pool, eventlog.PostgresOptions{
+			Options:       opts,
+			NotifyChannel: schema,
+			Logger:        slog.New(slog.DiscardHandler),
+		}))},
 	}
 }

@@ -46,8 +46,9 @@ const (
 // EventServiceClient is a client for the herald.v1.EventService service.
 type EventServiceClient interface {
 	// Publish appends one event and returns it with its position once it is
-	// committed. Retrying with the same idempotency_key on the same channel
-	// returns the first event instead of appending another.
+	// committed. Retrying with the same idempotency_key, type and data on the
+	// same channel returns the first event instead of appending another; the
+	// key reused with another type or data fails with already_exists.
 	//
 	// Publishing to a channel that does not exist creates it with default
 	// settings, unless the server runs with auto-create off; then it fails with
@@ -142,8 +143,9 @@ func (c *eventServiceClient) Poll(ctx context.Context, req *connect.Request[v1.P
 // EventServiceHandler is an implementation of the herald.v1.EventService service.
 type EventServiceHandler interface {
 	// Publish appends one event and returns it with its position once it is
-	// committed. Retrying with the same idempotency_key on the same channel
-	// returns the first event instead of appending another.
+	// committed. Retrying with the same idempotency_key, type and data on the
+	// same channel returns the first event instead of appending another; the
+	// key reused with another type or data fails with already_exists.
 	//
 	// Publishing to a channel that does not exist creates it with default
 	// settings, unless the server runs with auto-create off; then it fails with

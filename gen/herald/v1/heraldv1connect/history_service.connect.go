@@ -53,10 +53,14 @@ type HistoryServiceClient interface {
 	// GetEvent returns one event (not_found when absent or removed by retention).
 	GetEvent(context.Context, *connect.Request[v1.GetEventRequest]) (*connect.Response[v1.GetEventResponse], error)
 	// UpdateEvent replaces the data of a published event.
-	// failed_precondition when it was deleted or is itself an edit entry.
+	// failed_precondition when it was deleted or is itself an edit entry (the
+	// message says which, and for an UPDATED entry which event to edit).
 	UpdateEvent(context.Context, *connect.Request[v1.UpdateEventRequest]) (*connect.Response[v1.UpdateEventResponse], error)
-	// DeleteEvent deletes a published event: its data is erased and a DELETED
-	// entry is appended. Deleting an already deleted event is failed_precondition.
+	// DeleteEvent deletes a published event: its data, and that of every
+	// UPDATED entry of it, is erased (those entries are then marked deleted)
+	// and a DELETED entry is appended. The entries stay, with their type,
+	// author, times and positions. Deleting an already deleted event, or an
+	// edit entry, is failed_precondition.
 	DeleteEvent(context.Context, *connect.Request[v1.DeleteEventRequest]) (*connect.Response[v1.DeleteEventResponse], error)
 }
 
@@ -133,10 +137,14 @@ type HistoryServiceHandler interface {
 	// GetEvent returns one event (not_found when absent or removed by retention).
 	GetEvent(context.Context, *connect.Request[v1.GetEventRequest]) (*connect.Response[v1.GetEventResponse], error)
 	// UpdateEvent replaces the data of a published event.
-	// failed_precondition when it was deleted or is itself an edit entry.
+	// failed_precondition when it was deleted or is itself an edit entry (the
+	// message says which, and for an UPDATED entry which event to edit).
 	UpdateEvent(context.Context, *connect.Request[v1.UpdateEventRequest]) (*connect.Response[v1.UpdateEventResponse], error)
-	// DeleteEvent deletes a published event: its data is erased and a DELETED
-	// entry is appended. Deleting an already deleted event is failed_precondition.
+	// DeleteEvent deletes a published event: its data, and that of every
+	// UPDATED entry of it, is erased (those entries are then marked deleted)
+	// and a DELETED entry is appended. The entries stay, with their type,
+	// author, times and positions. Deleting an already deleted event, or an
+	// edit entry, is failed_precondition.
 	DeleteEvent(context.Context, *connect.Request[v1.DeleteEventRequest]) (*connect.Response[v1.DeleteEventResponse], error)
 }
 
