@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -219,12 +220,20 @@ type Server struct {
 // compressMinBytes: messages smaller than this are sent uncompressed.
 const compressMinBytes = 4 << 10
 
-// serviceNames are reported by health checks and reflection.
+// serviceNames are Herald's own services, reported by health checks.
 var serviceNames = []string{
 	heraldv1connect.EventServiceName,
 	heraldv1connect.HistoryServiceName,
 	heraldv1connect.ChannelServiceName,
 }
+
+// reflectedNames are every service the server answers, listed by
+// reflection (grpcurl list) and described by it.
+var reflectedNames = append(slices.Clone(serviceNames),
+	grpchealth.HealthV1ServiceName,
+	grpcreflect.ReflectV1ServiceName,
+	grpcreflect.ReflectV1AlphaServiceName,
+)
 
 // New builds an instance: it connects to PostgreSQL and migrates when
 // DatabaseURL is set, and listens on Addr.
@@ -298,7 +307,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	s.gw.Register(s.mux)
 	s.mux.Handle(grpchealth.NewHandler(s.health))
-	reflector := grpcreflect.NewStaticReflector(serviceNames...)
+	reflector := grpcreflect.NewStaticReflector(reflectedNames...)
 	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
