@@ -103,7 +103,7 @@ func migrate(ctx context.Context, args []string) error {
 	if url == "" {
 		return fmt.Errorf("migrate needs a database: set DATABASE_URL or --database-url")
 	}
-	pool, err := server.Connect(ctx, url)
+	pool, err := server.Connect(ctx, url, 0, nil)
 	if err != nil {
 		return err
 	}

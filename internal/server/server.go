@@ -49,6 +49,10 @@ type Config struct {
 	Addr string
 	// DatabaseURL selects PostgreSQL; empty runs the embedded memory log.
 	DatabaseURL string
+	// DatabaseWait is how long New waits for PostgreSQL to accept
+	// connections, retrying while it is down or starting (see Connect).
+	// Zero: one attempt.
+	DatabaseWait time.Duration
 	// NoAutoCreate makes publishing to an unknown channel fail with
 	// not_found instead of creating it.
 	NoAutoCreate bool
@@ -246,7 +250,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, kill: make(chan struct{})}
 	opts := eventlog.Options{AutoCreate: !cfg.NoAutoCreate}
 	if cfg.DatabaseURL != "" {
-		pool, err := Connect(ctx, cfg.DatabaseURL)
+		pool, err := Connect(ctx, cfg.DatabaseURL, cfg.DatabaseWait, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -330,21 +334,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	return s, nil
-}
-
-// Connect opens a pgx pool and checks that the database answers.
-func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pingCtx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", redactURL(url), err)
-	}
-	return pool, nil
 }
 
 // Addr returns the address the server listens on.
