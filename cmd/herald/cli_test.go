@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/pgtest"
@@ -188,6 +193,77 @@ func gitOutput(t *testing.T, dir string, args ...string) string {
 		t.Fatalf("git %v: exit %d: %s", args, code, p.stderr)
 	}
 	return strings.TrimSpace(p.stdout.String())
+}
+
+// endpointLine matches a startup log line that names a URL.
+var endpointLine = regexp.MustCompile(`msg=("[^"]*"|\S+) url=("[^"]*"|\S+)`)
+
+// TestServeLogsWhereToGo: at start the server logs the URL of the demo
+// pages and of each family of endpoints, built from the address it
+// actually listens on, and every one answers. On every interface (":0")
+// it says how to reach it and the URLs use the loopback address.
+func TestServeLogsWhereToGo(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{"127.0.0.1:0", ":0"} {
+		t.Run(addr, func(t *testing.T) {
+			t.Parallel()
+			s := startServer(t, "", cleanEnv(), "--addr", addr)
+			logs := s.stderr.String()
+			urls := map[string]string{}
+			for _, m := range endpointLine.FindAllStringSubmatch(logs, -1) {
+				urls[strings.Trim(m[1], `"`)] = strings.Trim(m[2], `"`)
+			}
+			for _, want := range []struct{ msg, url string }{
+				{"demo pages (open in a browser)", s.base + "/demo/"},
+				{"gRPC, gRPC-Web and Connect (h2c: HTTP/2 without TLS, and HTTP/1.1)", s.base},
+				{"WebSocket", "ws" + strings.TrimPrefix(s.base, "http") + "/v1/ws"},
+				{"Server-Sent Events", s.base + "/v1/sse?channel=CHANNEL"},
+				{"REST and long-poll", s.base + "/v1/"},
+				{"health", s.base + "/healthz"},
+			} {
+				if urls[want.msg] != want.url {
+					t.Errorf("log line %q has url %q, want %q\n%s", want.msg, urls[want.msg], want.url, logs)
+				}
+			}
+			if !strings.Contains(logs, "openapi="+s.base+"/v1/openapi.json") {
+				t.Errorf("no OpenAPI URL:\n%s", logs)
+			}
+			if every := strings.Contains(logs, "listening on every network interface"); every != (addr == ":0") {
+				t.Errorf("every-interface notice: %v for %s:\n%s", every, addr, logs)
+			}
+
+			for _, u := range []string{urls["demo pages (open in a browser)"], urls["health"], s.base + "/v1/openapi.json",
+				strings.Replace(urls["Server-Sent Events"], "CHANNEL", "chat", 1)} {
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					t.Errorf("GET %s: %v %v", u, resp, err)
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+				cancel()
+			}
+			resp, err := http.Post(urls["gRPC, gRPC-Web and Connect (h2c: HTTP/2 without TLS, and HTTP/1.1)"]+"/grpc.health.v1.Health/Check",
+				"application/json", strings.NewReader("{}"))
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Errorf("health check over Connect at the logged base URL: %v %v", resp, err)
+			} else {
+				resp.Body.Close()
+			}
+			conn, _, err := websocket.Dial(t.Context(), urls["WebSocket"], &websocket.DialOptions{Subprotocols: []string{"herald.v1.json"}})
+			if err != nil {
+				t.Errorf("WebSocket at %s: %v", urls["WebSocket"], err)
+			} else {
+				conn.CloseNow()
+			}
+			s.stop(syscall.SIGTERM)
+			if code := s.wait(t, 30*time.Second); code != 0 {
+				t.Errorf("exit %d after SIGTERM:\n%s", code, s.stderr)
+			}
+		})
+	}
 }
 
 // TestServeDatabaseMistakes: a database that does not exist stops the

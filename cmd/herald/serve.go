@@ -91,6 +91,7 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	logEndpoints(logger, srv.Addr())
 	return srv.Run(ctx)
 }
 
