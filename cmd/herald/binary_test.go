@@ -135,9 +135,11 @@ func copyTree(dst string) error {
 }
 
 // buildHerald builds ./cmd/herald of the repository src into out, with
-// VCS stamping on whatever GOFLAGS say; extra flags go to go build.
+// VCS stamping on whatever GOFLAGS say, and -trimpath so that the build
+// cache serves every scratch copy (its path changes each run); extra flags
+// go to go build.
 func buildHerald(src, out string, extra ...string) error {
-	args := append([]string{"build", "-buildvcs=true", "-o", out}, extra...)
+	args := append([]string{"build", "-trimpath", "-buildvcs=true", "-o", out}, extra...)
 	cmd := exec.Command("go", append(args, "./cmd/herald")...)
 	cmd.Dir = src
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -260,10 +262,17 @@ func startServer(t *testing.T, dir string, env []string, args ...string) *serveP
 	t.Helper()
 	env = append(env, "HERALD_ADDR=127.0.0.1:0")
 	p := startProc(t, dir, env, heraldBinary(t), append([]string{"serve"}, args...)...)
+	return awaitServe(t, p, fmt.Sprintf("herald serve %v", args))
+}
+
+// awaitServe waits until the server p runs logs where it listens and
+// answers /healthz; what names it in failures.
+func awaitServe(t *testing.T, p *proc, what string) *serveProc {
+	t.Helper()
 	var addr string
-	waitUntil(t, "the server to listen", 60*time.Second, func() bool {
+	waitUntil(t, what+" to listen", time.Minute, func() bool {
 		if p.exited() {
-			t.Fatalf("herald serve %v exited:\n%s", args, p.stderr)
+			t.Fatalf("%s exited:\n%s", what, p.stderr)
 		}
 		m := listening.FindStringSubmatch(p.stderr.String())
 		if m == nil {
@@ -274,10 +283,10 @@ func startServer(t *testing.T, dir string, env []string, args ...string) *serveP
 	})
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		t.Fatalf("listen address %q: %v", addr, err)
+		t.Fatalf("%s: listen address %q: %v", what, addr, err)
 	}
 	s := &serveProc{proc: p, addr: addr, base: "http://127.0.0.1:" + port}
-	waitUntil(t, "/healthz to answer ok", 30*time.Second, func() bool { return httpOK(s.base + "/healthz") })
+	waitUntil(t, what+" to answer /healthz", 30*time.Second, func() bool { return httpOK(s.base + "/healthz") })
 	return s
 }
 

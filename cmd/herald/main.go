@@ -6,6 +6,11 @@
 //	herald migrate                  # apply database migrations and exit
 //	herald publish CHANNEL [DATA]   # DATA or stdin
 //	herald tail CHANNEL...          # stream events, resuming after disconnects
+//	herald keygen NAME [SCOPE...]   # make an API key
+//	herald version                  # version and source revision
+//
+// Every command answers -h/--help with its usage. Mistakes on the command
+// line exit with 2 and one line that names them; failures exit with 1.
 package main
 
 import (
