@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,6 +79,7 @@ func TestUsageErrors(t *testing.T) {
 		{nil, []string{"serve", "--poll-interval", "5"}, []string{`invalid value "5" for --poll-interval`, "unit", "5s", "500ms"}},
 		{nil, []string{"serve", "--shutdown-timeout=10"}, []string{"--shutdown-timeout", "unit"}},
 		{[]string{"HERALD_POLL_INTERVAL=5"}, []string{"serve"}, []string{`HERALD_POLL_INTERVAL="5"`, "--poll-interval", "unit"}},
+		{[]string{"HERALD_POLL_INTERVAL=5", "HERALD_QUEUE_SIZE=big"}, []string{"serve"}, []string{`HERALD_POLL_INTERVAL="5"`, `HERALD_QUEUE_SIZE="big" (for --queue-size)`}},
 		{nil, []string{"serve", "--queue-size", "lots"}, []string{`invalid value "lots" for --queue-size: want a whole number`}},
 		{nil, []string{"serve", "--auto-create-channels=maybe"}, []string{"--auto-create-channels", "true or false"}},
 		{nil, []string{"serve", "--user-publish-rate", "fast"}, []string{"--user-publish-rate", "want a number"}},
@@ -341,5 +343,22 @@ func TestKeygenAuthConfig(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	if err := json.Unmarshal(b, &doc); err != nil || len(doc["apiKeys"]) != 2 {
 		t.Fatalf("auth config:\n%s\n%v", b, err)
+	}
+}
+
+// TestFlagsAfterArguments: flags may follow the arguments (herald tail
+// chat --from 0), and "--" ends the flags.
+func TestFlagsAfterArguments(t *testing.T) {
+	t.Parallel()
+	var from int
+	var wait time.Duration
+	fs := newFlags("tail", "CHANNEL...", "", &bytes.Buffer{})
+	fs.IntVar(&from, "from", -1, "")
+	fs.Duration(&wait, "wait", []string{"HERALD_TEST_UNSET_WAIT"}, time.Second, "")
+	if err := fs.parse([]string{"chat", "--from", "3", "news", "-wait=2s", "--", "--from", "-"}); err != nil {
+		t.Fatal(err)
+	}
+	if from != 3 || wait != 2*time.Second || !slices.Equal(fs.Args(), []string{"chat", "news", "--from", "-"}) {
+		t.Fatalf("from %d, wait %v, args %q", from, wait, fs.Args())
 	}
 }

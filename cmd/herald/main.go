@@ -220,7 +220,11 @@ func (f *envFlags) parse(args []string) error {
 		}
 	}
 	if len(f.errs) > 0 {
-		return f.usage("%v", errors.Join(f.errs...))
+		msgs := make([]string, len(f.errs))
+		for i, err := range f.errs {
+			msgs[i] = err.Error()
+		}
+		return f.usage("%s", strings.Join(msgs, "; "))
 	}
 	var positional []string
 	for i := 0; i < len(args); i++ {
