@@ -308,6 +308,12 @@ func (g *Gateway) registerREST(mux *http.ServeMux) {
 			allowed[rt.path] = append(allowed[rt.path], http.MethodHead)
 		}
 	}
+	// The streams are registered by Register; their other methods are
+	// refused here too, in the same shape.
+	for _, p := range []string{"/v1/ws", "/v1/sse"} {
+		paths = append(paths, p)
+		allowed[p] = []string{http.MethodGet, http.MethodHead}
+	}
 	for _, p := range paths {
 		allow := strings.Join(allowed[p], ", ")
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
@@ -316,6 +322,12 @@ func (g *Gateway) registerREST(mux *http.ServeMux) {
 				fmt.Errorf("method %s is not allowed here; allowed: %s", r.Method, allow)))
 		})
 	}
+	// Anything else under /v1/ is not a route: say so in the one error
+	// shape (not net/http's plain-text 404) and where the routes are.
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, connect.NewError(connect.CodeNotFound, fmt.Errorf(
+			"no route for %s %s: the REST routes are described at /v1/openapi.json", r.Method, r.URL.EscapedPath())))
+	})
 	// Anything else under /v1/channels/ is most likely a channel name with
 	// an unescaped '/'.
 	mux.HandleFunc("/v1/channels/", func(w http.ResponseWriter, r *http.Request) {

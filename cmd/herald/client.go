@@ -85,7 +85,7 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		typ, key  string
 		printJSON bool
 	)
-	fs := newFlags("publish")
+	fs := newFlags("publish", "CHANNEL [DATA]", "Publish one event to CHANNEL: DATA, or stdin when DATA is absent (one trailing newline\nis dropped). Prints the event's position. Data that starts with '-' goes after --:\n  herald publish chat -- -1", stdout)
 	cf.register(fs)
 	fs.String(&typ, "type", []string{"HERALD_EVENT_TYPE"}, "", "event type (empty means \"message\")")
 	fs.String(&key, "key", []string{"HERALD_IDEMPOTENCY_KEY"}, "", "idempotency key: a retry with the same key publishes once")
@@ -94,7 +94,7 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		return err
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
-		return errors.New("usage: herald publish [flags] CHANNEL [DATA]  (DATA is read from stdin when absent)")
+		return fs.usage("want CHANNEL and optionally DATA (read from stdin when absent), got %d arguments", fs.NArg())
 	}
 	var data []byte
 	if fs.NArg() == 2 {
@@ -140,7 +140,7 @@ func tail(ctx context.Context, args []string, stdout io.Writer) error {
 		from      int
 		printJSON bool
 	)
-	fs := newFlags("tail")
+	fs := newFlags("tail", "CHANNEL...", "Print the events of the channels as they arrive, one per line (position, channel,\ntype, data), or as JSON lines. Reconnects with backoff after any disconnect and\nresumes after the last event printed: none is missed or printed twice.", stdout)
 	cf.register(fs)
 	fs.IntVar(&from, "from", -1, "replay events after this position first (0: from the oldest); default: live only")
 	fs.BoolVar(&printJSON, "json", false, "print each event as a JSON line")
@@ -148,7 +148,7 @@ func tail(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return errors.New("usage: herald tail [flags] CHANNEL...")
+		return fs.usage("name at least one CHANNEL")
 	}
 	client, err := cf.client()
 	if err != nil {

@@ -60,7 +60,7 @@ func TestPublishAndTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Reset()
-	if err := publish(t.Context(), []string{addr, "--key=k1", "chat", "again"}, nil, &out); err != nil {
+	if err := publish(t.Context(), []string{addr, "--key=k1", "--type=message.created", "chat"}, strings.NewReader("{\"text\":\"hi\"}\n"), &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "duplicate") {
@@ -97,7 +97,7 @@ func TestMigrate(t *testing.T) {
 	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
 	url := "--database-url=" + pgtest.SchemaURL(t, schema)
 	for range 2 { // applying twice is a no-op
-		if err := migrate(t.Context(), []string{url}); err != nil {
+		if err := migrate(t.Context(), []string{url}, io.Discard); err != nil {
 			t.Fatalf("migrate: %v", err)
 		}
 	}
@@ -108,7 +108,7 @@ func TestMigrate(t *testing.T) {
 	}
 	t.Setenv("DATABASE_URL", "")
 	t.Setenv("HERALD_DATABASE_URL", "")
-	if err := migrate(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "DATABASE_URL") {
+	if err := migrate(t.Context(), nil, io.Discard); err == nil || !strings.Contains(err.Error(), "DATABASE_URL") {
 		t.Fatalf("migrate without a database: %v", err)
 	}
 }
@@ -120,14 +120,14 @@ func TestServeNamespacesFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"namespaces": {"news": {"publsh": "services"}}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := serve(t.Context(), []string{"--addr=127.0.0.1:0", "--namespaces=" + path})
+	err := serve(t.Context(), []string{"--addr=127.0.0.1:0", "--namespaces=" + path}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "publsh") || !strings.Contains(err.Error(), path) {
 		t.Fatalf("serve with a misspelt field: %v", err)
 	}
 	if err := os.WriteFile(path, []byte(`{"namespaces": {"news": {"publish": "nobody", "maxAge": "soon"}}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err = serve(t.Context(), []string{"--addr=127.0.0.1:0", "--namespaces=" + path})
+	err = serve(t.Context(), []string{"--addr=127.0.0.1:0", "--namespaces=" + path}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "publish") || !strings.Contains(err.Error(), "maxAge") {
 		t.Fatalf("serve with bad values: %v", err)
 	}

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/heraldrt/herald/gateway"
 	"github.com/heraldrt/herald/internal/auth"
@@ -19,7 +21,7 @@ import (
 
 var dbKeys = []string{"DATABASE_URL", "HERALD_DATABASE_URL"}
 
-func serve(ctx context.Context, args []string) error {
+func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	var (
 		cfg                 server.Config
 		autoCreate          bool
@@ -28,9 +30,10 @@ func serve(ctx context.Context, args []string) error {
 		authConfig          string
 		namespaces          string
 	)
-	fs := newFlags("serve")
+	fs := newFlags("serve", "", "Run the server: gRPC, gRPC-Web, Connect, WebSocket, SSE and REST on one port\n(h2c and HTTP/1.1). Without a database it runs on an embedded in-memory log.", stdout)
 	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, server.DefaultAddr, "address to listen on (gRPC, gRPC-Web, Connect, WebSocket, SSE, REST; h2c and HTTP/1.1)")
 	fs.String(&cfg.DatabaseURL, "database-url", dbKeys, "", "PostgreSQL URL; empty runs the embedded in-memory log")
+	databaseWait(fs, &cfg.DatabaseWait)
 	fs.Bool(&autoCreate, "auto-create-channels", []string{"HERALD_AUTO_CREATE_CHANNELS"}, true, "publishing to an unknown channel creates it; false makes it fail with not_found")
 	fs.String(&cfg.Postgres.NotifyChannel, "notify-channel", []string{"HERALD_NOTIFY_CHANNEL"}, eventlog.DefaultNotifyChannel, "PostgreSQL LISTEN/NOTIFY channel shared by the instances")
 	fs.Duration(&cfg.Hub.PollInterval, "poll-interval", []string{"HERALD_POLL_INTERVAL"}, fanout.DefaultPollInterval, "safety poll of the log when no notification arrives")
@@ -57,17 +60,16 @@ func serve(ctx context.Context, args []string) error {
 	fs.Duration(&cfg.Gateway.WriteTimeout, "write-timeout", []string{"HERALD_WRITE_TIMEOUT"}, gateway.DefaultWriteTimeout, "how long a write to a WebSocket or SSE client may stall before it is dropped as a slow consumer")
 	fs.Int(&cfg.Gateway.WSWriteQueue, "ws-write-queue", []string{"HERALD_WS_WRITE_QUEUE"}, gateway.DefaultWSWriteQueue, "frames queued per WebSocket")
 	fs.Int(&cfg.Gateway.WSWriteBytes, "ws-write-bytes", []string{"HERALD_WS_WRITE_BYTES"}, gateway.DefaultWSWriteBytes, "bytes queued per WebSocket")
-	fs.String(&logFormat, "log-format", []string{"HERALD_LOG_FORMAT"}, "text", "text or json")
-	fs.String(&logLevel, "log-level", []string{"HERALD_LOG_LEVEL"}, "info", "debug, info, warn or error")
+	logFlags(fs, &logFormat, &logLevel)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+		return fs.usage("takes no arguments, got %q", fs.Args())
 	}
 	logger, err := newLogger(logFormat, logLevel, os.Stderr)
 	if err != nil {
-		return err
+		return fs.usage("%v", err)
 	}
 	cfg.Services.NoAutoCreate = !autoCreate
 	if authConfig != "" {
@@ -94,20 +96,34 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	logEndpoints(logger, srv.Addr())
 	return srv.Run(ctx)
 }
 
-func migrate(ctx context.Context, args []string) error {
-	var url string
-	fs := newFlags("migrate")
+func migrate(ctx context.Context, args []string, stdout io.Writer) error {
+	var (
+		url                 string
+		wait                time.Duration
+		logFormat, logLevel string
+	)
+	fs := newFlags("migrate", "", "Apply the PostgreSQL migrations and exit (herald serve also applies them at start).", stdout)
 	fs.String(&url, "database-url", dbKeys, "", "PostgreSQL URL (required)")
+	databaseWait(fs, &wait)
+	logFlags(fs, &logFormat, &logLevel)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	if url == "" {
-		return fmt.Errorf("migrate needs a database: set DATABASE_URL or --database-url")
+	if fs.NArg() > 0 {
+		return fs.usage("takes no arguments, got %q", fs.Args())
 	}
-	pool, err := server.Connect(ctx, url)
+	if url == "" {
+		return fs.usage("needs a database: set DATABASE_URL or --database-url")
+	}
+	logger, err := newLogger(logFormat, logLevel, os.Stderr)
+	if err != nil {
+		return fs.usage("%v", err)
+	}
+	pool, err := server.Connect(ctx, url, wait, logger)
 	if err != nil {
 		return err
 	}
@@ -115,8 +131,17 @@ func migrate(ctx context.Context, args []string) error {
 	if err := migrations.Up(ctx, pool); err != nil {
 		return fmt.Errorf("apply migrations: %w", err)
 	}
-	fmt.Println("migrations applied")
+	fmt.Fprintln(stdout, "migrations applied")
 	return nil
+}
+
+func databaseWait(fs *envFlags, p *time.Duration) {
+	fs.Duration(p, "database-wait", []string{"HERALD_DATABASE_WAIT"}, 30*time.Second, "how long to wait at start for PostgreSQL to accept connections (retrying with backoff while it is down or starting); 0: fail at once")
+}
+
+func logFlags(fs *envFlags, format, level *string) {
+	fs.String(format, "log-format", []string{"HERALD_LOG_FORMAT"}, "text", "text or json")
+	fs.String(level, "log-level", []string{"HERALD_LOG_LEVEL"}, "info", "debug, info, warn or error")
 }
 
 // splitList splits a comma-separated flag value, dropping empty entries.

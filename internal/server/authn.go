@@ -29,7 +29,15 @@ const (
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	authn := s.cfg.Services.Auth
 	if authn == nil {
-		return next
+		// A client configured with a token sends it whether or not this
+		// server checks it: drop it so that every transport accepts the
+		// request alike.
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet {
+				_, r = takeTokenParam(r)
+			}
+			next.ServeHTTP(w, r)
+		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if public(r.URL.Path) {
@@ -37,14 +45,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		cred := r.Header.Get("Authorization")
-		if cred == "" && r.Method == http.MethodGet && r.URL.Query().Has(tokenParam) {
-			q := r.URL.Query()
-			cred = q.Get(tokenParam)
-			// The handlers refuse unknown parameters, and the token must
-			// not travel further (logs, error messages).
-			q.Del(tokenParam)
-			r = r.Clone(r.Context())
-			r.URL.RawQuery = q.Encode()
+		if cred == "" && r.Method == http.MethodGet {
+			cred, r = takeTokenParam(r)
 		}
 		if cred == "" {
 			if c, err := r.Cookie(tokenCookie); err == nil {
@@ -71,6 +73,22 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// takeTokenParam returns the access_token query parameter and the request
+// without it: the handlers refuse unknown parameters, and the token must
+// not travel further (logs, error messages).
+func takeTokenParam(r *http.Request) (string, *http.Request) {
+	raw := r.URL.RawQuery
+	if !strings.Contains(raw, tokenParam) && !strings.Contains(raw, "%") || !r.URL.Query().Has(tokenParam) {
+		return "", r
+	}
+	q := r.URL.Query()
+	cred := q.Get(tokenParam)
+	q.Del(tokenParam)
+	r = r.Clone(r.Context())
+	r.URL.RawQuery = q.Encode()
+	return cred, r
 }
 
 // public paths need no credential: load balancer health checks and the

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +46,10 @@ type Config struct {
 	Addr string
 	// DatabaseURL selects PostgreSQL; empty runs the embedded memory log.
 	DatabaseURL string
+	// DatabaseWait is how long New waits for PostgreSQL to accept
+	// connections, retrying while it is down or starting (see Connect).
+	// Zero: one attempt.
+	DatabaseWait time.Duration
 	// RetentionInterval is how often retention runs. Default 1m.
 	RetentionInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain. Default 10s.
@@ -112,6 +117,14 @@ type Server struct {
 	kill     chan struct{}
 }
 
+// reflectedNames are every service the server answers, listed by
+// reflection (grpcurl list) and described by it.
+var reflectedNames = append(slices.Clone(services.ServiceNames),
+	grpchealth.HealthV1ServiceName,
+	grpcreflect.ReflectV1ServiceName,
+	grpcreflect.ReflectV1AlphaServiceName,
+)
+
 // New builds an instance: it connects to PostgreSQL and migrates when
 // DatabaseURL is set, and listens on Addr.
 func New(ctx context.Context, cfg Config) (*Server, error) {
@@ -121,7 +134,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, kill: make(chan struct{})}
 	if cfg.DatabaseURL != "" {
-		pool, err := Connect(ctx, cfg.DatabaseURL)
+		pool, err := Connect(ctx, cfg.DatabaseURL, cfg.DatabaseWait, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -150,7 +163,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.gw = gateway.New(app, cfg.Gateway)
 	s.gw.Register(s.mux)
 	s.mux.Handle(grpchealth.NewHandler(s.health))
-	reflector := grpcreflect.NewStaticReflector(services.ServiceNames...)
+	reflector := grpcreflect.NewStaticReflector(reflectedNames...)
 	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
@@ -173,21 +186,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	return s, nil
-}
-
-// Connect opens a pgx pool and checks that the database answers.
-func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pingCtx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", redactURL(url), err)
-	}
-	return pool, nil
 }
 
 // Addr returns the address the server listens on.
