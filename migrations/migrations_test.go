@@ -182,3 +182,33 @@ func TestErasureAndDigests02To03(t *testing.T) {
 		t.Errorf("key of an event updated before the migration, another type: %v, want a conflict", err)
 	}
 }
+
+// TestDataFormat03To04: what the previous release wrote reads back as
+// bytes after 0004, its functions keep working beside the new ones, and
+// the new ones store formats.
+func TestDataFormat03To04(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.EmptySchema(t)
+	upTo(t, pool, 3)
+	old := publish02(t, pool, "note", "before", "")
+	upTo(t, pool, 4)
+	// The previous release's publish, during a rollout.
+	during := publish02(t, pool, "note", "during", "")
+	l := eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: eventlog.Options{AutoCreate: true}, NotifyChannel: schema})
+	eventlogtest.Start(t, l)
+	res, errs, err := l.Append(t.Context(), []eventlog.Publish{{Channel: "ch", Data: []byte(`{"a":1}`), Format: eventlog.FormatJSON}})
+	if err != nil || errs[0] != nil {
+		t.Fatal(err, errs)
+	}
+	evs, err := l.Read(t.Context(), eventlog.Query{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]eventlog.Format{}
+	for _, ev := range evs {
+		got[ev.Position] = ev.Format
+	}
+	if got[old] != eventlog.FormatUnspecified || got[during] != eventlog.FormatUnspecified || got[res[0].Event.Position] != eventlog.FormatJSON {
+		t.Fatalf("formats %v: want bytes for %d and %d, JSON for %d", got, old, during, res[0].Event.Position)
+	}
+}

@@ -85,7 +85,7 @@ func (a *App) UpdateEvent(ctx context.Context, m *heraldv1.UpdateEventRequest) (
 	if err := checkSize(pol, m.Data); err != nil {
 		return nil, toConnect(a.logger, "update event", err)
 	}
-	ev, entry, err := a.log.Update(ctx, m.Channel, m.Position, m.Data, authorOf(ctx))
+	ev, entry, err := a.log.Update(ctx, m.Channel, m.Position, m.Data, 0, authorOf(ctx))
 	if err != nil {
 		return nil, toConnect(a.logger, "update event", err)
 	}

@@ -34,6 +34,22 @@ const (
 	KindDeleted   Kind = 3 // deleted Event.Target
 )
 
+// Format says how an event's data is to be read: the herald.v1.DataFormat
+// numbers. The stored bytes are the same whatever it is; the JSON
+// encodings write JSON data as a JSON value and text as a string instead of
+// base64. The log stores it as given and does not check the data (the
+// services do).
+type Format int16
+
+const (
+	// FormatUnspecified is opaque bytes. Given to Update, it keeps the
+	// event's format.
+	FormatUnspecified Format = 0
+	FormatBytes       Format = 1 // opaque bytes, said explicitly
+	FormatJSON        Format = 2 // a JSON value (any: object, array, string, number, ...)
+	FormatText        Format = 3 // UTF-8 text
+)
+
 // Event is one entry of the log. Events handed out by a Log are shared
 // between readers and must not be modified.
 type Event struct {
@@ -57,6 +73,9 @@ type Event struct {
 	// event keeps its author through edits; Updated and Deleted entries
 	// carry the editor's.
 	Author string
+	// Format is the format of Data. An Updated entry has the format of its
+	// data; a Deleted entry, FormatUnspecified.
+	Format Format
 }
 
 // Publish is one event to append.
@@ -73,6 +92,8 @@ type Publish struct {
 	// Author is stored with the event as given ("" for none); the log does
 	// not interpret it. A duplicate returns the first event's author.
 	Author string
+	// Format is stored with the event as given.
+	Format Format
 }
 
 // Published is the result of an append.
@@ -260,10 +281,11 @@ type Log interface {
 	// idempotency keys). A key reused for another type or data fails that
 	// input with an IdempotencyConflictError, also within one call.
 	Append(ctx context.Context, ps []Publish) (res []Published, errs []error, err error)
-	// Update replaces the data of the published event at pos in channel and
-	// appends an Updated entry whose Author is author. It returns the
+	// Update replaces the data of the published event at pos in channel
+	// (and its format, unless format is FormatUnspecified) and appends an
+	// Updated entry whose Author is author. It returns the
 	// updated event (its Author unchanged) and the entry.
-	Update(ctx context.Context, channel string, pos int64, data []byte, author string) (ev, entry Event, err error)
+	Update(ctx context.Context, channel string, pos int64, data []byte, format Format, author string) (ev, entry Event, err error)
 	// Delete erases the data of the published event at pos and of each of
 	// its Updated entries (which are then marked Deleted too), and appends
 	// a Deleted entry whose Author is author, all at once.

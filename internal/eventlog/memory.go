@@ -153,6 +153,7 @@ func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error
 			IdempotencyKey: p.IdempotencyKey,
 			CreatedAt:      now,
 			Author:         p.Author,
+			Format:         p.Format,
 		})
 		if p.IdempotencyKey != "" {
 			c.keys[p.IdempotencyKey] = keyRef{pos: ev.Position, sum: sums[i], hasSum: true}
@@ -242,9 +243,9 @@ func (m *Memory) editable(op, channel string, pos int64) (*memChannel, *Event, e
 	return c, ev, nil
 }
 
-// Update replaces the data of the published event at pos and appends an
-// Updated entry by author.
-func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []byte, author string) (Event, Event, error) {
+// Update replaces the data (and format, unless FormatUnspecified) of the
+// published event at pos and appends an Updated entry by author.
+func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []byte, format Format, author string) (Event, Event, error) {
 	if err := ctx.Err(); err != nil {
 		return Event{}, Event{}, err
 	}
@@ -261,6 +262,9 @@ func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []b
 	ev := *old
 	ev.Data = cloneData(data)
 	ev.UpdatedAt = now
+	if format != FormatUnspecified {
+		ev.Format = format
+	}
 	m.replace(c, &ev)
 	entry := m.add(c, Event{
 		Channel:   channel,
@@ -270,6 +274,7 @@ func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []b
 		Target:    pos,
 		CreatedAt: now,
 		Author:    author,
+		Format:    ev.Format,
 	})
 	m.notify()
 	return ev, *entry, nil

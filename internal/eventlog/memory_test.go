@@ -142,7 +142,7 @@ func runOp(t *testing.T, l eventlog.Log, op byte, ch string, arg byte, start tim
 			err   error
 		)
 		if op == 4 {
-			_, entry, err = l.Update(ctx, ch, pos, bytes.Repeat([]byte{'u'}, int(arg)%16), "")
+			_, entry, err = l.Update(ctx, ch, pos, bytes.Repeat([]byte{'u'}, int(arg)%16), 0, "")
 		} else {
 			entry, err = l.Delete(ctx, ch, pos, "")
 		}

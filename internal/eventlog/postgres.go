@@ -251,9 +251,9 @@ func (p *Postgres) drain() {
 }
 
 // publishSQL appends one batch: see herald_publish in migrations (the
-// overload with digests, 0003_erase_and_conflicts.sql).
-const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit, author
-FROM herald_publish($1, $2, $3, $4, $5, $6, $7)`
+// overload with digests and formats, 0004_data_format.sql).
+const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit, author, format
+FROM herald_publish($1, $2, $3, $4, $5, $6, $7, $8)`
 
 // Statuses returned by herald_publish.
 const (
@@ -323,14 +323,16 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte,
 	data := make([][]byte, len(ps))
 	keys := make([]string, len(ps))
 	authors := make([]string, len(ps))
+	formats := make([]int16, len(ps))
 	for i, in := range ps {
 		channels[i], types[i], keys[i], authors[i] = in.Channel, in.Type, in.IdempotencyKey, in.Author
+		formats[i] = int16(in.Format)
 		data[i] = in.Data
 		if data[i] == nil {
 			data[i] = []byte{} // NULL in a bytea[] is coalesced anyway; send what we store
 		}
 	}
-	rows, err := p.pool.Query(ctx, publishSQL, channels, types, data, keys, authors, digests, p.opts.AutoCreate)
+	rows, err := p.pool.Query(ctx, publishSQL, channels, types, data, keys, authors, digests, formats, p.opts.AutoCreate)
 	if err != nil {
 		return 0, err
 	}
@@ -352,8 +354,9 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte,
 			dupOf     *int64
 			limit     *int32
 			author    *string
+			format    *int16
 		)
-		if err := rows.Scan(&ord, &status, &id, &createdAt, &typ, &d, &updatedAt, &deleted, &dupOf, &limit, &author); err != nil {
+		if err := rows.Scan(&ord, &status, &id, &createdAt, &typ, &d, &updatedAt, &deleted, &dupOf, &limit, &author, &format); err != nil {
 			return 0, err
 		}
 		i := int(ord - 1)
@@ -373,6 +376,7 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte,
 				IdempotencyKey: in.IdempotencyKey,
 				CreatedAt:      deref(createdAt),
 				Author:         in.Author,
+				Format:         in.Format,
 			}}
 			maxID = max(maxID, deref(id))
 		case pubDuplicate:
@@ -395,6 +399,7 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte,
 				UpdatedAt:      deref(updatedAt),
 				Deleted:        deref(deleted),
 				Author:         deref(author),
+				Format:         Format(deref(format)),
 			}, Duplicate: true}
 		case pubConflict:
 			pos := deref(id)

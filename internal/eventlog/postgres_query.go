@@ -20,7 +20,7 @@ func limitArg(n int) *int {
 	return &n
 }
 
-const eventColumns = `id, channel, kind, target, type, data, idempotency_key, created_at, updated_at, deleted, author`
+const eventColumns = `id, channel, kind, target, type, data, idempotency_key, created_at, updated_at, deleted, author, format`
 
 func scanEvent(row pgx.Row) (Event, error) {
 	var (
@@ -29,7 +29,7 @@ func scanEvent(row pgx.Row) (Event, error) {
 		updatedAt *time.Time
 	)
 	if err := row.Scan(&ev.Position, &ev.Channel, &ev.Kind, &ev.Target, &ev.Type, &ev.Data,
-		&key, &ev.CreatedAt, &updatedAt, &ev.Deleted, &ev.Author); err != nil {
+		&key, &ev.CreatedAt, &updatedAt, &ev.Deleted, &ev.Author, &ev.Format); err != nil {
 		return Event{}, err
 	}
 	ev.IdempotencyKey = deref(key)
@@ -164,8 +164,8 @@ func (p *Postgres) Get(ctx context.Context, channel string, pos int64) (Event, e
 
 // Update replaces the data of the published event at pos and appends an
 // Updated entry by author, in one transaction under the write lock.
-func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data []byte, author string) (Event, Event, error) {
-	r, err := p.edit(ctx, channel, pos, false, data, author)
+func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data []byte, format Format, author string) (Event, Event, error) {
+	r, err := p.edit(ctx, channel, pos, false, data, format, author)
 	if err != nil {
 		return Event{}, Event{}, err
 	}
@@ -179,6 +179,7 @@ func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data [
 		CreatedAt:      r.evCreatedAt,
 		UpdatedAt:      r.evUpdatedAt,
 		Author:         r.evAuthor,
+		Format:         r.evFormat,
 	}
 	entry := Event{
 		Position:  r.entryID,
@@ -189,6 +190,7 @@ func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data [
 		Target:    pos,
 		CreatedAt: r.entryCreatedAt,
 		Author:    author,
+		Format:    r.evFormat,
 	}
 	return ev, entry, nil
 }
@@ -197,7 +199,7 @@ func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data [
 // entries (marking them Deleted) and appends a Deleted entry by author, in
 // one transaction under the write lock.
 func (p *Postgres) Delete(ctx context.Context, channel string, pos int64, author string) (Event, error) {
-	r, err := p.edit(ctx, channel, pos, true, nil, author)
+	r, err := p.edit(ctx, channel, pos, true, nil, FormatUnspecified, author)
 	if err != nil {
 		return Event{}, err
 	}
@@ -219,9 +221,10 @@ type editResult struct {
 	evCreatedAt    time.Time
 	evUpdatedAt    time.Time
 	evAuthor       string // the edited event's author, which it keeps
+	evFormat       Format // the event's format after the edit
 }
 
-func (p *Postgres) edit(ctx context.Context, channel string, pos int64, del bool, data []byte, author string) (editResult, error) {
+func (p *Postgres) edit(ctx context.Context, channel string, pos int64, del bool, data []byte, format Format, author string) (editResult, error) {
 	op := fmt.Sprintf("update %d of %q", pos, channel)
 	if del {
 		op = fmt.Sprintf("delete %d of %q", pos, channel)
@@ -245,11 +248,12 @@ func (p *Postgres) edit(ctx context.Context, channel string, pos int64, del bool
 		typ, key       *string
 		created, upd   *time.Time
 		evAuthor       *string
+		evFormat       *int16
 	)
 	err := p.pool.QueryRow(wctx,
-		`SELECT status, size_limit, entry_id, entry_created_at, ev_type, ev_key, ev_created_at, ev_updated_at, ev_author
-FROM herald_edit($1, $2, $3, $4, $5)`, channel, pos, del, data, author).
-		Scan(&status, &limit, &entryID, &entryCreatedAt, &typ, &key, &created, &upd, &evAuthor)
+		`SELECT status, size_limit, entry_id, entry_created_at, ev_type, ev_key, ev_created_at, ev_updated_at, ev_author, ev_format
+FROM herald_edit($1, $2, $3, $4, $5, $6)`, channel, pos, del, data, author, int16(format)).
+		Scan(&status, &limit, &entryID, &entryCreatedAt, &typ, &key, &created, &upd, &evAuthor, &evFormat)
 	if err != nil {
 		return editResult{}, p.dbErr(op, err)
 	}
@@ -261,6 +265,7 @@ FROM herald_edit($1, $2, $3, $4, $5)`, channel, pos, del, data, author).
 		evCreatedAt:    deref(created),
 		evUpdatedAt:    deref(upd),
 		evAuthor:       deref(evAuthor),
+		evFormat:       Format(deref(evFormat)),
 	}
 	switch status {
 	case editDone:

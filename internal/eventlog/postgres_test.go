@@ -314,7 +314,7 @@ func TestPostgresEdit(t *testing.T) {
 	lg := startPostgres(t, autoCreate())
 	ev := mustAppend(t, lg, eventlog.Publish{Channel: "e", Type: "note", Data: []byte("v1"), IdempotencyKey: "k"})[0].Event
 
-	upd, entry, err := lg.Update(ctx, "e", ev.Position, []byte("v2"), "")
+	upd, entry, err := lg.Update(ctx, "e", ev.Position, []byte("v2"), 0, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,14 +329,14 @@ func TestPostgresEdit(t *testing.T) {
 	if err != nil || string(got.Data) != "v2" || !got.UpdatedAt.Equal(upd.UpdatedAt) {
 		t.Fatalf("Get after update = %+v, %v", got, err)
 	}
-	if _, _, err := lg.Update(ctx, "e", entry.Position, []byte("x"), ""); !errors.Is(err, eventlog.ErrNotEditable) {
+	if _, _, err := lg.Update(ctx, "e", entry.Position, []byte("x"), 0, ""); !errors.Is(err, eventlog.ErrNotEditable) {
 		t.Fatalf("update of an entry: %v, want ErrNotEditable", err)
 	}
-	if _, _, err := lg.Update(ctx, "other", ev.Position, []byte("x"), ""); !errors.Is(err, eventlog.ErrEventNotFound) {
+	if _, _, err := lg.Update(ctx, "other", ev.Position, []byte("x"), 0, ""); !errors.Is(err, eventlog.ErrEventNotFound) {
 		t.Fatalf("update in the wrong channel: %v, want ErrEventNotFound", err)
 	}
 	big := make([]byte, eventlog.DefaultMaxEventSize+1)
-	if _, _, err := lg.Update(ctx, "e", ev.Position, big, ""); !errors.Is(err, eventlog.ErrTooLarge) {
+	if _, _, err := lg.Update(ctx, "e", ev.Position, big, 0, ""); !errors.Is(err, eventlog.ErrTooLarge) {
 		t.Fatalf("update too large: %v, want ErrTooLarge", err)
 	}
 
@@ -678,7 +678,7 @@ func TestPostgresUnavailable(t *testing.T) {
 	if _, err := lg.Head(t.Context()); !errors.Is(err, eventlog.ErrUnavailable) {
 		t.Fatalf("Head: %v, want ErrUnavailable", err)
 	}
-	if _, _, err := lg.Update(t.Context(), "c", 1, nil, ""); !errors.Is(err, eventlog.ErrUnavailable) {
+	if _, _, err := lg.Update(t.Context(), "c", 1, nil, 0, ""); !errors.Is(err, eventlog.ErrUnavailable) {
 		t.Fatalf("Update: %v, want ErrUnavailable", err)
 	}
 }

@@ -72,7 +72,7 @@ func TestReplayAfterEditReadsNewVersion(t *testing.T) {
 	defer live.Close()
 	pos := publish(t, log, "a", 1)[0]
 	first := entries(t, live, 1)[0]
-	if _, _, err := log.Update(t.Context(), "a", pos, []byte("edited"), ""); err != nil {
+	if _, _, err := log.Update(t.Context(), "a", pos, []byte("edited"), 0, ""); err != nil {
 		t.Fatal(err)
 	}
 	entries(t, live, 1) // the UPDATED entry

@@ -177,7 +177,7 @@ func testIdempotentRetry(t *testing.T, open Open) {
 	// The duplicate is the event as stored now, and the retry is compared
 	// with what was first published: after an update, the first data is a
 	// retry and the new data a conflict.
-	ev, _, err := l.Update(ctx, "ch", first.Position, []byte("edited"), "")
+	ev, _, err := l.Update(ctx, "ch", first.Position, []byte("edited"), 0, "")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -368,7 +368,7 @@ func testTooLarge(t *testing.T, open Open) {
 	ev := appendNew(t, l, pub("small", "0123456789a"))[0]
 	_, errs = appendSome(t, l, pub("small", strings.Repeat("x", 21)))
 	wantTooLarge(t, "21 bytes, limit 20", errs[0], 21, 20)
-	_, _, err = l.Update(ctx, "small", ev.Position, []byte(strings.Repeat("x", 21)), "")
+	_, _, err = l.Update(ctx, "small", ev.Position, []byte(strings.Repeat("x", 21)), 0, "")
 	wantTooLarge(t, "Update with 21 bytes, limit 20", err, 21, 20)
 
 	appendNew(t, l, pub("auto", strings.Repeat("x", eventlog.DefaultMaxEventSize)))

@@ -91,7 +91,7 @@ func testAuthorEdits(t *testing.T, open Open) {
 		eventlog.Publish{Channel: "ch", Type: "note", Data: []byte("v1"), Author: "user:ann"},
 		eventlog.Publish{Channel: "ch", Type: "memo", Data: []byte("doomed"), Author: "user:bob"},
 	)
-	ev, upd, err := l.Update(ctx, "ch", evs[0].Position, []byte("v2"), "user:carol")
+	ev, upd, err := l.Update(ctx, "ch", evs[0].Position, []byte("v2"), 0, "user:carol")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -109,7 +109,7 @@ func testAuthorEdits(t *testing.T, open Open) {
 		t.Errorf("Deleted entry: Author %q, want the editor %q", del.Author, "key:moderation")
 	}
 	// An edit without an author records none, whoever published.
-	ev2, upd2, err := l.Update(ctx, "ch", evs[0].Position, []byte("v3"), "")
+	ev2, upd2, err := l.Update(ctx, "ch", evs[0].Position, []byte("v3"), 0, "")
 	if err != nil {
 		t.Fatalf("second Update: %v", err)
 	}
@@ -167,7 +167,7 @@ func testAuthorDuplicates(t *testing.T, open Open) {
 
 	// After an edit by someone else, the duplicate is the event as stored
 	// now, with its original author.
-	ev, _, err := l.Update(ctx, "ch", first.Position, []byte("edited"), "user:carol")
+	ev, _, err := l.Update(ctx, "ch", first.Position, []byte("edited"), 0, "user:carol")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}

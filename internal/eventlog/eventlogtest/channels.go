@@ -187,7 +187,7 @@ func testDeleteChannel(t *testing.T, open Open) {
 	createChannel(t, l, "del", eventlog.Settings{MaxEventSize: 100, MaxEvents: 50})
 	createChannel(t, l, "keep", eventlog.DefaultSettings())
 	evs := appendNew(t, l, keyed("del", "k", "1"), pub("keep", "2"), pub("del", "3"))
-	_, upd, err := l.Update(ctx, "del", evs[0].Position, []byte("1b"), "")
+	_, upd, err := l.Update(ctx, "del", evs[0].Position, []byte("1b"), 0, "")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -215,7 +215,7 @@ func testDeleteChannel(t *testing.T, open Open) {
 		_, err := l.Get(ctx, "del", p)
 		wantErr(t, fmt.Sprintf("Get(del, %d)", p), err, eventlog.ErrEventNotFound)
 	}
-	_, _, err = l.Update(ctx, "del", evs[2].Position, []byte("x"), "")
+	_, _, err = l.Update(ctx, "del", evs[2].Position, []byte("x"), 0, "")
 	wantErr(t, "Update in a deleted channel", err, eventlog.ErrEventNotFound)
 	page, err := l.History(ctx, eventlog.HistoryQuery{Channel: "del", Limit: 10})
 	if err != nil && !errors.Is(err, eventlog.ErrChannelNotFound) {

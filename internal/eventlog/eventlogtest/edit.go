@@ -35,7 +35,7 @@ func testUpdateDelete(t *testing.T, open Open) {
 		snapshot[i].Data = slices.Clone(ev.Data)
 	}
 
-	ev, upd, err := l.Update(ctx, "ch", e1.Position, []byte("v2"), "")
+	ev, upd, err := l.Update(ctx, "ch", e1.Position, []byte("v2"), 0, "")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -73,7 +73,7 @@ func testUpdateDelete(t *testing.T, open Open) {
 	gone.Data, gone.Deleted = nil, true
 
 	// Update the updated event again: it is still editable.
-	ev2, upd2, err := l.Update(ctx, "ch", e1.Position, nil, "")
+	ev2, upd2, err := l.Update(ctx, "ch", e1.Position, nil, 0, "")
 	if err != nil {
 		t.Fatalf("second Update: %v", err)
 	}
@@ -118,13 +118,13 @@ func testDeleteErasesUpdates(t *testing.T, open Open) {
 	doomed, kept := evs[0], evs[1]
 	var updates []eventlog.Event
 	for _, d := range []string{"secret v2", "secret v3"} {
-		_, entry, err := l.Update(ctx, "ch", doomed.Position, []byte(d), "user:b")
+		_, entry, err := l.Update(ctx, "ch", doomed.Position, []byte(d), 0, "user:b")
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 		updates = append(updates, entry)
 	}
-	_, keptUpd, err := l.Update(ctx, "ch", kept.Position, []byte("kept v2"), "user:b")
+	_, keptUpd, err := l.Update(ctx, "ch", kept.Position, []byte("kept v2"), 0, "user:b")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -183,7 +183,7 @@ func testEditErrors(t *testing.T, open Open) {
 	l := open(t, eventlog.Options{AutoCreate: true})
 	ctx := context.Background()
 	evs := appendNew(t, l, pub("ch", "a"), pub("ch", "b"), pub("other", "c"))
-	_, upd, err := l.Update(ctx, "ch", evs[0].Position, []byte("a2"), "")
+	_, upd, err := l.Update(ctx, "ch", evs[0].Position, []byte("a2"), 0, "")
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -209,7 +209,7 @@ func testEditErrors(t *testing.T, open Open) {
 		{"Deleted entry", "ch", del.Position, eventlog.ErrNotEditable},
 	}
 	for _, tc := range cases {
-		_, _, err := l.Update(ctx, tc.channel, tc.pos, []byte("new"), "")
+		_, _, err := l.Update(ctx, tc.channel, tc.pos, []byte("new"), 0, "")
 		wantErr(t, fmt.Sprintf("Update %s", tc.name), err, tc.want)
 		_, err = l.Delete(ctx, tc.channel, tc.pos, "")
 		wantErr(t, fmt.Sprintf("Delete %s", tc.name), err, tc.want)
@@ -224,7 +224,7 @@ func testGet(t *testing.T, open Open) {
 	l := open(t, eventlog.Options{AutoCreate: true})
 	ctx := context.Background()
 	evs := appendNew(t, l, pub("a", "1"), keyed("b", "k", "2"), pub("a", "3"))
-	if _, _, err := l.Update(ctx, "a", evs[0].Position, []byte("1b"), ""); err != nil {
+	if _, _, err := l.Update(ctx, "a", evs[0].Position, []byte("1b"), 0, ""); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 	for _, want := range readAll(t, l) {

@@ -54,15 +54,15 @@ func testErrorMessages(t *testing.T, open Open) {
 	check("reuse a key", appendErr(keyed("ch", "k-1", "b")), eventlog.ErrIdempotencyConflict,
 		`append to "ch": idempotency key "k-1" was already used on channel "ch" for a different event (position 1); `+
 			`use a new key for a new event, or resend exactly the same type and data to retry`)
-	_, _, err = l.Update(ctx, "ch", ev.Position, []byte("12345"), "")
+	_, _, err = l.Update(ctx, "ch", ev.Position, []byte("12345"), 0, "")
 	check("update with too much", err, eventlog.ErrTooLarge,
 		`update 1 of "ch": event data is 5 bytes, the channel's max_event_size is 4`)
-	_, upd, err := l.Update(ctx, "ch", ev.Position, []byte("b"), "") // position 2
+	_, upd, err := l.Update(ctx, "ch", ev.Position, []byte("b"), 0, "") // position 2
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 	const updMsg = `entry 2 is an UPDATED entry: edit the published event at position 1`
-	_, _, err = l.Update(ctx, "ch", upd.Position, []byte("c"), "")
+	_, _, err = l.Update(ctx, "ch", upd.Position, []byte("c"), 0, "")
 	check("update an Updated entry", err, eventlog.ErrNotEditable, `update 2 of "ch": `+updMsg)
 	_, err = l.Delete(ctx, "ch", upd.Position, "")
 	check("delete an Updated entry", err, eventlog.ErrNotEditable, `delete 2 of "ch": `+updMsg)
@@ -73,7 +73,7 @@ func testErrorMessages(t *testing.T, open Open) {
 	}
 	_, err = l.Delete(ctx, "ch", ev.Position, "")
 	check("delete twice", err, eventlog.ErrNotEditable, `delete 1 of "ch": event 1 was already deleted`)
-	_, _, err = l.Update(ctx, "ch", ev.Position, []byte("c"), "")
+	_, _, err = l.Update(ctx, "ch", ev.Position, []byte("c"), 0, "")
 	check("update a deleted event", err, eventlog.ErrNotEditable, `update 1 of "ch": event 1 was already deleted`)
 	_, err = l.Delete(ctx, "ch", del.Position, "")
 	check("delete a Deleted entry", err, eventlog.ErrNotEditable,
@@ -85,7 +85,7 @@ func testErrorMessages(t *testing.T, open Open) {
 
 	_, err = l.Get(ctx, "ch", 99)
 	check("get a missing event", err, eventlog.ErrEventNotFound, `get 99 of "ch": event not found`)
-	_, _, err = l.Update(ctx, "ch", 99, nil, "")
+	_, _, err = l.Update(ctx, "ch", 99, nil, 0, "")
 	check("update a missing event", err, eventlog.ErrEventNotFound, `update 99 of "ch": event not found`)
 	_, err = l.Delete(ctx, "other", ev.Position, "")
 	check("delete in the wrong channel", err, eventlog.ErrEventNotFound, `delete 1 of "other": event not found`)

@@ -66,7 +66,7 @@ func testHistoryPages(t *testing.T, open Open) {
 		published = append(published, evs[0])
 	}
 	for _, i := range []int{2, 3, 9} {
-		if _, _, err := l.Update(ctx, "h", published[i].Position, []byte("edited"), ""); err != nil {
+		if _, _, err := l.Update(ctx, "h", published[i].Position, []byte("edited"), 0, ""); err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 	}

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T, opts eventlog.Options) eventlog.L
 		{"Append", appendTests},
 		{"Edit", editTests},
 		{"Author", authorTests},
+		{"Format", formatTests},
 		{"History", historyTests},
 		{"Channels", channelTests},
 		{"Trim", trimTests},
@@ -257,6 +258,9 @@ func diff(got, want eventlog.Event) string {
 	}
 	if got.Kind != want.Kind {
 		add("Kind", got.Kind, want.Kind)
+	}
+	if got.Format != want.Format {
+		add("Format", got.Format, want.Format)
 	}
 	if got.Target != want.Target {
 		add("Target", got.Target, want.Target)

@@ -50,7 +50,7 @@ func testTrimByCount(t *testing.T, open Open) {
 	}
 
 	// Edit entries count; a limit set later applies at the next trim.
-	if _, _, err := l.Update(ctx, "cnt", cnt[9].Position, []byte("edited"), ""); err != nil {
+	if _, _, err := l.Update(ctx, "cnt", cnt[9].Position, []byte("edited"), 0, ""); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 	two := int64(2)

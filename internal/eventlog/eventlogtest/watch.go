@@ -31,7 +31,7 @@ func testWatchWakes(t *testing.T, open Open) {
 	ev := appendNew(t, l, pub("w", "1"))[0]
 	waitWake(t, "append", wakes)
 	drain(wakes)
-	if _, _, err := l.Update(ctx, "w", ev.Position, []byte("2"), ""); err != nil {
+	if _, _, err := l.Update(ctx, "w", ev.Position, []byte("2"), 0, ""); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 	waitWake(t, "update", wakes)
@@ -73,7 +73,7 @@ func testCanceled(t *testing.T, open Open) {
 	}
 
 	ev := appendNew(t, l, pub("c", "kept"))[0]
-	if _, _, err := l.Update(canceled, "c", ev.Position, []byte("changed"), ""); err == nil {
+	if _, _, err := l.Update(canceled, "c", ev.Position, []byte("changed"), 0, ""); err == nil {
 		t.Error("Update with a canceled context succeeded")
 	}
 	if _, err := l.Delete(canceled, "c", ev.Position, ""); err == nil {
