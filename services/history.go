@@ -85,7 +85,20 @@ func (a *App) UpdateEvent(ctx context.Context, m *heraldv1.UpdateEventRequest) (
 	if err := checkSize(pol, m.Data); err != nil {
 		return nil, toConnect(a.logger, "update event", err)
 	}
-	ev, entry, err := a.log.Update(ctx, m.Channel, m.Position, m.Data, 0, authorOf(ctx))
+	format := m.Format
+	if format == heraldv1.DataFormat_DATA_FORMAT_UNSPECIFIED && len(m.Data) > 0 {
+		// The data keeps the event's format: check it against that.
+		ev, err := a.log.Get(ctx, m.Channel, m.Position)
+		if err != nil {
+			return nil, toConnect(a.logger, "update event", err)
+		}
+		if err := checkData(heraldv1.DataFormat(ev.Format), m.Data); err != nil {
+			return nil, err
+		}
+	} else if err := checkData(format, m.Data); err != nil {
+		return nil, err
+	}
+	ev, entry, err := a.log.Update(ctx, m.Channel, m.Position, m.Data, eventlog.Format(format), authorOf(ctx))
 	if err != nil {
 		return nil, toConnect(a.logger, "update event", err)
 	}

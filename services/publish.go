@@ -49,7 +49,12 @@ func (a *App) publish(ctx context.Context, reqs []publishReq) ([]publishResult, 
 	idx := make([]int, 0, len(reqs)) // ps[j] is reqs[idx[j]]
 	author := authorOf(ctx)
 	for i, r := range reqs {
-		p := eventlog.Publish{Channel: r.req.Channel, Type: r.req.Type, Data: r.req.Data, IdempotencyKey: r.req.IdempotencyKey, Author: author}
+		p := eventlog.Publish{Channel: r.req.Channel, Type: r.req.Type, Data: r.req.Data, IdempotencyKey: r.req.IdempotencyKey,
+			Author: author, Format: eventlog.Format(r.req.Format)}
+		if err := checkData(r.req.Format, r.req.Data); err != nil {
+			out[i].err = err
+			continue
+		}
 		if err := a.prepare(ctx, &p, r.pol); err != nil {
 			if !errors.Is(err, eventlog.ErrTooLarge) {
 				return nil, err // the log failed: nothing is written

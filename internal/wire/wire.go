@@ -95,6 +95,7 @@ func EventProto(ev *eventlog.Event) *heraldv1.Event {
 		IdempotencyKey: ev.IdempotencyKey,
 		Deleted:        ev.Deleted,
 		Author:         ev.Author,
+		Format:         heraldv1.DataFormat(ev.Format),
 	}
 	if !ev.CreatedAt.IsZero() {
 		p.CreateTime = timestamppb.New(ev.CreatedAt)

@@ -22,6 +22,73 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DataFormat says how an event's data is to be read. The stored bytes are the
+// same whatever the format; protobuf clients always get them in `data`.
+//
+// The JSON encodings (REST, SSE, WebSocket JSON frames, the Connect
+// protocol's JSON) write `data` by format: a JSON value for JSON
+// (`"data":{"text":"hi"}`), a string for TEXT (`"data":"hi"`), base64 for
+// bytes. A JSON request may give `data` the same ways: a JSON value other than
+// a string is JSON; a string is TEXT unless `format` says JSON (the string is
+// then the JSON value) or BYTES (the string is then base64).
+type DataFormat int32
+
+const (
+	// Opaque bytes (base64 in JSON). In UpdateEventRequest: keep the event's
+	// format.
+	DataFormat_DATA_FORMAT_UNSPECIFIED DataFormat = 0
+	// Opaque bytes, said explicitly (base64 in JSON).
+	DataFormat_DATA_FORMAT_BYTES DataFormat = 1
+	// A JSON value (object, array, string, number, true, false or null),
+	// UTF-8; the server refuses data that is not valid JSON.
+	DataFormat_DATA_FORMAT_JSON DataFormat = 2
+	// UTF-8 text; the server refuses invalid UTF-8.
+	DataFormat_DATA_FORMAT_TEXT DataFormat = 3
+)
+
+// Enum value maps for DataFormat.
+var (
+	DataFormat_name = map[int32]string{
+		0: "DATA_FORMAT_UNSPECIFIED",
+		1: "DATA_FORMAT_BYTES",
+		2: "DATA_FORMAT_JSON",
+		3: "DATA_FORMAT_TEXT",
+	}
+	DataFormat_value = map[string]int32{
+		"DATA_FORMAT_UNSPECIFIED": 0,
+		"DATA_FORMAT_BYTES":       1,
+		"DATA_FORMAT_JSON":        2,
+		"DATA_FORMAT_TEXT":        3,
+	}
+)
+
+func (x DataFormat) Enum() *DataFormat {
+	p := new(DataFormat)
+	*p = x
+	return p
+}
+
+func (x DataFormat) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DataFormat) Descriptor() protoreflect.EnumDescriptor {
+	return file_herald_v1_event_proto_enumTypes[0].Descriptor()
+}
+
+func (DataFormat) Type() protoreflect.EnumType {
+	return &file_herald_v1_event_proto_enumTypes[0]
+}
+
+func (x DataFormat) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DataFormat.Descriptor instead.
+func (DataFormat) EnumDescriptor() ([]byte, []int) {
+	return file_herald_v1_event_proto_rawDescGZIP(), []int{0}
+}
+
 // EventKind says what an entry of the log records.
 type EventKind int32
 
@@ -62,11 +129,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_herald_v1_event_proto_enumTypes[0].Descriptor()
+	return file_herald_v1_event_proto_enumTypes[1].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_herald_v1_event_proto_enumTypes[0]
+	return &file_herald_v1_event_proto_enumTypes[1]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -75,7 +142,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_herald_v1_event_proto_rawDescGZIP(), []int{0}
+	return file_herald_v1_event_proto_rawDescGZIP(), []int{1}
 }
 
 // StreamEndReason says why the server ended a subscription.
@@ -123,11 +190,11 @@ func (x StreamEndReason) String() string {
 }
 
 func (StreamEndReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_herald_v1_event_proto_enumTypes[1].Descriptor()
+	return file_herald_v1_event_proto_enumTypes[2].Descriptor()
 }
 
 func (StreamEndReason) Type() protoreflect.EnumType {
-	return &file_herald_v1_event_proto_enumTypes[1]
+	return &file_herald_v1_event_proto_enumTypes[2]
 }
 
 func (x StreamEndReason) Number() protoreflect.EnumNumber {
@@ -136,7 +203,7 @@ func (x StreamEndReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StreamEndReason.Descriptor instead.
 func (StreamEndReason) EnumDescriptor() ([]byte, []int) {
-	return file_herald_v1_event_proto_rawDescGZIP(), []int{1}
+	return file_herald_v1_event_proto_rawDescGZIP(), []int{2}
 }
 
 // Event is one entry of the log.
@@ -167,7 +234,10 @@ type Event struct {
 	// (its configured name), empty when authentication is off or for anonymous
 	// publishers. Clients cannot set it. UPDATED and DELETED entries carry the
 	// author of the edit; the published event keeps its original author.
-	Author        string `protobuf:"bytes,11,opt,name=author,proto3" json:"author,omitempty"`
+	Author string `protobuf:"bytes,11,opt,name=author,proto3" json:"author,omitempty"`
+	// How to read data (see DataFormat). An UPDATED entry has the format of
+	// its data; a DELETED entry has none.
+	Format        DataFormat `protobuf:"varint,12,opt,name=format,proto3,enum=herald.v1.DataFormat" json:"format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -279,6 +349,13 @@ func (x *Event) GetAuthor() string {
 	return ""
 }
 
+func (x *Event) GetFormat() DataFormat {
+	if x != nil {
+		return x.Format
+	}
+	return DataFormat_DATA_FORMAT_UNSPECIFIED
+}
+
 // StreamEnd is attached as an error detail when the server ends a subscription
 // (Subscribe RPC) and is carried in ConnectResponse.error for Connect streams.
 // Resume by subscribing again with cursor = last_position: nothing is lost.
@@ -340,7 +417,7 @@ var File_herald_v1_event_proto protoreflect.FileDescriptor
 
 const file_herald_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/event.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x03\n" +
+	"\x15herald/v1/event.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x03\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x03R\bposition\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x12\n" +
@@ -355,10 +432,17 @@ const file_herald_v1_event_proto_rawDesc = "" +
 	"updateTime\x12\x18\n" +
 	"\adeleted\x18\n" +
 	" \x01(\bR\adeleted\x12\x16\n" +
-	"\x06author\x18\v \x01(\tR\x06author\"d\n" +
+	"\x06author\x18\v \x01(\tR\x06author\x12-\n" +
+	"\x06format\x18\f \x01(\x0e2\x15.herald.v1.DataFormatR\x06format\"d\n" +
 	"\tStreamEnd\x122\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1a.herald.v1.StreamEndReasonR\x06reason\x12#\n" +
-	"\rlast_position\x18\x02 \x01(\x03R\flastPosition*q\n" +
+	"\rlast_position\x18\x02 \x01(\x03R\flastPosition*l\n" +
+	"\n" +
+	"DataFormat\x12\x1b\n" +
+	"\x17DATA_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11DATA_FORMAT_BYTES\x10\x01\x12\x14\n" +
+	"\x10DATA_FORMAT_JSON\x10\x02\x12\x14\n" +
+	"\x10DATA_FORMAT_TEXT\x10\x03*q\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14EVENT_KIND_PUBLISHED\x10\x01\x12\x16\n" +
@@ -383,25 +467,27 @@ func file_herald_v1_event_proto_rawDescGZIP() []byte {
 	return file_herald_v1_event_proto_rawDescData
 }
 
-var file_herald_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_herald_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_herald_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_herald_v1_event_proto_goTypes = []any{
-	(EventKind)(0),                // 0: herald.v1.EventKind
-	(StreamEndReason)(0),          // 1: herald.v1.StreamEndReason
-	(*Event)(nil),                 // 2: herald.v1.Event
-	(*StreamEnd)(nil),             // 3: herald.v1.StreamEnd
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(DataFormat)(0),               // 0: herald.v1.DataFormat
+	(EventKind)(0),                // 1: herald.v1.EventKind
+	(StreamEndReason)(0),          // 2: herald.v1.StreamEndReason
+	(*Event)(nil),                 // 3: herald.v1.Event
+	(*StreamEnd)(nil),             // 4: herald.v1.StreamEnd
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_herald_v1_event_proto_depIdxs = []int32{
-	0, // 0: herald.v1.Event.kind:type_name -> herald.v1.EventKind
-	4, // 1: herald.v1.Event.create_time:type_name -> google.protobuf.Timestamp
-	4, // 2: herald.v1.Event.update_time:type_name -> google.protobuf.Timestamp
-	1, // 3: herald.v1.StreamEnd.reason:type_name -> herald.v1.StreamEndReason
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	1, // 0: herald.v1.Event.kind:type_name -> herald.v1.EventKind
+	5, // 1: herald.v1.Event.create_time:type_name -> google.protobuf.Timestamp
+	5, // 2: herald.v1.Event.update_time:type_name -> google.protobuf.Timestamp
+	0, // 3: herald.v1.Event.format:type_name -> herald.v1.DataFormat
+	2, // 4: herald.v1.StreamEnd.reason:type_name -> herald.v1.StreamEndReason
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_event_proto_init() }
@@ -414,7 +500,7 @@ func file_herald_v1_event_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_event_proto_rawDesc), len(file_herald_v1_event_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -179,7 +179,8 @@ type PublishRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	Type    string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	Data    []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// The event's data, read as format says.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	// Optional. Dedupes retried publishes per channel: a publish whose key
 	// was already used on the channel, with the same type and data, returns
 	// the stored event (duplicate) and appends nothing; the key reused with
@@ -188,8 +189,12 @@ type PublishRequest struct {
 	// a reuse of the same type is then a duplicate of the deleted event.
 	// Up to 128 visible ASCII characters ('!' to '~'): no spaces.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How to read data: JSON (checked to be valid JSON), TEXT (checked to be
+	// UTF-8) or bytes (the default). JSON clients rarely set it: a JSON value
+	// in `data` implies JSON, a string TEXT (see DataFormat).
+	Format        DataFormat `protobuf:"varint,5,opt,name=format,proto3,enum=herald.v1.DataFormat" json:"format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PublishRequest) Reset() {
@@ -248,6 +253,13 @@ func (x *PublishRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *PublishRequest) GetFormat() DataFormat {
+	if x != nil {
+		return x.Format
+	}
+	return DataFormat_DATA_FORMAT_UNSPECIFIED
 }
 
 type PublishResponse struct {
@@ -1166,13 +1178,14 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"subscribed\x12(\n" +
 	"\x06events\x18\x02 \x03(\v2\x10.herald.v1.EventR\x06events\x12\x16\n" +
 	"\x06cursor\x18\x03 \x01(\x03R\x06cursor\x12\x19\n" +
-	"\bhas_more\x18\x04 \x01(\bR\ahasMore\"\x81\x03\n" +
+	"\bhas_more\x18\x04 \x01(\bR\ahasMore\"\xba\x03\n" +
 	"\x0ePublishRequest\x12F\n" +
 	"\achannel\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\achannel\x120\n" +
 	"\x04type\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18@2\x13^[A-Za-z0-9_.:/-]*$R\x04type\x12\x1d\n" +
 	"\x04data\x18\x03 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80@R\x04data\x12\xd5\x01\n" +
 	"\x0fidempotency_key\x18\x04 \x01(\tB\xab\x01\xbaH\xa7\x01\xba\x01\x9e\x01\n" +
-	"\x1didempotency_key.visible_ascii\x12\\must be visible ASCII characters ('!' to '~'): spaces and control characters are not allowed\x1a\x1fthis.matches(r'^[\\x21-\\x7E]*$')r\x03\x18\x80\x01R\x0eidempotencyKey\"W\n" +
+	"\x1didempotency_key.visible_ascii\x12\\must be visible ASCII characters ('!' to '~'): spaces and control characters are not allowed\x1a\x1fthis.matches(r'^[\\x21-\\x7E]*$')r\x03\x18\x80\x01R\x0eidempotencyKey\x127\n" +
+	"\x06format\x18\x05 \x01(\x0e2\x15.herald.v1.DataFormatB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06format\"W\n" +
 	"\x0fPublishResponse\x12&\n" +
 	"\x05event\x18\x01 \x01(\v2\x10.herald.v1.EventR\x05event\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x98\x01\n" +
@@ -1265,43 +1278,45 @@ var file_herald_v1_event_service_proto_goTypes = []any{
 	(*Error)(nil),                 // 15: herald.v1.Error
 	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
 	(*Event)(nil),                 // 17: herald.v1.Event
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*StreamEnd)(nil),             // 19: herald.v1.StreamEnd
+	(DataFormat)(0),               // 18: herald.v1.DataFormat
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*StreamEnd)(nil),             // 20: herald.v1.StreamEnd
 }
 var file_herald_v1_event_service_proto_depIdxs = []int32{
 	16, // 0: herald.v1.PollRequest.wait:type_name -> google.protobuf.Duration
 	6,  // 1: herald.v1.PollResponse.subscribed:type_name -> herald.v1.Subscribed
 	17, // 2: herald.v1.PollResponse.events:type_name -> herald.v1.Event
-	17, // 3: herald.v1.PublishResponse.event:type_name -> herald.v1.Event
-	6,  // 4: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
-	17, // 5: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
-	4,  // 6: herald.v1.ConnectRequest.subscribe:type_name -> herald.v1.SubscribeRequest
-	9,  // 7: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
-	2,  // 8: herald.v1.ConnectRequest.publish:type_name -> herald.v1.PublishRequest
-	10, // 9: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
-	8,  // 10: herald.v1.ConnectRequest.refresh:type_name -> herald.v1.RefreshCommand
-	6,  // 11: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
-	17, // 12: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
-	3,  // 13: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
-	13, // 14: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
-	14, // 15: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
-	15, // 16: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
-	12, // 17: herald.v1.ConnectResponse.refreshed:type_name -> herald.v1.Refreshed
-	18, // 18: herald.v1.Refreshed.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 19: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
-	2,  // 20: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
-	4,  // 21: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	7,  // 22: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
-	0,  // 23: herald.v1.EventService.Poll:input_type -> herald.v1.PollRequest
-	3,  // 24: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
-	5,  // 25: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	11, // 26: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
-	1,  // 27: herald.v1.EventService.Poll:output_type -> herald.v1.PollResponse
-	24, // [24:28] is the sub-list for method output_type
-	20, // [20:24] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	18, // 3: herald.v1.PublishRequest.format:type_name -> herald.v1.DataFormat
+	17, // 4: herald.v1.PublishResponse.event:type_name -> herald.v1.Event
+	6,  // 5: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
+	17, // 6: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
+	4,  // 7: herald.v1.ConnectRequest.subscribe:type_name -> herald.v1.SubscribeRequest
+	9,  // 8: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
+	2,  // 9: herald.v1.ConnectRequest.publish:type_name -> herald.v1.PublishRequest
+	10, // 10: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
+	8,  // 11: herald.v1.ConnectRequest.refresh:type_name -> herald.v1.RefreshCommand
+	6,  // 12: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
+	17, // 13: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
+	3,  // 14: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
+	13, // 15: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
+	14, // 16: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
+	15, // 17: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
+	12, // 18: herald.v1.ConnectResponse.refreshed:type_name -> herald.v1.Refreshed
+	19, // 19: herald.v1.Refreshed.expire_time:type_name -> google.protobuf.Timestamp
+	20, // 20: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
+	2,  // 21: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
+	4,  // 22: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	7,  // 23: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
+	0,  // 24: herald.v1.EventService.Poll:input_type -> herald.v1.PollRequest
+	3,  // 25: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
+	5,  // 26: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	11, // 27: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
+	1,  // 28: herald.v1.EventService.Poll:output_type -> herald.v1.PollResponse
+	25, // [25:29] is the sub-list for method output_type
+	21, // [21:25] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_event_service_proto_init() }

@@ -394,10 +394,13 @@ func (x *GetEventResponse) GetEvent() *Event {
 }
 
 type UpdateEventRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	Position      int64                  `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
-	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Channel  string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Position int64                  `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// The new data, read as format says.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// The new data's format; unspecified keeps the event's (see DataFormat).
+	Format        DataFormat `protobuf:"varint,4,opt,name=format,proto3,enum=herald.v1.DataFormat" json:"format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -451,6 +454,13 @@ func (x *UpdateEventRequest) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *UpdateEventRequest) GetFormat() DataFormat {
+	if x != nil {
+		return x.Format
+	}
+	return DataFormat_DATA_FORMAT_UNSPECIFIED
 }
 
 type UpdateEventResponse struct {
@@ -626,11 +636,12 @@ const file_herald_v1_history_service_proto_rawDesc = "" +
 	"\achannel\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\achannel\x12#\n" +
 	"\bposition\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\bposition\":\n" +
 	"\x10GetEventResponse\x12&\n" +
-	"\x05event\x18\x01 \x01(\v2\x10.herald.v1.EventR\x05event\"\xa0\x01\n" +
+	"\x05event\x18\x01 \x01(\v2\x10.herald.v1.EventR\x05event\"\xd9\x01\n" +
 	"\x12UpdateEventRequest\x12F\n" +
 	"\achannel\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\achannel\x12#\n" +
 	"\bposition\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\bposition\x12\x1d\n" +
-	"\x04data\x18\x03 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80@R\x04data\"e\n" +
+	"\x04data\x18\x03 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80@R\x04data\x127\n" +
+	"\x06format\x18\x04 \x01(\x0e2\x15.herald.v1.DataFormatB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06format\"e\n" +
 	"\x13UpdateEventResponse\x12&\n" +
 	"\x05event\x18\x01 \x01(\v2\x10.herald.v1.EventR\x05event\x12&\n" +
 	"\x05entry\x18\x02 \x01(\v2\x10.herald.v1.EventR\x05entry\"\x81\x01\n" +
@@ -681,6 +692,7 @@ var file_herald_v1_history_service_proto_goTypes = []any{
 	(*DeleteEventResponse)(nil), // 9: herald.v1.DeleteEventResponse
 	(*durationpb.Duration)(nil), // 10: google.protobuf.Duration
 	(*Event)(nil),               // 11: herald.v1.Event
+	(DataFormat)(0),             // 12: herald.v1.DataFormat
 }
 var file_herald_v1_history_service_proto_depIdxs = []int32{
 	0,  // 0: herald.v1.ListEventsRequest.direction:type_name -> herald.v1.Direction
@@ -688,22 +700,23 @@ var file_herald_v1_history_service_proto_depIdxs = []int32{
 	10, // 2: herald.v1.ListEventsRequest.wait:type_name -> google.protobuf.Duration
 	11, // 3: herald.v1.ListEventsResponse.events:type_name -> herald.v1.Event
 	11, // 4: herald.v1.GetEventResponse.event:type_name -> herald.v1.Event
-	11, // 5: herald.v1.UpdateEventResponse.event:type_name -> herald.v1.Event
-	11, // 6: herald.v1.UpdateEventResponse.entry:type_name -> herald.v1.Event
-	11, // 7: herald.v1.DeleteEventResponse.entry:type_name -> herald.v1.Event
-	2,  // 8: herald.v1.HistoryService.ListEvents:input_type -> herald.v1.ListEventsRequest
-	4,  // 9: herald.v1.HistoryService.GetEvent:input_type -> herald.v1.GetEventRequest
-	6,  // 10: herald.v1.HistoryService.UpdateEvent:input_type -> herald.v1.UpdateEventRequest
-	8,  // 11: herald.v1.HistoryService.DeleteEvent:input_type -> herald.v1.DeleteEventRequest
-	3,  // 12: herald.v1.HistoryService.ListEvents:output_type -> herald.v1.ListEventsResponse
-	5,  // 13: herald.v1.HistoryService.GetEvent:output_type -> herald.v1.GetEventResponse
-	7,  // 14: herald.v1.HistoryService.UpdateEvent:output_type -> herald.v1.UpdateEventResponse
-	9,  // 15: herald.v1.HistoryService.DeleteEvent:output_type -> herald.v1.DeleteEventResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	12, // 5: herald.v1.UpdateEventRequest.format:type_name -> herald.v1.DataFormat
+	11, // 6: herald.v1.UpdateEventResponse.event:type_name -> herald.v1.Event
+	11, // 7: herald.v1.UpdateEventResponse.entry:type_name -> herald.v1.Event
+	11, // 8: herald.v1.DeleteEventResponse.entry:type_name -> herald.v1.Event
+	2,  // 9: herald.v1.HistoryService.ListEvents:input_type -> herald.v1.ListEventsRequest
+	4,  // 10: herald.v1.HistoryService.GetEvent:input_type -> herald.v1.GetEventRequest
+	6,  // 11: herald.v1.HistoryService.UpdateEvent:input_type -> herald.v1.UpdateEventRequest
+	8,  // 12: herald.v1.HistoryService.DeleteEvent:input_type -> herald.v1.DeleteEventRequest
+	3,  // 13: herald.v1.HistoryService.ListEvents:output_type -> herald.v1.ListEventsResponse
+	5,  // 14: herald.v1.HistoryService.GetEvent:output_type -> herald.v1.GetEventResponse
+	7,  // 15: herald.v1.HistoryService.UpdateEvent:output_type -> herald.v1.UpdateEventResponse
+	9,  // 16: herald.v1.HistoryService.DeleteEvent:output_type -> herald.v1.DeleteEventResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_history_service_proto_init() }
