@@ -35,7 +35,9 @@ import (
 // nothing is dropped; every subscriber must receive exactly b.N events).
 // Reported per delivery (op ÷ subs): wall time, process CPU (user+sys, from
 // getrusage: server and clients are one process, and the clients do the same
-// work in every version) and heap allocations.
+// work in every version) and heap allocations; and the size of an event in
+// the JSON encodings (WebSocket text frame, SSE data line). The payload is a
+// ~100-byte JSON document published with the JSON data format.
 //
 //	go test -c -o /tmp/server.test ./internal/server
 //	/tmp/server.test -test.run '^$' -test.bench BenchmarkFanoutMixed -test.benchtime 2000x -test.count 5
@@ -46,8 +48,9 @@ func BenchmarkFanoutMixed(b *testing.B) {
 }
 
 type mixedSub struct {
-	got atomic.Int64
-	err atomic.Pointer[error]
+	got   atomic.Int64
+	bytes atomic.Int64 // of the JSON event frames (WebSocket JSON and SSE)
+	err   atomic.Pointer[error]
 }
 
 func (s *mixedSub) fail(err error) { s.err.CompareAndSwap(nil, &err) }
@@ -143,8 +146,11 @@ func benchFanoutMixed(b *testing.B, subs int) {
 					// Count events only: both encodings carry the word "event"
 					// (the JSON key, or the field name nowhere in binary, where
 					// field 3 is the event): frames other than events are rare.
-					if sp == "herald.v1.proto" || bytes.Contains(data, []byte(`"event"`)) {
+					if sp == "herald.v1.proto" {
 						s.got.Add(1)
+					} else if bytes.Contains(data, []byte(`"event"`)) {
+						s.got.Add(1)
+						s.bytes.Add(int64(len(data)))
 					}
 				}
 			}()
@@ -173,6 +179,9 @@ func benchFanoutMixed(b *testing.B, subs int) {
 					}
 					if strings.HasPrefix(line, "id: ") {
 						s.got.Add(1)
+					}
+					if strings.HasPrefix(line, "data: ") {
+						s.bytes.Add(int64(len(line) - len("data: ")))
 					}
 				}
 				if !subscribed {
@@ -217,7 +226,7 @@ func benchFanoutMixed(b *testing.B, subs int) {
 	for n := 0; n < b.N; n += batch {
 		ps := make([]eventlog.Publish, min(batch, b.N-n))
 		for i := range ps {
-			ps[i] = eventlog.Publish{Channel: channel, Type: "chat", Data: data}
+			ps[i] = eventlog.Publish{Channel: channel, Type: "chat", Data: data, Format: eventlog.FormatJSON}
 		}
 		if _, errs, err := srv.Log().Append(ctx, ps); err != nil || errors.Join(errs...) != nil {
 			b.Fatal(err, errs)
@@ -232,6 +241,16 @@ func benchFanoutMixed(b *testing.B, subs int) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/deliveries, "cpu-ns/delivery")
 	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/deliveries, "allocs/delivery")
 	b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/deliveries, "B/delivery")
+	var jsonBytes, jsonFrames int64
+	for i, s := range all {
+		if i%4 == 1 || i%4 == 3 {
+			jsonBytes += s.bytes.Load()
+			jsonFrames += s.got.Load()
+		}
+	}
+	if jsonFrames > 0 {
+		b.ReportMetric(float64(jsonBytes)/float64(jsonFrames), "json-bytes/event")
+	}
 	time.Sleep(50 * time.Millisecond) // let stragglers show duplicates
 	for i, s := range all {
 		if got := s.got.Load(); got != int64(b.N) {
