@@ -84,8 +84,10 @@ const (
 const (
 	channelParamDesc = "Channel name. A `/` in the name must be escaped as `%2F` (the path segment is one name)."
 	positionDesc     = "Position of the event."
-	rawBodyDesc      = "With `Content-Type: application/json` the body is the protojson request (fields in lowerCamelCase, bytes in base64). " +
-		"With any other Content-Type (text/plain, application/octet-stream, application/vnd.example+json, ...) or none, the raw body is the event data."
+	rawBodyDesc      = "With `Content-Type: application/json` the body is the JSON request: `data` is the event's payload, a JSON value (`{\"data\":{\"text\":\"hi\"}}`, stored with format JSON) or a string (text), or base64 with `\"format\":\"bytes\"`. " +
+		"With any other Content-Type, or none, the raw body is the event data and the Content-Type says its format: " +
+		"text/* (UTF-8) and application/x-www-form-urlencoded are text, a JSON media type such as application/vnd.example+json is JSON " +
+		"(checked to be valid), anything else (application/octet-stream, image/png, ...) or none is bytes."
 	idempotencyDesc = "Dedupes retried publishes per channel: a publish with a key already used on the channel, with the same type and data, returns the first event (200, duplicate: true) and appends nothing; the key reused with another type or data is refused (409 already_exists): use a new key for a new event. Up to 128 visible ASCII characters (`!` to `~`): no spaces or control characters."
 	waitDesc        = "Long-poll: when nothing is there yet, hold the request up to this long (0 to 60s) for the first event. A Go duration (`30s`, `1m`, `500ms`) or seconds (`30`, `1.5`)."
 	emptyIsUnset    = " An empty value is the same as leaving the parameter out."
@@ -550,8 +552,11 @@ func (rt *route) decodeBody(msg protoreflect.Message, in restInput) error {
 		return nil
 	}
 	isJSON := true
+	var mt string
+	var params map[string]string
 	if ct := in.header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
+		var err error
+		mt, params, err = mime.ParseMediaType(ct)
 		if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
 			return &statusError{http.StatusUnsupportedMediaType, invalid(fmt.Sprintf("malformed Content-Type %q", ct))}
 		}
@@ -564,7 +569,15 @@ func (rt *route) decodeBody(msg protoreflect.Message, in restInput) error {
 		isJSON = false
 	}
 	if !isJSON {
-		msg.Set(msg.Descriptor().Fields().ByName(rt.rawField), protoreflect.ValueOfBytes(bytes.Clone(in.body)))
+		format, err := rawFormat(mt, params)
+		if err != nil {
+			return &statusError{http.StatusUnsupportedMediaType, err}
+		}
+		fields := msg.Descriptor().Fields()
+		msg.Set(fields.ByName(rt.rawField), protoreflect.ValueOfBytes(bytes.Clone(in.body)))
+		if format != heraldv1.DataFormat_DATA_FORMAT_UNSPECIFIED {
+			msg.Set(fields.ByName("format"), protoreflect.ValueOfEnum(protoreflect.EnumNumber(format)))
+		}
 		return nil
 	}
 	if len(bytes.TrimSpace(in.body)) == 0 {
@@ -574,6 +587,26 @@ func (rt *route) decodeBody(msg protoreflect.Message, in restInput) error {
 		return invalid("invalid JSON body: " + strings.TrimPrefix(err.Error(), "proto: "))
 	}
 	return nil
+}
+
+// rawFormat is the data format of a raw body: its Content-Type says.
+// Text (text/*, and form-encoded text such as curl -d sends) is TEXT and
+// must be UTF-8; a JSON media type other than application/json itself
+// (application/vnd.example+json, ...) is JSON; anything else, or no
+// Content-Type, is opaque bytes. application/json is the JSON request.
+func rawFormat(mt string, params map[string]string) (heraldv1.DataFormat, error) {
+	switch {
+	case mt == "":
+		return heraldv1.DataFormat_DATA_FORMAT_UNSPECIFIED, nil
+	case strings.HasPrefix(mt, "text/"), mt == "application/x-www-form-urlencoded":
+		if cs := strings.ToLower(params["charset"]); cs != "" && cs != "utf-8" && cs != "utf8" && cs != "us-ascii" {
+			return 0, invalid(fmt.Sprintf("charset %q is not supported: send text as UTF-8 (charset=utf-8), or the raw bytes as application/octet-stream", params["charset"]))
+		}
+		return heraldv1.DataFormat_DATA_FORMAT_TEXT, nil
+	case strings.HasSuffix(mt, "+json"):
+		return heraldv1.DataFormat_DATA_FORMAT_JSON, nil
+	}
+	return heraldv1.DataFormat_DATA_FORMAT_UNSPECIFIED, nil
 }
 
 // setParam sets fd from the values of one parameter: several (or

@@ -103,6 +103,7 @@ func checkAccepted(t *testing.T, rt *route, msg proto.Message, path map[string]s
 	}
 	if rt.body == rawOrJSON && raw {
 		allowed[rt.rawField] = true
+		allowed["format"] = true // from the Content-Type
 		if got := m.Get(m.Descriptor().Fields().ByName(rt.rawField)).Bytes(); string(got) != string(body) {
 			t.Fatalf("%s: raw body of %d bytes decoded to %d bytes", rt.op, len(body), len(got))
 		}
@@ -564,13 +565,29 @@ func TestRESTDecode(t *testing.T) {
 	pp := map[string]string{"channel": "c"}
 	h := http.Header{"Content-Type": {"text/plain"}, "Idempotency-Key": {"k"}}
 	msg, err := decodeInput(pub, pp, "type=t", h, []byte("raw"))
-	if want := (&heraldv1.PublishRequest{Channel: "c", Type: "t", Data: []byte("raw"), IdempotencyKey: "k"}); err != nil || !proto.Equal(msg, want) {
+	if want := (&heraldv1.PublishRequest{Channel: "c", Type: "t", Data: []byte("raw"), IdempotencyKey: "k", Format: heraldv1.DataFormat_DATA_FORMAT_TEXT}); err != nil || !proto.Equal(msg, want) {
 		t.Errorf("raw publish: %v, %v", msg, err)
 	}
 	h = http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {"k"}}
-	msg, err = decodeInput(pub, pp, "", h, []byte(`{"channel":"c","type":"t","data":"cmF3","idempotencyKey":"k"}`))
-	if want := (&heraldv1.PublishRequest{Channel: "c", Type: "t", Data: []byte("raw"), IdempotencyKey: "k"}); err != nil || !proto.Equal(msg, want) {
+	msg, err = decodeInput(pub, pp, "", h, []byte(`{"channel":"c","type":"t","data":"raw","idempotencyKey":"k"}`))
+	if want := (&heraldv1.PublishRequest{Channel: "c", Type: "t", Data: []byte("raw"), IdempotencyKey: "k", Format: heraldv1.DataFormat_DATA_FORMAT_TEXT}); err != nil || !proto.Equal(msg, want) {
 		t.Errorf("JSON publish: %v, %v", msg, err)
+	}
+	// The data's format from the raw body's Content-Type.
+	for ct, want := range map[string]heraldv1.DataFormat{
+		"text/plain; charset=utf-8":         heraldv1.DataFormat_DATA_FORMAT_TEXT,
+		"application/x-www-form-urlencoded": heraldv1.DataFormat_DATA_FORMAT_TEXT,
+		"application/vnd.example+json":      heraldv1.DataFormat_DATA_FORMAT_JSON,
+		"application/octet-stream":          heraldv1.DataFormat_DATA_FORMAT_UNSPECIFIED,
+		"image/png":                         heraldv1.DataFormat_DATA_FORMAT_UNSPECIFIED,
+	} {
+		msg, err := decodeInput(pub, pp, "", http.Header{"Content-Type": {ct}}, []byte(`{"a":1}`))
+		if err != nil || msg.(*heraldv1.PublishRequest).Format != want {
+			t.Errorf("raw body as %s: %v, %v; want format %v", ct, msg, err, want)
+		}
+	}
+	if _, err := decodeInput(pub, pp, "", http.Header{"Content-Type": {"text/plain; charset=latin1"}}, []byte("x")); err == nil {
+		t.Error("a latin1 text body was accepted")
 	}
 	for _, c := range []struct {
 		query, key, body string

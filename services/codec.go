@@ -5,27 +5,36 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
-	"google.golang.org/protobuf/encoding/protojson"
+	"connectrpc.com/connect"
+	"github.com/heraldrt/herald/internal/wire"
 	"google.golang.org/protobuf/proto"
 )
 
-// Wire options of every JSON encoding: protojson field names
-// (lowerCamelCase), zero values left out; unknown fields are refused when
-// REST and WebSocket decode (a typo must not be silently dropped), and
-// skipped by the RPC codec (as connect-go does, so that clients on a newer
-// schema keep working).
-var (
-	jsonOut = protojson.MarshalOptions{}
-	jsonIn  = protojson.UnmarshalOptions{}
-)
+// Every JSON encoding (REST, SSE, WebSocket text frames, the Connect
+// protocol's JSON) uses Herald's JSON mapping (internal/wire): protojson's,
+// with the data of events, publishes and edits written and read by their
+// format (a JSON value, a string, or base64 for bytes). Unknown fields are
+// refused when REST and WebSocket decode (a typo must not be silently
+// dropped), and skipped by the RPC codec (as connect-go does, so that
+// clients on a newer schema keep working).
 
 // MarshalJSON encodes msg as every JSON transport does.
-func MarshalJSON(msg proto.Message) ([]byte, error) { return jsonOut.Marshal(msg) }
+func MarshalJSON(msg proto.Message) ([]byte, error) { return wire.MarshalJSON(msg) }
 
 // UnmarshalJSON decodes a JSON request as REST and WebSocket do: unknown
-// fields are an error.
-func UnmarshalJSON(b []byte, msg proto.Message) error { return jsonIn.Unmarshal(b, msg) }
+// fields are an error, and so is a data member that does not read as its
+// format (invalid_argument).
+func UnmarshalJSON(b []byte, msg proto.Message) error { return unmarshalJSON(b, msg, false) }
+
+func unmarshalJSON(b []byte, msg proto.Message, discardUnknown bool) error {
+	err := wire.UnmarshalJSON(b, msg, discardUnknown)
+	if errors.Is(err, wire.ErrData) {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("invalid request: %s", strings.TrimPrefix(err.Error(), wire.ErrData.Error()+": ")))
+	}
+	return err
+}
 
 // The codecs the RPC handlers use: connect-go's protobuf and JSON codecs,
 // except that stream frames (Frame, subscribeFrame) are written from the
@@ -85,7 +94,7 @@ func (jsonCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
 	case subscribeFrame:
 		return f.appendJSON(dst)
 	case proto.Message:
-		return jsonOut.MarshalAppend(dst, f)
+		return wire.AppendJSON(dst, f)
 	}
 	return nil, fmt.Errorf("json codec: cannot marshal %T", m)
 }
@@ -98,7 +107,10 @@ func (jsonCodec) Unmarshal(b []byte, m any) error {
 	if len(b) == 0 {
 		return errors.New("zero-length payload is not a valid JSON object")
 	}
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, pm); err != nil {
+	if err := unmarshalJSON(b, pm, true); err != nil {
+		if connect.CodeOf(err) == connect.CodeInvalidArgument {
+			return err
+		}
 		return fmt.Errorf("unmarshal into %T: %w", m, err)
 	}
 	return nil

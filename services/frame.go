@@ -87,7 +87,7 @@ func (f subscribeFrame) appendBinary(dst []byte) ([]byte, error) {
 
 func (f subscribeFrame) appendJSON(dst []byte) ([]byte, error) {
 	if f.entry == nil {
-		return jsonOut.MarshalAppend(dst, f.proto())
+		return wire.AppendJSON(dst, f.proto())
 	}
 	dst = append(dst, `{"event":`...)
 	dst = append(dst, f.entry.JSON()...)
@@ -134,7 +134,7 @@ func (f *Frame) AppendBinary(dst []byte) ([]byte, error) {
 // AppendJSON appends the JSON encoding of the frame.
 func (f *Frame) AppendJSON(dst []byte) ([]byte, error) {
 	if f.entry == nil {
-		return jsonOut.MarshalAppend(dst, f.msg)
+		return wire.AppendJSON(dst, f.msg)
 	}
 	dst = append(dst, '{')
 	if f.id != "" {

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/wire"
 )
 
 // restResponse is one REST answer, read whole.
@@ -71,7 +71,7 @@ func (r restResponse) ok(t *testing.T, status int, msg proto.Message) {
 		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
 	}
 	if msg != nil {
-		if err := protojson.Unmarshal(r.body, msg); err != nil {
+		if err := wire.UnmarshalJSON(r.body, msg, false); err != nil {
 			t.Fatalf("decode %T from %s: %v", msg, r.body, err)
 		}
 	}
@@ -407,7 +407,10 @@ func testRESTErrors(t *testing.T, in *instance) {
 		{"bad type", "POST", events + "?type=has+space", "text/plain", []byte("x"), 400, "invalid_argument", []string{"type"}},
 		{"unknown JSON field", "POST", events, "application/json", []byte(`{"dta":"eA=="}`), 400, "invalid_argument", []string{"dta"}},
 		{"malformed JSON", "POST", events, "application/json", []byte(`{"data":`), 400, "invalid_argument", []string{"JSON"}},
-		{"bad base64", "POST", events, "application/json", []byte(`{"data":"!!"}`), 400, "invalid_argument", []string{"data"}},
+		{"bad base64", "POST", events, "application/json", []byte(`{"data":"!!","format":"bytes"}`), 400, "invalid_argument", []string{"data", "base64"}},
+		{"invalid JSON data", "POST", events, "application/vnd.example+json", []byte(`{"a":`), 400, "invalid_argument", []string{"data", "JSON"}},
+		{"text that is not UTF-8", "POST", events, "text/plain", []byte{0xff, 0xfe}, 400, "invalid_argument", []string{"data", "UTF-8"}},
+		{"data of the wrong kind", "POST", events, "application/json", []byte(`{"data":{"a":1},"format":"text"}`), 400, "invalid_argument", []string{"data", "TEXT"}},
 		{"body channel differs", "POST", events, "application/json", []byte(`{"channel":"other"}`), 400, "invalid_argument", []string{"channel", "path"}},
 		{"body type differs", "POST", events + "?type=a", "application/json", []byte(`{"type":"b"}`), 400, "invalid_argument", []string{"type"}},
 		{"oversize raw", "POST", events, "application/octet-stream", big, 413, "invalid_argument", []string{"2097152"}},

@@ -24,13 +24,14 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/heraldrt/herald/gateway"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/server"
+	"github.com/heraldrt/herald/internal/wire"
+	"github.com/heraldrt/herald/services"
 )
 
 // item is one thing a subscriber received: a subscribed notice, an event,
@@ -203,7 +204,7 @@ func wsWrite(ctx context.Context, c *websocket.Conn, subprotocol string, req *he
 		}
 		return c.Write(ctx, websocket.MessageBinary, b)
 	}
-	b, err := protojson.Marshal(req)
+	b, err := services.MarshalJSON(req) // Herald's JSON mapping, as a browser writes it
 	if err != nil {
 		return err
 	}
@@ -219,7 +220,7 @@ func wsRead(ctx context.Context, c *websocket.Conn) (*heraldv1.ConnectResponse, 
 	if typ == websocket.MessageBinary {
 		err = proto.Unmarshal(b, m)
 	} else {
-		err = protojson.Unmarshal(b, m)
+		err = wire.UnmarshalJSON(b, m, false)
 	}
 	return m, err
 }
@@ -388,7 +389,7 @@ func openSSE(t *testing.T, base string, channels []string, cursor *int64, gate <
 }
 
 func mustUnmarshal(data string, m proto.Message) {
-	if err := protojson.Unmarshal([]byte(data), m); err != nil {
+	if err := wire.UnmarshalJSON([]byte(data), m, false); err != nil {
 		panic(fmt.Sprintf("decode %T from %q: %v", m, data, err))
 	}
 }

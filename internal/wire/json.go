@@ -11,11 +11,11 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 )
 
-// AppendEventJSON appends the JSON encoding of ev to dst: the protojson
-// mapping (lowerCamelCase names, zero values left out, 64-bit integers as
-// strings, enums by name, timestamps in RFC 3339), written directly rather
-// than through protojson's reflection because it is on the path of every
-// delivered event.
+// AppendEventJSON appends the JSON encoding of ev to dst: Herald's JSON
+// mapping (protojson's, with data written by its format: see MarshalJSON),
+// written directly rather than through reflection because it is on the path
+// of every delivered event. The format follows the data, so that a reader
+// sees how to read data as soon as it has read it.
 func AppendEventJSON(dst []byte, ev *heraldv1.Event) []byte {
 	w := objWriter{b: append(dst, '{')}
 	if ev.Position != 0 {
@@ -32,7 +32,11 @@ func AppendEventJSON(dst []byte, ev *heraldv1.Event) []byte {
 	}
 	if len(ev.Data) > 0 {
 		w.key("data")
-		w.b = appendBase64(w.b, ev.Data)
+		w.b = appendData(w.b, ev.Data, ev.Format)
+	}
+	if ev.Format != 0 {
+		w.key("format")
+		w.b = appendEnum(w.b, ev.Format.String(), int32(ev.Format))
 	}
 	if ev.Kind != 0 {
 		w.key("kind")
