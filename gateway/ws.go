@@ -92,9 +92,10 @@ var (
 // most WriteTimeout after its writes stall. A close (any code) runs under
 // one deadline of WriteTimeout for writing what it must and waiting for
 // the client's close frame; then the connection is closed whatever state
-// it is in. A queue that stays full for WriteTimeout while writes still
-// progress (a client reading, but too slowly) ends with 4008, dropping the
-// frames not yet written so that the close frame goes out next.
+// it is in. A queue that stays full for WriteTimeout/2 (a client reading
+// too slowly, or not at all) ends with 4008, dropping the frames not yet
+// written so that the close frame goes out next, within the WriteTimeout/2
+// left; a client that reads again in time gets it.
 type wsConn struct {
 	g      *Gateway
 	conn   net.Conn
@@ -361,36 +362,37 @@ func (wc *wsConn) serve(sess *services.Session) {
 	case errors.Is(err, services.ErrSessionExpired):
 		// A connection opened with a token ends when the token does,
 		// unless a refresh command replaced it in time.
-		wc.close(StatusPolicy, "token expired: refresh it before it expires, or reconnect with a fresh token and resume from your last positions", false)
+		wc.close(StatusPolicy, "token expired: refresh it before it expires, or reconnect with a fresh token and resume from your last positions", false, wc.g.cfg.WriteTimeout)
 	case errors.Is(err, services.ErrShuttingDown):
-		wc.close(StatusRestart, "server shutting down: reconnect (to any instance) and resume from your last positions", false)
+		wc.close(StatusRestart, "server shutting down: reconnect (to any instance) and resume from your last positions", false, wc.g.cfg.WriteTimeout)
 	case errors.Is(err, services.ErrNotReady):
-		wc.close(StatusTryAgainLater, "server starting: reconnect in a moment", false)
+		wc.close(StatusTryAgainLater, "server starting: reconnect in a moment", false, wc.g.cfg.WriteTimeout)
 	case wc.slow():
 		// What is queued is what the client does not read: the close
-		// frame goes out next instead.
-		wc.close(StatusSlowConsumer, "slow consumer: reconnect and resume from your last positions", true)
+		// frame goes out next instead, within the half of the write
+		// timeout the queue's wait left.
+		wc.close(StatusSlowConsumer, "slow consumer: reconnect and resume from your last positions", true, wc.g.cfg.WriteTimeout/2)
 	case errors.As(wc.readError(), &violation):
-		wc.close(violation.code, violation.reason, true)
+		wc.close(violation.code, violation.reason, true, wc.g.cfg.WriteTimeout)
 	case errors.As(wc.readError(), &bye):
 		// The client closed. Publishes it sent are committed; their acks
 		// go out before the answering close frame.
-		wc.close(bye.code, "", false)
+		wc.close(bye.code, "", false, wc.g.cfg.WriteTimeout)
 	default:
 		// The connection broke (a read or write failed, a dead peer, a
 		// kill): nothing more can be said on it.
 		wc.closeConn()
-		wc.close(0, "", true)
+		wc.close(0, "", true, wc.g.cfg.WriteTimeout)
 	}
 }
 
 // close sends a close frame with code (0: an empty one) after the queued
 // frames (or instead of them: discard), waits for the client's close frame
-// and closes the connection, all within WriteTimeout.
-func (wc *wsConn) close(code int, reason string, discard bool) {
+// and closes the connection, all within budget.
+func (wc *wsConn) close(code int, reason string, discard bool, budget time.Duration) {
 	wc.stopPings()
 	wc.cancel()
-	stop := time.AfterFunc(wc.g.cfg.WriteTimeout, wc.closeConn)
+	stop := time.AfterFunc(budget, wc.closeConn)
 	defer stop.Stop()
 	if wc.queueClose(code, reason, discard) {
 		select {
@@ -446,9 +448,10 @@ func (wc *wsConn) readError() error {
 
 // send is the session's sink: it encodes the frame (an event from its
 // shared encoding) and queues it. The queue is bounded in frames and in
-// bytes; when either is full, send waits up to the write timeout, so a
-// replay burst paces itself to the client, and a client that reads too
-// slowly is ended as a slow consumer.
+// bytes; when either is full, send waits up to half the write timeout, so
+// a replay burst paces itself to the client, and a client that has fallen
+// that far behind is ended as a slow consumer while the write under way
+// still has time to finish and let the close frame (4008) through.
 func (wc *wsConn) send(f *services.Frame) error {
 	b, op := getBuffer(), byte(opText)
 	var err error
@@ -483,7 +486,7 @@ func (wc *wsConn) send(f *services.Frame) error {
 		}
 		wc.wmu.Unlock()
 		if timer == nil {
-			timer = time.NewTimer(wc.g.cfg.WriteTimeout)
+			timer = time.NewTimer(wc.g.cfg.WriteTimeout / 2)
 			defer timer.Stop()
 		}
 		select {

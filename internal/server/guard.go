@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -54,7 +55,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			r.Body = b
 		}
 		gw := &guardedWriter{ResponseWriter: w, rc: rc, timeout: writeTimeout}
-		defer gw.stop()
+		defer gw.end()
 		next.ServeHTTP(gw, r)
 	})
 }
@@ -187,12 +188,16 @@ func (e *bodyError) Unwrap() error { return e.ce }
 // in the past when one stalls for timeout. That fails the write over
 // HTTP/1.1 and resets the stream over HTTP/2 (so a stream blocked on flow
 // control ends too), and costs nothing while a stream is idle. The
-// handler's goroutine writes; the timer's only sets the deadline.
+// handler's goroutine writes; the timer's only sets the deadline, under mu
+// and never after the handler returned (HTTP/2 frees the writer then).
 type guardedWriter struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
 	timer   *time.Timer
+
+	mu    sync.Mutex
+	ended bool
 }
 
 func (w *guardedWriter) arm() {
@@ -203,7 +208,21 @@ func (w *guardedWriter) arm() {
 	w.timer.Reset(w.timeout)
 }
 
-func (w *guardedWriter) stalled() { _ = w.rc.SetWriteDeadline(time.Now()) }
+func (w *guardedWriter) stalled() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.ended {
+		_ = w.rc.SetWriteDeadline(time.Now())
+	}
+}
+
+// end is called when the handler returned.
+func (w *guardedWriter) end() {
+	w.stop()
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
+}
 
 func (w *guardedWriter) stop() {
 	if w.timer != nil {
