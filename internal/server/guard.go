@@ -51,7 +51,8 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			if !b.stream {
 				b.arm()
 			}
-			defer b.disarm()
+			// Not disarmed when the handler returns: net/http then reads
+			// what is left of the body, which must come in time too.
 			r.Body = b
 		}
 		gw := &guardedWriter{ResponseWriter: w, rc: rc, timeout: writeTimeout}
@@ -94,7 +95,8 @@ func (b *guardedBody) arm() {
 	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
 }
 
-// disarm clears the deadline once the body (or message) is in: over
+// disarm clears the deadline once the body (or message) is in, and only
+// then: over
 // HTTP/1.1 the connection's read deadline would otherwise end the
 // request's context while its handler still works (a long-poll).
 func (b *guardedBody) disarm() {
@@ -170,10 +172,7 @@ func (b *guardedBody) truncated(msg string) error {
 	return &bodyError{connect.NewError(connect.CodeInvalidArgument, errors.New(msg+": send the whole body"))}
 }
 
-func (b *guardedBody) Close() error {
-	b.disarm()
-	return b.body.Close()
-}
+func (b *guardedBody) Close() error { return b.body.Close() }
 
 // bodyError is a body refused: the RPC handlers answer with its connect
 // code (connect-go passes a *connect.Error from the body through); its

@@ -39,8 +39,9 @@ func tinyReceiveBuffer(ctx context.Context, network, addr string) (net.Conn, err
 // stalledHTTPClient is an HTTP client over tiny-buffer connections;
 // HTTP/2 (prior knowledge) when h2. (Go's HTTP/2 client buffers
 // megabytes of a stream before flow control stops the server.)
-func stalledHTTPClient(h2 bool) *http.Client {
+func stalledHTTPClient(t *testing.T, h2 bool) *http.Client {
 	tr := &http.Transport{DialContext: tinyReceiveBuffer, TLSClientConfig: &tls.Config{}}
+	t.Cleanup(tr.CloseIdleConnections)
 	if h2 {
 		var p http.Protocols
 		p.SetUnencryptedHTTP2(true)
@@ -77,7 +78,7 @@ func TestStalledClientDropped(t *testing.T) {
 		open func(t *testing.T, ctx context.Context, base string) // subscribes to "stall", reads the first answer, then reads no more
 	}{
 		{"ws", func(t *testing.T, ctx context.Context, base string) {
-			c, _, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{HTTPClient: stalledHTTPClient(false), Subprotocols: []string{gateway.SubprotocolProto}})
+			c, _, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{HTTPClient: stalledHTTPClient(t, false), Subprotocols: []string{gateway.SubprotocolProto}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,10 +92,10 @@ func TestStalledClientDropped(t *testing.T) {
 			}
 		}},
 		{"sse", func(t *testing.T, ctx context.Context, base string) {
-			getSSE(t, stalledHTTPClient(false), base+"/v1/sse?channel=stall", nil).next(t)
+			getSSE(t, stalledHTTPClient(t, false), base+"/v1/sse?channel=stall", nil).next(t)
 		}},
 		{"sse-h2", func(t *testing.T, ctx context.Context, base string) {
-			getSSE(t, stalledHTTPClient(true), base+"/v1/sse?channel=stall", nil).next(t)
+			getSSE(t, stalledHTTPClient(t, true), base+"/v1/sse?channel=stall", nil).next(t)
 		}},
 		{"grpc", func(t *testing.T, ctx context.Context, base string) {
 			st, err := stalledGRPC(t, base).Subscribe(ctx, &heraldv1.SubscribeRequest{Channels: []string{"stall"}})
