@@ -51,9 +51,9 @@ type Config struct {
 	// DefaultWSPingInterval.
 	WSPingInterval time.Duration
 	// WriteTimeout bounds how long a write to a WebSocket or SSE client
-	// may stall before the connection is dropped, how long a WebSocket
-	// write queue may stay full before the connection is closed as a slow
-	// consumer (4008), and how long a WebSocket close may take. Default
+	// may stall before the connection is dropped, and how long a WebSocket
+	// close may take; a WebSocket write queue that stays full for half of
+	// it closes the connection as a slow consumer (4008). Default
 	// DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// ReadTimeout bounds how long one WebSocket message may take to arrive
