@@ -20,12 +20,16 @@
 //
 // # Concurrency
 //
-// Each WebSocket owns three goroutines and a timer: the handler goroutine
-// runs the session (Session.Serve, whose reader calls the connection's
-// recv), a writer goroutine writes the bounded queue of encoded frames, and
-// a ping timer checks the peer. When the session ends the handler flushes
-// the queue within WriteTimeout, closes with the code that says why, and
-// waits for the reader to see the close. Drain waits for every WebSocket
-// (the HTTP server does not track hijacked connections); Kill drops them.
+// The WebSocket is RFC 6455 implemented here over the hijacked connection
+// (wsframe.go: framing and every check the RFC asks of a server; ws.go: the
+// handshake and the connection). After the upgrade the HTTP handler
+// returns, so net/http's buffers are freed. Each WebSocket then runs the
+// session on its own goroutine (Session.Serve, whose reader calls the
+// connection's recv), a writer goroutine only while frames are queued
+// (it writes all queued frames with one write), and a ping timer; an idle
+// connection holds no buffer. When the session ends the connection closes
+// with the code that says why, within WriteTimeout. Drain waits for every
+// WebSocket (the HTTP server does not track hijacked connections); Kill
+// drops them.
 // SSE and REST run on the HTTP server's goroutines.
 package gateway

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
-	"github.com/coder/websocket"
 	"google.golang.org/protobuf/proto"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
@@ -32,9 +31,9 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add(false, b)
 	f.Add(false, []byte{0xff, 0x01})
 	f.Fuzz(func(t *testing.T, text bool, data []byte) {
-		typ := websocket.MessageBinary
+		typ := byte(opBinary)
 		if text {
-			typ = websocket.MessageText
+			typ = opText
 		}
 		req, err := decodeFrame(typ, data)
 		if err != nil {
@@ -55,7 +54,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 		// (Binary frames may carry unknown fields, which protobuf keeps
 		// and JSON cannot: compare what JSON can say.)
-		back, err := decodeFrame(websocket.MessageText, out)
+		back, err := decodeFrame(opText, out)
 		if err != nil {
 			t.Fatalf("JSON round trip: %v", err)
 		}
@@ -63,7 +62,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			t.Fatalf("JSON round trip: %s != %s", again, out)
 		}
 		bin, _ := proto.Marshal(req)
-		back, err = decodeFrame(websocket.MessageBinary, bin)
+		back, err = decodeFrame(opBinary, bin)
 		if err != nil || !proto.Equal(back, req) {
 			t.Fatalf("binary round trip: %v", err)
 		}

@@ -21,6 +21,7 @@ const (
 	DefaultSSERetry       = 2 * time.Second
 	DefaultWSPingInterval = 30 * time.Second
 	DefaultWriteTimeout   = 10 * time.Second
+	DefaultReadTimeout    = 10 * time.Second
 	DefaultWSWriteQueue   = 256
 	DefaultWSWriteBytes   = 1 << 20
 )
@@ -50,9 +51,15 @@ type Config struct {
 	// DefaultWSPingInterval.
 	WSPingInterval time.Duration
 	// WriteTimeout bounds how long a write to a WebSocket or SSE client
-	// (or a full WebSocket write queue) may stall before the connection is
-	// closed as a slow consumer. Default DefaultWriteTimeout.
+	// may stall before the connection is dropped, and how long a WebSocket
+	// close may take; a WebSocket write queue that stays full for half of
+	// it closes the connection as a slow consumer (4008). Default
+	// DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// ReadTimeout bounds how long one WebSocket message may take to arrive
+	// once its first byte has (between messages a client may stay silent
+	// as long as it answers pings). Default DefaultReadTimeout.
+	ReadTimeout time.Duration
 	// WSWriteQueue bounds the frames queued for one WebSocket. Default
 	// DefaultWSWriteQueue.
 	WSWriteQueue int
@@ -78,6 +85,9 @@ func (c *Config) defaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
 	}
 	if c.WSWriteQueue <= 0 {
 		c.WSWriteQueue = DefaultWSWriteQueue

@@ -236,13 +236,19 @@ func (s *sseWriter) comment(text string) {
 func (s *sseWriter) end() { s.buf = append(s.buf, '\n') }
 
 // flush writes the buffered events within the write timeout: a client
-// that stops reading is dropped instead of holding the handler forever.
+// that stops reading is dropped WriteTimeout after its writes stall,
+// instead of holding the handler forever. The deadline is cleared once the
+// flush is done: over HTTP/2 a deadline that passes resets the stream even
+// while it is idle between events.
 func (s *sseWriter) flush() error {
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	_, err := s.w.Write(s.buf)
 	s.buf = s.buf[:0]
 	if err == nil {
 		err = s.rc.Flush()
+	}
+	if err == nil {
+		err = s.rc.SetWriteDeadline(time.Time{})
 	}
 	return err
 }

@@ -1,17 +1,21 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/coder/websocket"
-	"golang.org/x/sync/semaphore"
 	"google.golang.org/protobuf/proto"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
@@ -26,73 +30,124 @@ const (
 	SubprotocolProto = "herald.v1.proto"
 )
 
-// Close codes the server uses. After any of them a client reconnects and
-// resumes every subscription from the last position it received: after
-// StatusPolicy with a fresh token, after StatusTooBig once it sends
-// smaller frames.
+// Close codes the server sends (docs/gateway.md has the table). After any
+// of them but the client's own and the protocol errors, a client
+// reconnects and resumes every subscription from the last position it
+// received: after StatusPolicy with a fresh token, after StatusTooBig once
+// it sends smaller messages.
 const (
+	// StatusNormal (1000) answers a client's close frame that had no code;
+	// a close frame with a code is answered with the same code.
+	StatusNormal = 1000
+	// StatusProtocolError (1002): the client broke RFC 6455 (an unmasked
+	// frame, RSV bits, a reserved opcode, a fragmented or oversized
+	// control frame, a continuation out of place, a malformed close
+	// frame). Fix the client.
+	StatusProtocolError = 1002
+	// StatusInvalidData (1007): a text message, or a close reason, that is
+	// not valid UTF-8.
+	StatusInvalidData = 1007
 	// StatusPolicy (1008): the connection may not continue: the token it
 	// was opened with expired. Reconnect with a fresh one and resume.
-	StatusPolicy = websocket.StatusPolicyViolation
-	// StatusTooBig (1009): a frame was larger than the server's limit.
-	StatusTooBig = websocket.StatusMessageTooBig
+	StatusPolicy = 1008
+	// StatusTooBig (1009): a message was larger than the server's limit.
+	StatusTooBig = 1009
 	// StatusInternal (1011): the server failed; reconnect and resume.
-	StatusInternal = websocket.StatusInternalError
+	StatusInternal = 1011
 	// StatusRestart (1012): the server is shutting down; reconnect (to any
 	// instance) and resume.
-	StatusRestart = websocket.StatusServiceRestart
+	StatusRestart = 1012
 	// StatusTryAgainLater (1013): the server cannot serve now (starting,
 	// event log unavailable); reconnect after a backoff.
-	StatusTryAgainLater = websocket.StatusTryAgainLater
-	// StatusSlowConsumer (4008): the client did not read its frames within
-	// the write timeout; reconnect and resume.
-	StatusSlowConsumer websocket.StatusCode = 4008
+	StatusTryAgainLater = 1013
+	// StatusSlowConsumer (4008): the client did not read its frames fast
+	// enough: its write queue stayed full for the write timeout.
+	// Reconnect and resume.
+	StatusSlowConsumer = 4008
 )
 
 var (
 	errSlowConsumer = errors.New("slow consumer: frames were not read within the write timeout")
 	errConnClosed   = errors.New("connection closed")
+	errDeadPeer     = errors.New("peer did not answer a ping")
 )
 
-// wsConn is one WebSocket: a services.Session reading the connection's
-// frames, and a bounded queue of encoded frames written by one writer
-// goroutine.
+// wsConn is one WebSocket over a hijacked connection: a services.Session
+// reading its messages, and a bounded queue of encoded frames that a
+// writer goroutine, started while there is something to write, sends in
+// batches.
 //
 // # Concurrency
 //
-// Each connection owns: the session's reader (inside Session.Serve, calling
-// recv), a writer goroutine (writer) and a ping timer (startPings). The
-// handler goroutine runs Serve, then closes with the code that fits how the
-// session ended (finish) and waits until the reader has returned.
+// A connection runs: the serve goroutine (Session.Serve, then the close),
+// the session's reader (inside Serve, calling recv), a writer goroutine
+// only while frames are queued, and a ping timer. wmu guards the write
+// queue, rmu who reads. An idle connection holds no buffer and no writer
+// goroutine.
+//
+// # Time bounds
+//
+// Every write to the socket must finish within WriteTimeout, or the
+// connection is dropped at once: a client that stops reading is gone at
+// most WriteTimeout after its writes stall. A close (any code) runs under
+// one deadline of WriteTimeout for writing what it must and waiting for
+// the client's close frame; then the connection is closed whatever state
+// it is in. A queue that stays full for WriteTimeout/2 (a client reading
+// too slowly, or not at all) ends with 4008, dropping the frames not yet
+// written so that the close frame goes out next, within the WriteTimeout/2
+// left; a client that reads again in time gets it.
 type wsConn struct {
 	g      *Gateway
-	c      *websocket.Conn
+	conn   net.Conn
 	binary bool
-	ctx    context.Context // ends when the connection is being torn down
+	ctx    context.Context // ends when the connection fails or closes; the session's parent
 	cancel context.CancelFunc
-	// readCtx is the reader's, ended only by kill: when a read's context
-	// ends, the library drops the TCP connection at once, which would lose
-	// the close frame (1012, 4008) that finish sends.
-	readCtx    context.Context
-	readCancel context.CancelFunc
-	readDone   chan struct{} // closed when a read failed: the peer left
-	readOnce   sync.Once
+	r      *wsReader
 
-	out        chan wsFrame        // encoded frames; bounded by Config.WSWriteQueue
-	queued     *semaphore.Weighted // bytes of queued frames; bounded by Config.WSWriteBytes
-	drain      chan struct{}       // closed by finish: write what is queued, then stop
-	drainOnce  sync.Once
-	writerDone chan struct{} // closed when the writer stops (drained or failed)
+	wmu           sync.Mutex
+	pending       []byte // encoded frames the writer has not taken yet; nil when none
+	pendingFrames int    // data frames in pending
+	pendingBytes  int64  // their budget bytes
+	frames        int    // data frames queued or being written: bounded by WSWriteQueue
+	queued        int64  // their budget bytes: bounded by WSWriteBytes
+	writing       bool   // a writer goroutine runs
+	closeQueued   bool   // a close frame is queued: nothing goes out after it
+	space         chan struct{}
+	closeSent     chan struct{} // closed once the close frame is written
+
+	rmu      sync.Mutex
+	rstate   readerState
+	readErr  error         // why reading ended; set before readDone closes
+	readDone chan struct{} // closed when reading ended
 
 	// handling is set while the session handles a command, which blocks
-	// while its publish queue is full; pongs are only read by Read, so a
+	// while its publish queue is full; pongs are only read by recv, so a
 	// ping unanswered then says nothing about the peer.
 	handling atomic.Bool
+	ponged   atomic.Bool
+
+	pmu          sync.Mutex
+	pingTimer    *time.Timer
+	pingsStopped bool
+	pingSent     bool // only the ping timer's callback uses it
 
 	failOnce sync.Once
 	failErr  error
 	failed   chan struct{}
+
+	deadOnce sync.Once
+	dead     chan struct{} // closed when the TCP connection is closed
 }
+
+// readerState says who reads the connection.
+type readerState int
+
+const (
+	readerOut    readerState = iota // the session's reader is between recv calls (or has not started)
+	readerIn                        // the session's reader is in recv
+	readerCloser                    // the closing code reads: recv fails at once
+	readerDone                      // reading ended (readErr)
+)
 
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	// CORS has checked the origin already when it wraps the server; check
@@ -101,58 +156,143 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, connect.NewError(connect.CodePermissionDenied, errors.New("origin "+o+" is not allowed: add it to --allowed-origins")))
 		return
 	}
+	hs, err := checkHandshake(w, r)
+	if err != nil {
+		writeErrorStatus(w, hs.status, err)
+		return
+	}
 	// The server subscription (the token's channels) resumes after cursor.
 	cursor, err := services.ParseServerCursor(r.URL.Query().Get("cursor"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	// The connection outlives the handler's context once hijacked; it is
-	// ended by cancel, which fail calls: the session then ends too.
+	// The connection outlives the handler: its context ends with the
+	// connection (cancel), and the session's with it.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer cancel()
 	// Refused before the upgrade, so the client sees 429 and Retry-After
 	// (the instance's limit) or which limit to respect (the user's: close
 	// other tabs or connections).
 	sess, err := g.app.NewSession(ctx, cursor)
 	if err != nil {
+		cancel()
 		writeError(w, err)
 		return
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:       []string{SubprotocolJSON, SubprotocolProto},
-		InsecureSkipVerify: true,
-		CompressionMode:    websocket.CompressionDisabled,
-	})
+	conn, pre, err := hs.upgrade(w, g.cfg.WriteTimeout)
 	if err != nil {
+		cancel()
 		sess.Discard()
-		return // Accept wrote the HTTP error
-	}
-	c.SetReadLimit(int64(g.app.MaxMessageBytes()))
-	readCtx, readCancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer readCancel()
-	wc := &wsConn{
-		g:          g,
-		c:          c,
-		binary:     c.Subprotocol() == SubprotocolProto,
-		ctx:        ctx,
-		cancel:     cancel,
-		readCtx:    readCtx,
-		readCancel: readCancel,
-		readDone:   make(chan struct{}),
-		out:        make(chan wsFrame, g.cfg.WSWriteQueue),
-		queued:     semaphore.NewWeighted(int64(g.cfg.WSWriteBytes)),
-		drain:      make(chan struct{}),
-		writerDone: make(chan struct{}),
-		failed:     make(chan struct{}),
-	}
-	if !g.track(wc) {
-		sess.Discard()
-		_ = c.Close(StatusRestart, "server shutting down: reconnect to another instance")
 		return
 	}
-	defer g.untrack(wc)
-	wc.serve(sess)
+	wc := &wsConn{
+		g:         g,
+		conn:      conn,
+		binary:    hs.subprotocol == SubprotocolProto,
+		ctx:       ctx,
+		cancel:    cancel,
+		r:         newWSReader(conn, pre, g.app.MaxMessageBytes(), g.cfg.ReadTimeout),
+		space:     make(chan struct{}, 1),
+		closeSent: make(chan struct{}),
+		readDone:  make(chan struct{}),
+		failed:    make(chan struct{}),
+		dead:      make(chan struct{}),
+	}
+	if !g.track(wc) {
+		cancel()
+		sess.Discard()
+		_ = conn.SetWriteDeadline(time.Now().Add(g.cfg.WriteTimeout))
+		_, _ = conn.Write(appendClose(nil, StatusRestart, "server shutting down: reconnect to another instance"))
+		_ = conn.Close()
+		return
+	}
+	// The handler returns, so that net/http's request state and buffers
+	// are freed while the WebSocket lives on; Drain waits for it.
+	go func() {
+		defer g.untrack(wc)
+		defer cancel()
+		wc.serve(sess)
+	}()
+}
+
+// handshake is a checked opening handshake (RFC 6455 4.2.1).
+type handshake struct {
+	status      int // of the refusal
+	accept      string
+	subprotocol string // "": the client offered none of ours (JSON)
+}
+
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// checkHandshake checks an upgrade request: HTTP/1.1, Upgrade: websocket,
+// Connection: Upgrade, version 13 and a key of 16 bytes. It picks the
+// first of the server's subprotocols the client offers.
+func checkHandshake(w http.ResponseWriter, r *http.Request) (handshake, error) {
+	hs := handshake{status: http.StatusUpgradeRequired}
+	switch {
+	case r.ProtoMajor != 1:
+		return hs, invalid("WebSocket needs HTTP/1.1; this request came over HTTP/" + fmt.Sprint(r.ProtoMajor))
+	case !hasToken(r.Header, "Connection", "upgrade") || !hasToken(r.Header, "Upgrade", "websocket"):
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "websocket")
+		return hs, invalid("not a WebSocket handshake: send Upgrade: websocket and Connection: Upgrade")
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		return hs, invalid("Sec-WebSocket-Version: this server speaks version 13")
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
+		hs.status = http.StatusBadRequest
+		return hs, invalid("Sec-WebSocket-Key: want 16 random bytes in base64")
+	}
+	sum := sha1.Sum([]byte(key + wsGUID))
+	hs.accept = base64.StdEncoding.EncodeToString(sum[:])
+	for _, p := range []string{SubprotocolJSON, SubprotocolProto} {
+		if hasToken(r.Header, "Sec-WebSocket-Protocol", p) {
+			hs.subprotocol = p
+			break
+		}
+	}
+	return hs, nil
+}
+
+// hasToken reports whether the comma-separated lists of header name hold
+// token (case-insensitively).
+func hasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// upgrade hijacks the connection and answers 101. It returns the
+// connection and any bytes the client sent after its handshake (already
+// buffered by net/http), so that none of net/http's buffers stay in use.
+func (hs handshake) upgrade(w http.ResponseWriter, timeout time.Duration) (net.Conn, []byte, error) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, err)
+		return nil, nil, err
+	}
+	var pre []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		p, _ := brw.Reader.Peek(n)
+		pre = bytes.Clone(p)
+	}
+	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + hs.accept + "\r\n"
+	if hs.subprotocol != "" {
+		resp += "Sec-WebSocket-Protocol: " + hs.subprotocol + "\r\n"
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(conn, resp+"\r\n"); err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return conn, pre, nil
 }
 
 // track registers a connection so shutdown can wait for it.
@@ -179,10 +319,10 @@ func (g *Gateway) untrack(wc *wsConn) {
 	g.connsWG.Done()
 }
 
+// kill drops the connection at once, like a crash.
 func (wc *wsConn) kill() {
 	wc.fail(errConnClosed)
-	wc.readCancel() // drops the connection even while a Close is under way
-	_ = wc.c.CloseNow()
+	wc.closeConn()
 }
 
 func (wc *wsConn) fail(err error) {
@@ -193,39 +333,98 @@ func (wc *wsConn) fail(err error) {
 	})
 }
 
+// closeConn closes the TCP connection: every blocked read and write
+// returns.
+func (wc *wsConn) closeConn() {
+	wc.deadOnce.Do(func() {
+		close(wc.dead)
+		_ = wc.conn.Close()
+	})
+}
+
+func (wc *wsConn) isDead() bool {
+	select {
+	case <-wc.dead:
+		return true
+	default:
+		return false
+	}
+}
+
 // serve runs the session, then closes the connection with the code that
 // says how it ended.
 func (wc *wsConn) serve(sess *services.Session) {
-	go wc.writer()
-	wc.startPings()
+	wc.schedulePing(wc.g.cfg.WSPingInterval)
 	err := sess.Serve(wc.recv, wc.send)
+	var violation *wsCloseError
+	var bye *peerClose
 	switch {
 	case errors.Is(err, services.ErrSessionExpired):
 		// A connection opened with a token ends when the token does,
 		// unless a refresh command replaced it in time.
-		wc.finish(StatusPolicy, "token expired: refresh it before it expires, or reconnect with a fresh token and resume from your last positions")
+		wc.close(StatusPolicy, "token expired: refresh it before it expires, or reconnect with a fresh token and resume from your last positions", false, wc.g.cfg.WriteTimeout)
 	case errors.Is(err, services.ErrShuttingDown):
-		wc.finish(StatusRestart, "server shutting down: reconnect (to any instance) and resume from your last positions")
+		wc.close(StatusRestart, "server shutting down: reconnect (to any instance) and resume from your last positions", false, wc.g.cfg.WriteTimeout)
 	case errors.Is(err, services.ErrNotReady):
-		wc.finish(StatusTryAgainLater, "server starting: reconnect in a moment")
+		wc.close(StatusTryAgainLater, "server starting: reconnect in a moment", false, wc.g.cfg.WriteTimeout)
 	case wc.slow():
-		// Best effort: the close frame waits behind the unread frames,
-		// and Close gives up after its own timeout.
-		wc.finish(StatusSlowConsumer, "slow consumer: reconnect and resume from your last positions")
-	case wc.readFailed():
-		// The client closed or broke the connection, or sent a frame over
-		// the limit (the library then closed it with 1009). Publishes it
-		// sent are committed; their acks go out while the connection can
-		// still carry them.
-		wc.finish(websocket.StatusNormalClosure, "")
-		return
+		// What is queued is what the client does not read: the close
+		// frame goes out next instead, within the half of the write
+		// timeout the queue's wait left.
+		wc.close(StatusSlowConsumer, "slow consumer: reconnect and resume from your last positions", true, wc.g.cfg.WriteTimeout/2)
+	case errors.As(wc.readError(), &violation):
+		wc.close(violation.code, violation.reason, true, wc.g.cfg.WriteTimeout)
+	case errors.As(wc.readError(), &bye):
+		// The client closed. Publishes it sent are committed; their acks
+		// go out before the answering close frame.
+		wc.close(bye.code, "", false, wc.g.cfg.WriteTimeout)
 	default:
-		// A write failed: the connection is gone.
-		_ = wc.c.CloseNow()
-		wc.stopWriter()
-		<-wc.writerDone
+		// The connection broke (a read or write failed, a dead peer, a
+		// kill): nothing more can be said on it.
+		wc.closeConn()
+		wc.close(0, "", true, wc.g.cfg.WriteTimeout)
 	}
-	wc.waitReader()
+}
+
+// close sends a close frame with code (0: an empty one) after the queued
+// frames (or instead of them: discard), waits for the client's close frame
+// and closes the connection, all within budget.
+func (wc *wsConn) close(code int, reason string, discard bool, budget time.Duration) {
+	wc.stopPings()
+	wc.cancel()
+	stop := time.AfterFunc(budget, wc.closeConn)
+	defer stop.Stop()
+	if wc.queueClose(code, reason, discard) {
+		select {
+		case <-wc.closeSent:
+		case <-wc.dead:
+		}
+	}
+	// Wait for the client's answer: whoever reads sees it (or EOF), and
+	// drops any message before it.
+	wc.rmu.Lock()
+	state := wc.rstate
+	if state == readerOut {
+		// The session's reader is not reading and may never again: read
+		// here.
+		wc.rstate = readerCloser
+	}
+	wc.rmu.Unlock()
+	if state == readerOut {
+		for {
+			if _, _, err := wc.r.next(wc); err != nil {
+				wc.readEnded(err)
+				break
+			}
+		}
+	}
+	select {
+	case <-wc.readDone:
+	case <-wc.dead:
+	}
+	wc.closeConn()
+	<-wc.readDone
+	wc.r.release()
 }
 
 // slow reports that the connection failed as a slow consumer.
@@ -238,203 +437,284 @@ func (wc *wsConn) slow() bool {
 	}
 }
 
-func (wc *wsConn) readFailed() bool {
+func (wc *wsConn) readError() error {
 	select {
 	case <-wc.readDone:
-		return true
+		return wc.readErr
 	default:
-		return false
+		return nil
 	}
-}
-
-// finish flushes the queued frames (within the write timeout) and closes
-// the connection with code.
-func (wc *wsConn) finish(code websocket.StatusCode, reason string) {
-	wc.stopWriter()
-	select {
-	case <-wc.writerDone:
-	case <-time.After(wc.g.cfg.WriteTimeout):
-	}
-	_ = wc.c.Close(code, reason) // before cancel: see readCtx
-	wc.cancel()
-}
-
-// waitReader waits until the session's reader has seen the connection
-// close.
-func (wc *wsConn) waitReader() {
-	select {
-	case <-wc.readDone:
-	case <-time.After(wc.g.cfg.WriteTimeout):
-		_ = wc.c.CloseNow()
-		<-wc.readDone
-	}
-}
-
-// wsFrame is an encoded frame and the bytes it holds of the budget.
-type wsFrame struct {
-	b []byte
-	n int64
 }
 
 // send is the session's sink: it encodes the frame (an event from its
 // shared encoding) and queues it. The queue is bounded in frames and in
-// bytes; when either is full, send waits up to the write timeout, so a
-// replay burst paces itself to the client, and a client that stops reading
-// is ended as a slow consumer.
+// bytes; when either is full, send waits up to half the write timeout, so
+// a replay burst paces itself to the client, and a client that has fallen
+// that far behind is ended as a slow consumer while the write under way
+// still has time to finish and let the close frame (4008) through.
 func (wc *wsConn) send(f *services.Frame) error {
-	var b []byte
+	b, op := getBuffer(), byte(opText)
 	var err error
 	if wc.binary {
-		b, err = f.AppendBinary(nil)
+		b, err = f.AppendBinary(b)
+		op = opBinary
 	} else {
-		b, err = f.AppendJSON(nil)
+		b, err = f.AppendJSON(b)
 	}
+	defer putBuffer(b)
 	if err != nil {
 		return err
 	}
 	// A frame larger than the whole budget takes all of it.
-	wf := wsFrame{b: b, n: min(int64(len(b)), int64(wc.g.cfg.WSWriteBytes))}
-	if wc.queued.TryAcquire(wf.n) {
-		select {
-		case wc.out <- wf:
+	n := min(int64(len(b)), int64(wc.g.cfg.WSWriteBytes))
+	var timer *time.Timer
+	for {
+		wc.wmu.Lock()
+		switch {
+		case wc.closeQueued || wc.isDead():
+			wc.wmu.Unlock()
+			return errConnClosed
+		case wc.frames < wc.g.cfg.WSWriteQueue && wc.queued+n <= int64(wc.g.cfg.WSWriteBytes):
+			wc.appendFrame(op, b)
+			wc.pendingFrames++
+			wc.pendingBytes += n
+			wc.frames++
+			wc.queued += n
+			wc.startWriter()
+			wc.wmu.Unlock()
 			return nil
-		case <-wc.failed:
-			wc.queued.Release(wf.n)
-			return wc.failErr
-		default:
 		}
-	} else {
-		ctx, cancel := context.WithTimeout(wc.ctx, wc.g.cfg.WriteTimeout)
-		err := wc.queued.Acquire(ctx, wf.n)
-		cancel()
-		if err != nil {
+		wc.wmu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(wc.g.cfg.WriteTimeout / 2)
+			defer timer.Stop()
+		}
+		select {
+		case <-wc.space:
+		case <-wc.failed:
+			return wc.failErr
+		case <-timer.C:
 			return wc.stalled()
 		}
-	}
-	t := time.NewTimer(wc.g.cfg.WriteTimeout)
-	defer t.Stop()
-	select {
-	case wc.out <- wf:
-		return nil
-	case <-wc.failed:
-		wc.queued.Release(wf.n)
-		return wc.failErr
-	case <-t.C:
-		wc.queued.Release(wf.n)
-		return wc.stalled()
 	}
 }
 
 // stalled ends the connection as a slow consumer, unless it already failed.
 func (wc *wsConn) stalled() error {
-	select {
-	case <-wc.failed:
-		return wc.failErr
-	default:
-	}
 	wc.fail(errSlowConsumer)
-	return errSlowConsumer
+	return wc.failErr
 }
 
-func (wc *wsConn) stopWriter() { wc.drainOnce.Do(func() { close(wc.drain) }) }
-
-// writer writes queued frames until stopWriter, then what is still queued.
-func (wc *wsConn) writer() {
-	defer close(wc.writerDone)
-	typ := websocket.MessageText
-	if wc.binary {
-		typ = websocket.MessageBinary
+// appendFrame appends a frame to the pending batch. The caller holds wmu.
+func (wc *wsConn) appendFrame(op byte, payload []byte) {
+	if wc.pending == nil {
+		wc.pending = getBuffer()
 	}
+	wc.pending = appendHeader(wc.pending, op, len(payload))
+	wc.pending = append(wc.pending, payload...)
+}
+
+// startWriter starts the writer unless it runs. The caller holds wmu.
+func (wc *wsConn) startWriter() {
+	if !wc.writing {
+		wc.writing = true
+		go wc.writer()
+	}
+}
+
+// queueControl queues a ping or pong. Control frames are small and not
+// counted against the queue's bounds: a pong must go out even when the
+// queue is full.
+func (wc *wsConn) queueControl(op byte, payload []byte) {
+	wc.wmu.Lock()
+	defer wc.wmu.Unlock()
+	if wc.closeQueued || wc.isDead() {
+		return
+	}
+	wc.appendFrame(op, payload)
+	wc.startWriter()
+}
+
+// queueClose queues the close frame, after the queued frames or instead of
+// those the writer has not taken (discard). It reports false when the
+// connection is gone or a close frame was queued already.
+func (wc *wsConn) queueClose(code int, reason string, discard bool) bool {
+	wc.wmu.Lock()
+	defer wc.wmu.Unlock()
+	if wc.closeQueued || wc.isDead() {
+		return false
+	}
+	if discard {
+		wc.frames -= wc.pendingFrames
+		wc.queued -= wc.pendingBytes
+		wc.pendingFrames, wc.pendingBytes = 0, 0
+		wc.pending = wc.pending[:0]
+	}
+	if wc.pending == nil {
+		wc.pending = getBuffer()
+	}
+	wc.pending = appendClose(wc.pending, code, reason)
+	wc.closeQueued = true
+	wc.startWriter()
+	return true
+}
+
+// writer writes the queued frames: it takes everything pending and writes
+// it with one write, until nothing is pending; then it gives its buffers
+// back and ends. A write must finish within the write timeout: a client
+// that stops reading is dropped then.
+func (wc *wsConn) writer() {
+	var buf []byte
 	for {
-		var f wsFrame
-		select {
-		case f = <-wc.out:
-		case <-wc.drain:
-			select {
-			case f = <-wc.out:
-			default:
-				return
-			}
+		wc.wmu.Lock()
+		if len(wc.pending) == 0 || wc.isDead() {
+			wc.writing = false
+			putBuffer(wc.pending)
+			wc.pending = nil
+			wc.wmu.Unlock()
+			putBuffer(buf)
+			return
 		}
-		// No deadline here: a write cut short would break the frame and
-		// lose the close code. A stalled write is detected by send (the
-		// queue stays full) and by the pings, and ended by closing.
-		err := wc.c.Write(context.Background(), typ, f.b)
-		wc.queued.Release(f.n)
+		buf, wc.pending = wc.pending, buf[:0]
+		frames, n := wc.pendingFrames, wc.pendingBytes
+		wc.pendingFrames, wc.pendingBytes = 0, 0
+		last := wc.closeQueued // nothing is queued after the close frame
+		wc.wmu.Unlock()
+
+		_ = wc.conn.SetWriteDeadline(time.Now().Add(wc.g.cfg.WriteTimeout))
+		_, err := wc.conn.Write(buf)
+		wc.wmu.Lock()
+		wc.frames -= frames
+		wc.queued -= n
+		wc.wmu.Unlock()
+		select {
+		case wc.space <- struct{}{}:
+		default:
+		}
 		if err != nil {
 			wc.fail(err)
-			return
+			wc.closeConn()
+			continue
+		}
+		if last {
+			close(wc.closeSent)
 		}
 	}
 }
 
-// startPings detects dead peers: a ping not answered within the write
-// timeout drops the connection. It runs on a timer, not a goroutine per
-// connection, because most connections are idle most of the time.
-func (wc *wsConn) startPings() {
-	var mu sync.Mutex
-	var t *time.Timer
-	mu.Lock()
-	defer mu.Unlock()
-	t = time.AfterFunc(wc.g.cfg.WSPingInterval, func() {
-		if wc.ctx.Err() != nil {
-			return
-		}
-		// Not derived from wc.ctx: a ping cut short by teardown would
-		// drop the connection before its close frame.
-		ctx, cancel := context.WithTimeout(context.Background(), wc.g.cfg.WriteTimeout)
-		err := wc.c.Ping(ctx)
-		cancel()
-		switch {
-		case wc.ctx.Err() != nil:
-		case err != nil && !wc.handling.Load():
-			wc.fail(errors.New("peer did not answer a ping"))
-		default:
-			mu.Lock()
-			t.Reset(wc.g.cfg.WSPingInterval)
-			mu.Unlock()
-		}
-	})
-	context.AfterFunc(wc.ctx, func() {
-		mu.Lock()
-		t.Stop()
-		mu.Unlock()
-	})
+// schedulePing arms the ping timer.
+func (wc *wsConn) schedulePing(d time.Duration) {
+	wc.pmu.Lock()
+	defer wc.pmu.Unlock()
+	switch {
+	case wc.pingsStopped:
+	case wc.pingTimer == nil:
+		wc.pingTimer = time.AfterFunc(d, wc.pingTick)
+	default:
+		wc.pingTimer.Reset(d)
+	}
 }
 
-// recv reads and decodes the next client frame for the session. A frame
-// that does not decode is reported as a services.ErrBadFrame (the session
-// answers it with an error frame and the connection stays open, as on the
-// Connect RPC); a failed read means the peer left.
+func (wc *wsConn) stopPings() {
+	wc.pmu.Lock()
+	defer wc.pmu.Unlock()
+	wc.pingsStopped = true
+	if wc.pingTimer != nil {
+		wc.pingTimer.Stop()
+	}
+}
+
+// pingTick detects dead peers: it sends a ping, and a write timeout later
+// drops the connection unless a pong came back. It runs on a timer, not a
+// goroutine per connection, because most connections are idle.
+func (wc *wsConn) pingTick() {
+	if wc.ctx.Err() != nil {
+		return
+	}
+	if !wc.pingSent {
+		wc.pingSent = true
+		wc.ponged.Store(false)
+		wc.queueControl(opPing, nil)
+		wc.schedulePing(wc.g.cfg.WriteTimeout)
+		return
+	}
+	wc.pingSent = false
+	if !wc.ponged.Load() && !wc.handling.Load() {
+		wc.fail(errDeadPeer)
+		wc.closeConn()
+		return
+	}
+	wc.schedulePing(wc.g.cfg.WSPingInterval)
+}
+
+// ping answers a client's ping (for the frame reader).
+func (wc *wsConn) ping(payload []byte) { wc.queueControl(opPong, payload) }
+
+// pong notes a client's pong (for the frame reader).
+func (wc *wsConn) pong() { wc.ponged.Store(true) }
+
+// readEnded records why reading ended.
+func (wc *wsConn) readEnded(err error) {
+	wc.rmu.Lock()
+	defer wc.rmu.Unlock()
+	wc.readErr = err
+	wc.rstate = readerDone
+	close(wc.readDone)
+}
+
+// recv reads and decodes the next client message for the session. A
+// message that does not decode is reported as a services.ErrBadFrame (the
+// session answers it with an error frame and the connection stays open, as
+// on the Connect RPC); a protocol violation, the client's close frame or a
+// failed read end the session.
 func (wc *wsConn) recv() (*heraldv1.ConnectRequest, error) {
 	wc.handling.Store(false)
-	typ, data, err := wc.c.Read(wc.readCtx)
-	if err != nil {
-		wc.readOnce.Do(func() { close(wc.readDone) })
-		return nil, err
+	wc.rmu.Lock()
+	if wc.rstate != readerOut {
+		wc.rmu.Unlock()
+		return nil, errConnClosed
 	}
-	req, err := decodeFrame(typ, data)
-	if err != nil {
-		return nil, err
+	wc.rstate = readerIn
+	wc.rmu.Unlock()
+	for {
+		op, data, err := wc.r.next(wc)
+		if err != nil {
+			wc.readEnded(err)
+			return nil, err
+		}
+		wc.wmu.Lock()
+		closing := wc.closeQueued
+		wc.wmu.Unlock()
+		if closing {
+			continue // only the client's close frame matters now
+		}
+		req, err := decodeFrame(op, data)
+		wc.r.release()
+		wc.rmu.Lock()
+		wc.rstate = readerOut
+		wc.rmu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		wc.handling.Store(true)
+		return req, nil
 	}
-	wc.handling.Store(true)
-	return req, nil
 }
 
-// decodeFrame decodes one client frame: protojson in a text frame, protobuf
-// in a binary frame (whichever subprotocol was chosen, the frame type says
-// how it is encoded). Validation happens in the session.
-func decodeFrame(typ websocket.MessageType, data []byte) (*heraldv1.ConnectRequest, error) {
+// decodeFrame decodes one client message: protojson in a text message,
+// protobuf in a binary one (whichever subprotocol was chosen, the frame
+// type says how it is encoded). Validation happens in the session.
+func decodeFrame(op byte, data []byte) (*heraldv1.ConnectRequest, error) {
 	req := &heraldv1.ConnectRequest{}
 	var err error
-	if typ == websocket.MessageBinary {
+	if op == opBinary {
 		err = proto.Unmarshal(data, req)
 	} else {
 		err = services.UnmarshalJSON(data, req)
 	}
 	if err != nil {
 		kind := "JSON"
-		if typ == websocket.MessageBinary {
+		if op == opBinary {
 			kind = "protobuf"
 		}
 		return nil, connect.NewError(connect.CodeInvalidArgument,

@@ -32,7 +32,7 @@ type App struct {
 	hub    *fanout.Hub
 	logger *slog.Logger
 
-	conns     *limits.Conns // long-lived requests, every transport
+	conns     *limits.Conns // open requests and streams, every transport
 	userRates *limits.Keyed // end users' and anonymous addresses' publish rate; nil: unlimited
 	creator   *channelCreator
 }
@@ -70,7 +70,7 @@ func (a *App) Ready() <-chan struct{} { return a.hub.Ready() }
 // (shutdown): every open one has been ended with a resumable status.
 func (a *App) Stopping() <-chan struct{} { return a.hub.Stopped() }
 
-// OpenConnections returns how many long-lived requests are open.
+// OpenConnections returns how many requests (Admit) and streams are open.
 func (a *App) OpenConnections() int { return a.conns.Total() }
 
 // compressMinBytes: messages smaller than this are sent uncompressed

@@ -37,9 +37,10 @@ type Config struct {
 	// Default DefaultMaxMessageBytes.
 	MaxMessageBytes int
 
-	// MaxConnections bounds the long-lived requests of the instance across
-	// transports (Subscribe and Connect streams, WebSockets, SSE streams,
-	// long-polls). MaxConnectionsPerUser bounds one end user's (JWT
+	// MaxConnections bounds the open requests of the instance across
+	// transports: Subscribe and Connect streams, WebSockets, SSE streams,
+	// long-polls for their lifetime, and unary calls admitted with Admit
+	// while they run. MaxConnectionsPerUser bounds one end user's (JWT
 	// identity's); API keys and anonymous callers are not counted per
 	// user. Defaults from limits.Defaults.
 	MaxConnections, MaxConnectionsPerUser int

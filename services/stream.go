@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -89,15 +90,58 @@ func (a *App) admit(ctx context.Context, channels []string) error {
 	return a.authorize(ctx, actSubscribe, channels...)
 }
 
-// acquire counts one more long-lived request (stream, WebSocket, SSE,
-// long-poll) for the caller in ctx, or refuses it with resource_exhausted
-// naming the limit. Call release when it ends.
+// Admit counts a request toward the connection limits (MaxConnections,
+// and MaxConnectionsPerUser for end users) as it arrives, before its body
+// is read, or refuses it with resource_exhausted naming the limit. Every
+// request counts, unary and streaming alike, while it is open. It returns
+// ctx carrying the request's slot: a stream opened in that request (Open,
+// NewSession, a long-poll) takes the slot over rather than counting again,
+// and holds it until the stream ends, even past the request's handler (a
+// WebSocket). done releases the slot unless a stream took it over; call
+// it when the request ends. Safe for concurrent use.
+func (a *App) Admit(ctx context.Context) (_ context.Context, done func(), _ error) {
+	release, err := a.count(ctx)
+	if err != nil {
+		return ctx, nil, err
+	}
+	s := &slot{release: release}
+	return context.WithValue(ctx, slotKey{}, s), s.take, nil
+}
+
+// slot is a request's place in the connection count.
+type slot struct {
+	taken   atomic.Bool
+	release func()
+}
+
+type slotKey struct{}
+
+// take returns the slot's release once: to the stream that takes it over,
+// or to the request's end.
+func (s *slot) take() {
+	if s.taken.CompareAndSwap(false, true) {
+		s.release()
+	}
+}
+
+// acquire gives a long-lived request (stream, WebSocket, SSE, long-poll)
+// its connection slot: the one its request was admitted with (Admit), or,
+// for a request that was not, a new one. Call release when it ends.
+func (a *App) acquire(ctx context.Context) (release func(), err error) {
+	if s, ok := ctx.Value(slotKey{}).(*slot); ok && s.taken.CompareAndSwap(false, true) {
+		return s.release, nil
+	}
+	return a.count(ctx)
+}
+
+// count counts one more request for the caller in ctx, or refuses it with
+// resource_exhausted naming the limit.
 //
 // End users (JWT identities) are counted under their name. API keys are
 // not: one key is typically a whole backend service, whose connections the
 // instance limit bounds. Anonymous callers are not either: they have no
 // stable name, and the instance limit bounds them.
-func (a *App) acquire(ctx context.Context) (release func(), err error) {
+func (a *App) count(ctx context.Context) (release func(), err error) {
 	var user string
 	if id, on := auth.FromContext(ctx); on && id.Kind() == auth.User {
 		user = id.Name()
@@ -107,7 +151,7 @@ func (a *App) acquire(ctx context.Context) (release func(), err error) {
 		var lim *limits.Error
 		if errors.As(err, &lim) && lim.Limit == limits.LimitConnectionsPerUser {
 			// Say what counts: a browser user rarely knows.
-			err = fmt.Errorf("%w (every tab, device and stream of this user on this server counts)", err)
+			err = fmt.Errorf("%w (every tab, device, stream and request of this user on this server counts)", err)
 		}
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
 	}

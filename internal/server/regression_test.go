@@ -68,16 +68,26 @@ func TestWSShutdownCloseCodeEveryConnection(t *testing.T) {
 	}
 }
 
-// TestWSSlowConsumerCloseCode: a client that stalls past the write
-// timeout and then reads again gets the 4008 close frame. (Regression: the
-// reader's Read was cancelled with the connection, dropping it before the
-// close frame.)
+// TestWSSlowConsumerCloseCode: a client that stops reading, and reads
+// again after the server gave up on its full write queue (half the write
+// timeout) but before the stalled write's own deadline, gets the 4008
+// close frame: the frames not yet written are dropped and the close frame
+// goes out next. (Regression: the reader's Read was cancelled with the
+// connection, dropping it before the close frame. A client that never
+// reads again is dropped when its write stalls: TestStalledClientDropped.)
 func TestWSSlowConsumerCloseCode(t *testing.T) {
-	in := startInstance(t, server.Config{Gateway: gateway.Config{WSWriteQueue: 4, WriteTimeout: time.Second, WSPingInterval: time.Hour}})
-	c := grpcClients(in)
+	t.Parallel()
+	in := startInstance(t, server.Config{
+		Gateway: gateway.Config{WSWriteQueue: 4, WriteTimeout: 4 * time.Second, WSPingInterval: time.Hour},
+		Hub:     fanout.Options{QueueSize: 1 << 20, QueueBytes: 1 << 30}, // the hub does not end it first
+	})
 	ctx := t.Context()
-	ws := dialWS(t, ctx, in.base, gateway.SubprotocolProto)
+	ws, _, err := websocket.Dial(ctx, wsURL(in.base), &websocket.DialOptions{HTTPClient: stalledHTTPClient(t, false), Subprotocols: []string{gateway.SubprotocolProto}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer ws.CloseNow()
+	ws.SetReadLimit(1 << 20)
 	if err := wsWrite(ctx, ws, gateway.SubprotocolProto, &heraldv1.ConnectRequest{Id: "s", Command: &heraldv1.ConnectRequest_Subscribe{
 		Subscribe: &heraldv1.SubscribeRequest{Channels: []string{"slow"}}}}); err != nil {
 		t.Fatal(err)
@@ -85,33 +95,30 @@ func TestWSSlowConsumerCloseCode(t *testing.T) {
 	if _, err := wsRead(ctx, ws); err != nil {
 		t.Fatal(err)
 	}
-	data := make([]byte, 60<<10)
+	// Publish until the server gives up: the session then ends, and its
+	// subscription leaves the hub.
+	data := make([]byte, 16<<10)
 	_, _ = rand.Read(data)
-	pubDone := make(chan struct{})
-	go func() {
-		defer close(pubDone)
-		for range 400 {
-			if _, err := c.events.Publish(ctx, connect.NewRequest(&heraldv1.PublishRequest{Channel: "slow", Data: data})); err != nil {
-				return
-			}
+	start := time.Now()
+	for in.srv.Hub().Subscribers() > 0 {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the server did not give up on the stalled connection")
 		}
-	}()
-	defer func() { <-pubDone }()
-	// The server gives up (queue full for WriteTimeout) and closes the
-	// session: its subscription leaves the hub. finish then waits up to 1s
-	// for the writer and Close up to 5s to write the 4008 frame: start
-	// reading again at once.
-	waitFor(t, func() bool { return in.srv.Hub().Subscribers() == 0 })
-	n := 0
-	for {
-		_, _, err := ws.Read(ctx)
+		if _, _, err := in.srv.Log().Append(ctx, []eventlog.Publish{{Channel: "slow", Data: data}}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	for n := 0; ; n++ {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, _, err := ws.Read(rctx)
+		cancel()
 		if err != nil {
 			if websocket.CloseStatus(err) != gateway.StatusSlowConsumer {
 				t.Fatalf("after %d frames: closed with %v, want 4008", n, err)
 			}
 			return
 		}
-		n++
 	}
 }
 

@@ -97,6 +97,13 @@ func (c *Config) defaults() {
 	c.Hub.Logger = c.Logger
 	c.Services.Logger = c.Logger
 	c.Gateway.Logger = c.Logger
+	// The guard applies the gateway's timeouts to every request.
+	if c.Gateway.ReadTimeout <= 0 {
+		c.Gateway.ReadTimeout = gateway.DefaultReadTimeout
+	}
+	if c.Gateway.WriteTimeout <= 0 {
+		c.Gateway.WriteTimeout = gateway.DefaultWriteTimeout
+	}
 	c.Gateway.AllowedHosts = allowedHosts(c.Gateway.AllowedHosts, c.Addr)
 }
 
@@ -172,7 +179,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
-		Handler:           s.gw.CORS(s.authenticate(s.mux)),
+		Handler:           s.gw.CORS(s.authenticate(s.guard(s.mux))),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -245,3 +245,25 @@ func TestSSEShutdownEnd(t *testing.T) {
 		t.Fatalf("after @end: %v, want EOF", err)
 	}
 }
+
+// TestSSEIdleOverHTTP2: an SSE stream over HTTP/2 stays open while idle
+// longer than the write timeout. (Regression: each flush set a write
+// deadline it never cleared, and over HTTP/2 a passed deadline resets the
+// stream even between writes.)
+func TestSSEIdleOverHTTP2(t *testing.T) {
+	t.Parallel()
+	in := startInstance(t, server.Config{Gateway: gateway.Config{WriteTimeout: 300 * time.Millisecond, SSEKeepAlive: time.Hour}})
+	c := grpcClients(in)
+	a := mustPublish(t, c.events, "idle2", "a")
+	s := getSSE(t, h2cClient(), in.base+"/v1/sse?channel=idle2&last_event_id=0", nil)
+	if s.resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s, want HTTP/2", s.resp.Proto)
+	}
+	for s.next(t).id != strconv.FormatInt(a.Position, 10) {
+	}
+	time.Sleep(time.Second) // idle: what is under test
+	ev := mustPublish(t, c.events, "idle2", "b")
+	if got := s.next(t); got.id != strconv.FormatInt(ev.Position, 10) {
+		t.Fatalf("after an idle second: %+v, want event %d", got, ev.Position)
+	}
+}

@@ -347,8 +347,9 @@ func TestOrigins(t *testing.T) {
 	}
 }
 
-// TestConnectionLimit: the instance's connection limit counts long-lived
-// requests of every transport alike, refuses the next one with
+// TestConnectionLimit: the instance's connection limit counts open
+// requests of every transport alike, unary ones included (regression: they
+// were not), refuses the next one with
 // resource_exhausted (429 and Retry-After over HTTP, before a WebSocket
 // upgrade), and frees a slot when one ends.
 func TestConnectionLimit(t *testing.T) {
@@ -393,8 +394,27 @@ func TestConnectionLimit(t *testing.T) {
 	if codeOf(err) != connect.CodeResourceExhausted {
 		t.Fatalf("list with wait at the limit: %v", err)
 	}
-	// Unary calls are not streams: they still work.
-	mustPublish(t, c.events, "lim", "y")
+	// Unary calls count as well: at the limit they are refused too.
+	if _, err := c.events.Publish(t.Context(), connect.NewRequest(&heraldv1.PublishRequest{Channel: "lim", Data: []byte("y")})); codeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("unary publish at the limit: %v", err)
+	}
+	resp, err = http.Post(in.base+"/v1/channels/lim/events", "text/plain", strings.NewReader("y"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("REST publish at the limit: %d", resp.StatusCode)
+	}
+	// Health checks do not count.
+	resp, err = http.Get(in.base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("health check at the limit: %d", resp.StatusCode)
+	}
 
 	// Ending a stream frees its slot.
 	sse.resp.Body.Close()
