@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/server"
 )
 
 // TestDemoPages checks the demo pages as a visitor sees them in headless
@@ -101,6 +102,25 @@ func TestDemoPages(t *testing.T) {
 		resp.Body.Close()
 		feed.wait(t, "the event", `document.querySelector('#empty').hidden && document.querySelector('#events li .payload').textContent === 'hello'`)
 		feed.expectClean(t)
+	})
+
+	t.Run("connection-state", func(t *testing.T) {
+		t.Parallel()
+		in := memoryInstance(t)
+		addr := strings.TrimPrefix(in.base, "http://")
+		for _, c := range []struct{ transport, label string }{
+			{"sse", "Server-Sent Events"}, {"websocket", "WebSocket"}, {"longpoll", "long-polling"},
+		} {
+			p := openPage(t, b, in.base+"/demo/feed.html?channel=s&transport="+c.transport)
+			p.wait(t, "Live over "+c.label, fmt.Sprintf(`document.querySelector('#status').textContent === 'Live%s'`, c.label))
+		}
+		p := openPage(t, b, in.base+"/demo/feed.html?channel=s")
+		pill := `document.querySelector('#status').textContent`
+		p.wait(t, "Live", pill+` === 'LiveServer-Sent Events'`)
+		in.stop()
+		p.wait(t, "Reconnecting", `/^Reconnecting in \d+ sServer-Sent Events$/.test(`+pill+`)`)
+		startInstanceAt(t, server.Config{}, addr)
+		p.wait(t, "Live again", pill+` === 'LiveServer-Sent Events'`)
 	})
 
 	t.Run("chat-authors-times", func(t *testing.T) {
