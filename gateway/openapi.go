@@ -50,7 +50,8 @@ Conventions:
 - Channel names may contain '/': escape it as %2F in paths.
 - Unknown query parameters, malformed numbers, durations, enums and JSON are refused with 400 naming the parameter; nothing is written.
 - Every error has the shape {"code": "invalid_argument", "message": "..."}: code is the stable gRPC/Connect code in snake case, the HTTP status follows from it (as in the Connect protocol).
-- Responses are application/json with Cache-Control: no-store.`
+- Responses are application/json with Cache-Control: no-store, except the streams: GET /v1/sse (text/event-stream) and GET /v1/ws (a WebSocket); their messages are described by the AsyncAPI document at /v1/asyncapi.json.
+- Credentials: a JWT or an API key as Authorization: Bearer; clients that cannot set headers send the same token as the access_token query parameter (GET only) or the herald_token cookie. Without one a request is anonymous, which the server's settings may allow.`
 
 var tagDescriptions = []obj{
 	{"name": tagEvents, "description": "Publish and long-poll (EventService)."},
@@ -196,6 +197,8 @@ func (s *schemas) operation(rt *route) obj {
 	}
 	if longPoll(rt) {
 		op["tags"] = []string{rt.tag, tagStreams}
+		op["description"] = rt.description + "\n\nA long-poll: with `wait` the server may hold the request open that long before it answers, " +
+			"so give the HTTP client a timeout above `wait` (proxies too). A held request counts against the connection limits (429 when full)."
 	}
 	if rt.body != noBody {
 		op["requestBody"] = s.requestBody(rt)
