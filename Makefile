@@ -7,11 +7,13 @@ SHELL := /bin/sh
 GO    ?= go
 NPM   ?= npm
 BUF   := tools/buf/node_modules/.bin/buf
+# The API document linters (Redocly CLI, the AsyncAPI parser).
+APILINT := tools/apilint/node_modules/.bin/redocly
 
 # Outputs of `make generate`; all committed.
 GENERATED := gen third_party/protovalidate
 
-.PHONY: all generate lint check-generate test ci tools clean-tools
+.PHONY: all generate lint lint-api check-generate test ci tools clean-tools
 
 all: generate lint
 
@@ -21,10 +23,14 @@ $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	$(NPM) ci --prefix tools/buf --no-audit --no-fund
 	@touch $@
 
-tools: $(BUF)
+$(APILINT): tools/apilint/package.json tools/apilint/package-lock.json
+	$(NPM) ci --prefix tools/apilint --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+tools: $(BUF) $(APILINT)
 
 clean-tools:
-	rm -rf tools/buf/node_modules
+	rm -rf tools/buf/node_modules tools/apilint/node_modules
 
 generate: $(BUF)
 	$(GO) run ./tools/protovalidate-dump -out third_party/protovalidate
@@ -32,6 +38,11 @@ generate: $(BUF)
 
 lint: $(BUF)
 	$(BUF) lint
+
+# Lint the generated OpenAPI document (Redocly, recommended rules) and
+# validate the AsyncAPI document; `make test` runs the same test.
+lint-api: $(APILINT)
+	$(GO) test -count=1 -run TestAPIDocumentsLint ./gateway/
 
 # Regenerate into the tree and fail if that changed anything, compared with a
 # copy of the generated directories taken before (works whether or not the

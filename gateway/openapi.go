@@ -50,18 +50,25 @@ Conventions:
 - Channel names may contain '/': escape it as %2F in paths.
 - Unknown query parameters, malformed numbers, durations, enums and JSON are refused with 400 naming the parameter; nothing is written.
 - Every error has the shape {"code": "invalid_argument", "message": "..."}: code is the stable gRPC/Connect code in snake case, the HTTP status follows from it (as in the Connect protocol).
-- Responses are application/json with Cache-Control: no-store.`
+- Responses are application/json with Cache-Control: no-store, except the streams: GET /v1/sse (text/event-stream) and GET /v1/ws (a WebSocket); their messages are described by the AsyncAPI document at /v1/asyncapi.json.
+- Credentials: a JWT or an API key as Authorization: Bearer; clients that cannot set headers send the same token as the access_token query parameter (GET only) or the herald_token cookie. Without one a request is anonymous, which the server's settings may allow.`
 
 var tagDescriptions = []obj{
 	{"name": tagEvents, "description": "Publish and long-poll (EventService)."},
 	{"name": tagHistory, "description": "Read and edit a channel's stored events (HistoryService)."},
 	{"name": tagChannels, "description": "Channels and their settings (ChannelService)."},
+	{"name": tagStreams, "description": "Receive a channel's events as they are published: Server-Sent Events, a WebSocket, or long-polling. " +
+		"All three run the same subscription: replay after your cursor, then live, each event once and in position order. " +
+		"The messages of the SSE and WebSocket streams are described by the AsyncAPI document at /v1/asyncapi.json."},
 	{"name": tagMeta, "description": "About the API."},
 }
 
 // errorStatusDesc describes the error responses routes document.
 var errorStatusDesc = map[int]string{
-	http.StatusBadRequest:            "invalid_argument (a parameter or field breaks the rules; nothing was written), failed_precondition or out_of_range.",
+	http.StatusBadRequest:            "invalid_argument (a parameter or field breaks the rules, or an unknown query parameter was given; nothing was written), failed_precondition or out_of_range.",
+	http.StatusUnauthorized:          "unauthenticated: the credential (Authorization header, access_token or herald_token) does not verify, or expired.",
+	http.StatusForbidden:             "permission_denied: the credential, or anonymous access, does not allow this on this channel; or the page's Origin is not allowed (--allowed-origins) or the Host not (--allowed-hosts).",
+	http.StatusTooManyRequests:       "resource_exhausted: a publish rate (per user, connection or address) or a connection limit (long-lived requests per instance or per user) was reached. Retry after Retry-After seconds; the message names the limit.",
 	http.StatusNotFound:              "not_found: unknown channel or event.",
 	http.StatusConflict:              "already_exists.",
 	http.StatusRequestEntityTooLarge: "invalid_argument: the body is larger than the server's limit, or the event data than the channel's or namespace's max event size (the message gives the limit).",
@@ -69,18 +76,25 @@ var errorStatusDesc = map[int]string{
 	http.StatusServiceUnavailable:    "unavailable: the event log is unreachable, or the server is starting or stopping. Retry (publishes with the same idempotency key); Retry-After is set.",
 }
 
-// buildOpenAPI describes restRoutes.
+// buildOpenAPI describes restRoutes, then the endpoints Register serves
+// outside that table (streamEndpoints: SSE, WebSocket, AsyncAPI).
 func buildOpenAPI() obj {
 	s := &schemas{components: obj{}}
 	s.components["Error"] = errorSchema()
 	paths := obj{}
-	for _, rt := range restRoutes {
-		item, _ := paths[rt.path].(obj)
+	add := func(method, path string, op obj) {
+		item, _ := paths[path].(obj)
 		if item == nil {
 			item = obj{}
-			paths[rt.path] = item
+			paths[path] = item
 		}
-		item[strings.ToLower(rt.method)] = s.operation(rt)
+		item[strings.ToLower(method)] = op
+	}
+	for _, rt := range restRoutes {
+		add(rt.method, rt.path, s.operation(rt))
+	}
+	for _, ep := range streamEndpoints {
+		add(ep.method, ep.path, s.endpoint(ep))
 	}
 	return obj{
 		"openapi": "3.1.0",
@@ -89,10 +103,62 @@ func buildOpenAPI() obj {
 			"version":     "v1",
 			"description": apiDescription,
 		},
-		"tags":       tagDescriptions,
-		"paths":      paths,
-		"components": obj{"schemas": s.components},
+		"servers":  openAPIServers,
+		"security": securityFor(http.MethodPost),
+		"tags":     tagDescriptions,
+		"paths":    paths,
+		"components": obj{
+			"schemas":         s.components,
+			"securitySchemes": securitySchemes,
+		},
 	}
+}
+
+// openAPIServers is relative to nothing: the document is served by every
+// instance under whatever name clients use, so the host is a variable
+// whose default is `herald serve`'s default address.
+var openAPIServers = []obj{{
+	"url":         "{scheme}://{host}",
+	"description": "A Herald instance (`herald serve`); every transport is on this one port.",
+	"variables": obj{
+		"scheme": obj{"enum": []string{"http", "https"}, "default": "http",
+			"description": "https when a TLS proxy is in front of Herald."},
+		"host": obj{"default": "127.0.0.1:8080", "description": "host[:port] (`--addr`; the default is 127.0.0.1:8080)."},
+	},
+}}
+
+// Security schemes. JWTs and API keys both travel as `Authorization:
+// Bearer`; clients that cannot set headers (EventSource, the WebSocket
+// constructor) use the access_token query parameter (GET only) or the
+// herald_token cookie (see authn.go). No credential is anonymous, which is
+// allowed when the server runs without --auth-config or a namespace admits
+// anonymous clients; a credential that does not verify gets 401.
+const (
+	secJWT    = "bearerJWT"
+	secAPIKey = "apiKey"
+	secQuery  = "accessTokenQuery"
+	secCookie = "accessTokenCookie"
+)
+
+var securitySchemes = obj{
+	secJWT: obj{"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+		"description": "A JWT verified against the server's keys (--auth-config: HS256 secret, RS/ES/EdDSA keys or a JWKS file or URL). Its claims grant channel patterns; `channels` names channels the server subscribes the connection to."},
+	secAPIKey: obj{"type": "http", "scheme": "bearer",
+		"description": "An API key from --auth-config, sent the same way as a JWT: `Authorization: Bearer <key>`."},
+	secQuery: obj{"type": "apiKey", "in": "query", "name": tokenParam,
+		"description": "The same JWT or API key as a query parameter, for clients that cannot set headers (EventSource, the WebSocket constructor). GET requests only; the server removes it from the request before anything logs it."},
+	secCookie: obj{"type": "apiKey", "in": "cookie", "name": tokenCookie,
+		"description": "The same JWT or API key in a cookie, for same-site pages."},
+}
+
+// securityFor lists the credentials a request with method may carry; the
+// empty requirement says that none is also accepted (anonymous).
+func securityFor(method string) []obj {
+	sec := []obj{{secJWT: []string{}}, {secAPIKey: []string{}}}
+	if method == http.MethodGet {
+		sec = append(sec, obj{secQuery: []string{}})
+	}
+	return append(sec, obj{secCookie: []string{}}, obj{})
 }
 
 func (s *schemas) operation(rt *route) obj {
@@ -126,6 +192,14 @@ func (s *schemas) operation(rt *route) obj {
 	if len(params) > 0 {
 		op["parameters"] = params
 	}
+	if rt.method == http.MethodGet {
+		op["security"] = securityFor(rt.method)
+	}
+	if longPoll(rt) {
+		op["tags"] = []string{rt.tag, tagStreams}
+		op["description"] = rt.description + "\n\nA long-poll: with `wait` the server may hold the request open that long before it answers, " +
+			"so give the HTTP client a timeout above `wait` (proxies too). A held request counts against the connection limits (429 when full)."
+	}
 	if rt.body != noBody {
 		op["requestBody"] = s.requestBody(rt)
 	}
@@ -151,9 +225,11 @@ func (s *schemas) operation(rt *route) obj {
 		}
 		responses[strconv.Itoa(sc.status)] = resp
 	}
-	errStatuses := []int{http.StatusServiceUnavailable}
-	if rt.req != nil {
-		errStatuses = append(errStatuses, http.StatusBadRequest)
+	// Every route refuses unknown query parameters (400), bad credentials
+	// (401) and disallowed origins or actions (403).
+	errStatuses := []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusServiceUnavailable}
+	if rateLimited(rt) {
+		errStatuses = append(errStatuses, http.StatusTooManyRequests)
 	}
 	for _, st := range append(errStatuses, rt.errors...) {
 		responses[strconv.Itoa(st)] = errorResponse(errorStatusDesc[st])
@@ -161,6 +237,18 @@ func (s *schemas) operation(rt *route) obj {
 	responses["default"] = errorResponse("Any other error, in the same shape.")
 	op["responses"] = responses
 	return op
+}
+
+// longPoll reports whether rt can hold the request open (its request has
+// a wait field): it then counts as a long-lived request, like a stream.
+func longPoll(rt *route) bool {
+	return rt.req != nil && rt.req.Descriptor().Fields().ByName("wait") != nil
+}
+
+// rateLimited reports whether rt can be refused with 429: long-polls count
+// against the connection limits, publishes against the publish rates.
+func rateLimited(rt *route) bool {
+	return longPoll(rt) || (rt.req != nil && rt.req.Descriptor().FullName() == "herald.v1.PublishRequest")
 }
 
 func errorResponse(desc string) obj {
@@ -187,9 +275,11 @@ func errorSchema() obj {
 // fields the path binds.
 func (s *schemas) requestBody(rt *route) obj {
 	md := rt.req.Descriptor()
-	schema := s.ref(md)
-	if len(rt.pathParams) > 0 {
-		full := s.components[string(md.FullName())].(obj)
+	var schema obj
+	if len(rt.pathParams) == 0 {
+		schema = s.ref(md)
+	} else {
+		full := s.message(md) // inline, not a component: only this variant is used
 		props := obj{}
 		for k, v := range full["properties"].(obj) {
 			props[k] = v

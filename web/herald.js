@@ -227,6 +227,21 @@ export class Herald {
     return this._request('GET', `${eventsPath(channel)}?${q}`);
   }
 
+  /**
+   * channels lists channels by name, a page at a time (REST GET). Pass the
+   * returned nextPageToken as pageToken for the next page; it is empty on
+   * the last one.
+   * @param {{prefix?: string, pageSize?: number, pageToken?: string}} [opts]
+   * @returns {Promise<{channels?: {name: string, createTime?: string}[], nextPageToken?: string}>}
+   */
+  channels(opts = {}) {
+    const q = new URLSearchParams();
+    for (const k of ['prefix', 'pageSize', 'pageToken']) {
+      if (opts[k] !== undefined && opts[k] !== '') q.set(k, String(opts[k]));
+    }
+    return this._request('GET', `/v1/channels?${q}`);
+  }
+
   /** close ends every subscription and connection; pending publishes reject with "canceled". */
   close() {
     if (this._closed) return;

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -356,13 +358,17 @@ func newBrowser(t *testing.T) context.Context {
 }
 
 // page is one browser tab. It keeps the page's console messages and uncaught
-// exceptions and prints them if the test fails.
+// exceptions and prints them if the test fails, and collects problems (see
+// expectClean).
 type page struct {
 	name string
 	ctx  context.Context
 
-	mu   sync.Mutex
-	logs []string
+	mu       sync.Mutex
+	logs     []string
+	problems []string          // console errors, exceptions, HTTP errors, failed loads
+	requests map[string]string // network request id -> URL
+	loaded   []string          // URLs answered (any status)
 }
 
 func openPage(t *testing.T, browser context.Context, url string) *page {
@@ -391,6 +397,9 @@ func openPage(t *testing.T, browser context.Context, url string) *page {
 
 func (p *page) listen(ev any) {
 	var line string
+	problem := false
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	switch ev := ev.(type) {
 	case *runtime.EventConsoleAPICalled:
 		var args []string
@@ -402,17 +411,53 @@ func (p *page) listen(ev any) {
 			}
 		}
 		line = string(ev.Type) + ": " + strings.Join(args, " ")
+		problem = ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert
 	case *runtime.EventExceptionThrown:
 		line = "exception: " + ev.ExceptionDetails.Text
 		if e := ev.ExceptionDetails.Exception; e != nil {
 			line += " " + e.Description
 		}
+		problem = true
+	case *cdplog.EventEntryAdded: // the browser's own messages: failed loads, CSP, ...
+		line = fmt.Sprintf("browser %s: %s %s", ev.Entry.Level, ev.Entry.Text, ev.Entry.URL)
+		problem = ev.Entry.Level == cdplog.EntryLevelError
+	case *network.EventRequestWillBeSent:
+		if p.requests == nil {
+			p.requests = map[string]string{}
+		}
+		p.requests[string(ev.RequestID)] = ev.Request.URL
+		return
+	case *network.EventResponseReceived:
+		p.loaded = append(p.loaded, ev.Response.URL)
+		if ev.Response.Status < 400 {
+			return
+		}
+		line = fmt.Sprintf("HTTP %d %s", ev.Response.Status, ev.Response.URL)
+		problem = true
+	case *network.EventLoadingFailed:
+		if ev.Canceled {
+			return // the page closed a stream or navigated away
+		}
+		line = fmt.Sprintf("load failed: %s %s", ev.ErrorText, p.requests[string(ev.RequestID)])
+		problem = true
 	default:
 		return
 	}
-	p.mu.Lock()
 	p.logs = append(p.logs, line)
-	p.mu.Unlock()
+	if problem {
+		p.problems = append(p.problems, line)
+	}
+}
+
+// expectClean fails the test when the page logged an error, threw, or a
+// request failed or was answered with an HTTP error (a 404 favicon, say).
+func (p *page) expectClean(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, problem := range p.problems {
+		t.Errorf("%s: %s", p.name, problem)
+	}
 }
 
 // do runs actions in the tab, failing the test after 20s.

@@ -2,10 +2,12 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -648,6 +650,9 @@ var restRoutes = []string{
 	"DELETE /v1/channels/{channel}",
 	"GET /v1/events",
 	"GET /v1/openapi.json",
+	"GET /v1/asyncapi.json",
+	"GET /v1/sse",
+	"GET /v1/ws",
 }
 
 func testOpenAPI(t *testing.T, in *instance) {
@@ -719,6 +724,10 @@ func testOpenAPI(t *testing.T, in *instance) {
 	for i, op := range ops {
 		method, path, _ := strings.Cut(op, " ")
 		spec := doc.Paths[path][strings.ToLower(method)]
+		if path == "/v1/sse" || path == "/v1/ws" {
+			testOpenAPIStream(t, in, path, spec)
+			continue
+		}
 		ch := fmt.Sprintf("openapi-%d", i)
 		ev := restPublish(t, in.base, ch, "x")
 		target := strings.NewReplacer("{channel}", url.PathEscape(ch), "{position}", strconv.FormatInt(ev.Position, 10)).Replace(path)
@@ -743,11 +752,75 @@ func testOpenAPI(t *testing.T, in *instance) {
 			q.Set("cursor", "0")
 		}
 		res := restCall(t, method, in.base+target+"?"+q.Encode(), "", nil)
-		if res.status == 404 || res.status == 405 || res.status >= 500 || bytes.Contains(res.body, []byte("unknown query parameter")) {
+		if res.status == 404 || res.status == 405 || res.status >= 500 || (res.status >= 400 && bytes.Contains(res.body, []byte("unknown query parameter"))) {
 			t.Errorf("%s (%s?%s): %d %s", op, target, q.Encode(), res.status, res.body)
 		}
 		if _, ok := spec.Responses[strconv.Itoa(res.status)]; !ok {
 			t.Errorf("%s answered %d, which it does not document (%s)", op, res.status, res.body)
+		}
+	}
+}
+
+// testOpenAPIStream checks that the streams answer as documented: SSE
+// with text/event-stream, starting with @subscribed; /v1/ws with 426 to a
+// request that is not a WebSocket handshake, and 101 to one.
+func testOpenAPIStream(t *testing.T, in *instance, path string, spec openAPIOperation) {
+	t.Helper()
+	documented := func(status int, contentType string) {
+		t.Helper()
+		resp, ok := spec.Responses[strconv.Itoa(status)].(map[string]any)
+		if !ok {
+			t.Errorf("GET %s answered %d, which it does not document", path, status)
+			return
+		}
+		if contentType == "" {
+			return
+		}
+		mt, _, _ := mime.ParseMediaType(contentType)
+		if content, _ := resp["content"].(map[string]any); content[mt] == nil {
+			t.Errorf("GET %s answered %d with %s, documented %v", path, status, mt, resp["content"])
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	get := func(query string, header ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, "GET", in.base+path+query, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s%s: %v", path, query, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil // a WebSocket now: nothing to read
+		}
+		buf := make([]byte, 512)
+		n, _ := io.ReadAtLeast(resp.Body, buf, 1)
+		return resp, buf[:n]
+	}
+	switch path {
+	case "/v1/sse":
+		resp, body := get("?channel=openapi-sse&last_event_id=0")
+		documented(resp.StatusCode, resp.Header.Get("Content-Type"))
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("retry:")) {
+			t.Errorf("GET /v1/sse: %d %q", resp.StatusCode, body)
+		}
+		resp, _ = get("")
+		documented(resp.StatusCode, resp.Header.Get("Content-Type"))
+	case "/v1/ws":
+		resp, _ := get("")
+		documented(resp.StatusCode, resp.Header.Get("Content-Type"))
+		resp, _ = get("", "Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13",
+			"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol", "herald.v1.json")
+		documented(resp.StatusCode, "")
+		if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Protocol") != "herald.v1.json" {
+			t.Errorf("WebSocket handshake: %d, protocol %q", resp.StatusCode, resp.Header.Get("Sec-WebSocket-Protocol"))
 		}
 	}
 }
