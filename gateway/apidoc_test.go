@@ -126,7 +126,7 @@ func apilintTools(t *testing.T) (redocly, node string) {
 func TestEndpointsServed(t *testing.T) {
 	t.Parallel()
 	mux := http.NewServeMux()
-	New(Config{}).Register(mux)
+	New(nil, Config{}).Register(mux)
 	documented := map[string]bool{}
 	for _, rt := range restRoutes {
 		documented[rt.method+" "+rt.path] = true

@@ -185,7 +185,7 @@ func buildAsyncAPI() obj {
 					"method": "GET",
 					"query": obj{"type": "object", "properties": obj{
 						"cursor":   withDesc(cursorParam, "Resume the @server subscription (the token's channels claim) after this position; left out: live."),
-						tokenParam: obj{"type": "string", "description": "A JWT or API key, for clients that cannot set the Authorization header."},
+						TokenParam: obj{"type": "string", "description": "A JWT or API key, for clients that cannot set the Authorization header."},
 					}},
 					"headers": obj{"type": "object", "properties": obj{
 						"Sec-WebSocket-Protocol": obj{"type": "string", "enum": wsSubprotocols,
@@ -246,7 +246,7 @@ func buildAsyncAPI() obj {
 						"channel":       obj{"type": "array", "items": obj{"type": "string"}, "description": "Channels (repeat or comma-separate); left out: the token's channels claim."},
 						"last_event_id": withDesc(cursorParam, "Resume after this position; the Last-Event-ID header wins. Left out: live."),
 						"event":         obj{"type": "string", "enum": []string{"type", "message"}, "description": "message: name every event message."},
-						tokenParam:      obj{"type": "string", "description": "A JWT or API key, for EventSource, which cannot set headers."},
+						TokenParam:      obj{"type": "string", "description": "A JWT or API key, for EventSource, which cannot set headers."},
 					}},
 					"bindingVersion": "0.3.0",
 				}},

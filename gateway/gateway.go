@@ -131,6 +131,15 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	registerWeb(mux)
 }
 
+// Where credentials may come from besides the Authorization header, for
+// clients that cannot set headers (EventSource, the WebSocket constructor).
+// The wiring layer's authentication reads them; the API documents describe
+// them.
+const (
+	TokenParam  = "access_token"
+	TokenCookie = "herald_token"
+)
+
 // Paths of the streaming endpoints.
 const (
 	wsPath  = "/v1/ws"

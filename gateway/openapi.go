@@ -145,9 +145,9 @@ var securitySchemes = obj{
 		"description": "A JWT verified against the server's keys (--auth-config: HS256 secret, RS/ES/EdDSA keys or a JWKS file or URL). Its claims grant channel patterns; `channels` names channels the server subscribes the connection to."},
 	secAPIKey: obj{"type": "http", "scheme": "bearer",
 		"description": "An API key from --auth-config, sent the same way as a JWT: `Authorization: Bearer <key>`."},
-	secQuery: obj{"type": "apiKey", "in": "query", "name": tokenParam,
+	secQuery: obj{"type": "apiKey", "in": "query", "name": TokenParam,
 		"description": "The same JWT or API key as a query parameter, for clients that cannot set headers (EventSource, the WebSocket constructor). GET requests only; the server removes it from the request before anything logs it."},
-	secCookie: obj{"type": "apiKey", "in": "cookie", "name": tokenCookie,
+	secCookie: obj{"type": "apiKey", "in": "cookie", "name": TokenCookie,
 		"description": "The same JWT or API key in a cookie, for same-site pages."},
 }
 
@@ -377,6 +377,9 @@ func oneofFields(od protoreflect.OneofDescriptor) string {
 
 // field returns the protojson schema of fd and whether its rules require it.
 func (s *schemas) field(fd protoreflect.FieldDescriptor) (obj, bool) {
+	if isPayload(fd) {
+		return payloadSchema(), false
+	}
 	rules := fieldRules(fd)
 	if fd.IsMap() {
 		return obj{"type": "object", "additionalProperties": s.scalar(fd.MapValue())}, false
@@ -391,6 +394,28 @@ func (s *schemas) field(fd protoreflect.FieldDescriptor) (obj, bool) {
 	sch := s.scalar(fd) // a fresh object: OpenAPI 3.1 allows keywords beside $ref
 	applyRules(sch, rules, true)
 	return sch, rules.GetRequired() || rules.GetString().GetMinLen() > 0
+}
+
+// isPayload reports the data of an event, a publish or an edit, which the
+// JSON mapping writes by its format rather than as protojson bytes.
+func isPayload(fd protoreflect.FieldDescriptor) bool {
+	if fd.Name() != "data" || fd.Kind() != protoreflect.BytesKind {
+		return false
+	}
+	switch fd.ContainingMessage().FullName() {
+	case "herald.v1.Event", "herald.v1.PublishRequest", "herald.v1.UpdateEventRequest":
+		return true
+	}
+	return false
+}
+
+// payloadSchema describes data in Herald's JSON mapping: any JSON value.
+func payloadSchema() obj {
+	return obj{"description": "The payload, by `format`: a JSON value (format `DATA_FORMAT_JSON`; " +
+		"in a request, any JSON value other than a string implies it), a string (`DATA_FORMAT_TEXT`; " +
+		"in a request, a string without a format is text), or base64 (`DATA_FORMAT_BYTES`, and events without a format). " +
+		"At most 1 MiB as bytes, and at most the channel's max_event_size.",
+		"examples": []any{map[string]any{"text": "hi"}, "hello"}}
 }
 
 // scalar is the protojson schema of one value of fd.

@@ -7,15 +7,17 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/heraldrt/herald/gateway"
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/services"
 )
 
 // Where credentials may come from besides the Authorization header, for
 // clients that cannot set headers (EventSource, the WebSocket constructor).
+// The gateway documents them (OpenAPI, AsyncAPI): one definition.
 const (
-	tokenParam  = "access_token"
-	tokenCookie = "herald_token"
+	tokenParam  = gateway.TokenParam
+	tokenCookie = gateway.TokenCookie
 )
 
 // authenticate is the one authentication of every transport (gRPC,

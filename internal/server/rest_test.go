@@ -703,7 +703,7 @@ func testOpenAPI(t *testing.T, in *instance) {
 	}
 	for field, want := range map[string]map[string]any{
 		"position":       {"type": "string", "format": "int64"},
-		"data":           {"type": "string", "contentEncoding": "base64"},
+
 		"idempotencyKey": {"type": "string"},
 		"createTime":     {"type": "string", "format": "date-time"},
 		"kind":           {"type": "string"},
@@ -714,6 +714,9 @@ func testOpenAPI(t *testing.T, in *instance) {
 				t.Errorf("Event.%s: %s = %v, want %v", field, k, event.Properties[field][k], v)
 			}
 		}
+	}
+	if _, typed := event.Properties["data"]["type"]; typed || event.Properties["data"]["description"] == nil {
+		t.Errorf("Event.data = %v, want any JSON value, described", event.Properties["data"])
 	}
 	if kinds, _ := event.Properties["kind"]["enum"].([]any); !slices.Contains(kinds, any("EVENT_KIND_PUBLISHED")) {
 		t.Errorf("Event.kind enum %v", kinds)
