@@ -10,6 +10,7 @@ import (
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/metrics"
 )
 
 // App is Herald's application: what every transport calls. Its methods are
@@ -31,6 +32,7 @@ type App struct {
 	log    eventlog.Log
 	hub    *fanout.Hub
 	logger *slog.Logger
+	met    *metrics.Metrics
 
 	conns     *limits.Conns // long-lived requests, every transport
 	userRates *limits.Keyed // end users' and anonymous addresses' publish rate; nil: unlimited
@@ -50,6 +52,7 @@ func New(log eventlog.Log, hub *fanout.Hub, cfg Config) (*App, error) {
 		log:       log,
 		hub:       hub,
 		logger:    cfg.Logger,
+		met:       cfg.Metrics,
 		conns:     lim.NewConns(),
 		userRates: lim.NewUserBuckets(),
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/metrics"
 )
 
 // Limits of one bidirectional session. The configurable ones (publish rate,
@@ -72,6 +73,7 @@ type Session struct {
 	release func() // the connection slot
 	cursor  *int64 // where the server subscription resumes; nil: live
 	rate    *limits.Bucket
+	lag     metrics.Observer // delivery lag of this session's transport
 
 	send     func(*Frame) error
 	sendMu   sync.Mutex // serialises send; guards sendDone and sessionSub.closed
@@ -115,6 +117,7 @@ func (a *App) NewSession(ctx context.Context, serverCursor *int64) (*Session, er
 		release: release,
 		cursor:  serverCursor,
 		rate:    a.connectionRate(ctx),
+		lag:     a.met.Lag(metrics.TransportOf(ctx)),
 		subs:    make(map[string]*sessionSub),
 	}
 	ss.id, ss.authOn = auth.FromContext(ctx)
@@ -293,6 +296,10 @@ func (ss *Session) emitLocked(f *Frame) {
 	if err := ss.send(f); err != nil {
 		ss.sendErr = err
 		ss.cancel(err)
+		return
+	}
+	if f.entry != nil {
+		ss.lag.Delivered(f.entry.Event().CreatedAt)
 	}
 }
 

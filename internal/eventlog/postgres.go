@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldrt/herald/internal/metrics"
 )
 
 // Defaults of PostgresOptions.
@@ -46,6 +48,9 @@ type PostgresOptions struct {
 	// Logger receives the listener's reconnects and failed notifications.
 	// Default slog.Default().
 	Logger *slog.Logger
+	// Metrics receives the writer's batches and the listener's reconnects;
+	// nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 func (o *PostgresOptions) defaults() {
@@ -174,6 +179,9 @@ func (p *Postgres) Append(ctx context.Context, ps []Publish) ([]Published, []err
 	}
 }
 
+// QueueDepth returns how many appends wait for the writer.
+func (p *Postgres) QueueDepth() int { return len(p.queue) }
+
 func publishBytes(p *Publish) int {
 	return len(p.Channel) + len(p.Type) + len(p.Data) + len(p.IdempotencyKey) + len(p.Author) + 16
 }
@@ -287,6 +295,7 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 	}
 	res := make([]Published, n)
 	errs := make([]error, n)
+	start := time.Now()
 	maxID, err := p.publish(wctx, ps, digests, res, errs)
 	if err != nil && pgconn.SafeToRetry(err) {
 		// Nothing reached the server (typically a pooled connection that
@@ -295,6 +304,7 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 		clear(errs)
 		maxID, err = p.publish(wctx, ps, digests, res, errs)
 	}
+	p.opts.Metrics.Batch(n, time.Since(start))
 	if err != nil {
 		err = p.dbErr("append", err)
 		for _, r := range batch {

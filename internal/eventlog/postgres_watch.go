@@ -38,6 +38,7 @@ func (p *Postgres) Watch(ctx context.Context, wake func()) error {
 		// Full jitter over the upper half: instances that lost the
 		// database together do not come back in step.
 		d := backoff/2 + rand.N(backoff/2+1)
+		p.opts.Metrics.ListenReconnect()
 		p.opts.Logger.Warn("eventlog: listener lost its connection; reconnecting",
 			"channel", p.opts.NotifyChannel, "retry_in", d, "err", err)
 		t := time.NewTimer(d)

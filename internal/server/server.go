@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/grpchealth"
@@ -34,6 +35,7 @@ import (
 	"github.com/heraldrt/herald/gateway"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/metrics"
 	"github.com/heraldrt/herald/migrations"
 	"github.com/heraldrt/herald/services"
 )
@@ -54,6 +56,17 @@ type Config struct {
 	RetentionInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain. Default 10s.
 	ShutdownTimeout time.Duration
+
+	// AdminAddr is the admin listener's address: metrics, pprof, health
+	// and the admin console, which must not face the internet. Empty: no
+	// admin listener.
+	AdminAddr string
+	// Metrics, when set, is where every part records its metrics (served
+	// at /metrics on the admin listener). Nil: no metrics.
+	Metrics *metrics.Metrics
+	// ProbeInterval is how often readiness is probed (/readyz, gRPC
+	// health). Default 1s.
+	ProbeInterval time.Duration
 
 	// Postgres configures the PostgreSQL event log (its NOTIFY channel,
 	// batching); its Options.AutoCreate is set from Services.NoAutoCreate.
@@ -89,9 +102,15 @@ func (c *Config) defaults() {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = DefaultProbeInterval
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Postgres.Metrics = c.Metrics
+	c.Hub.Metrics = c.Metrics
+	c.Services.Metrics = c.Metrics
 	c.Postgres.Logger = c.Logger
 	c.Postgres.AutoCreate = !c.Services.NoAutoCreate
 	c.Hub.Logger = c.Logger
@@ -112,6 +131,12 @@ type Server struct {
 	gw     *gateway.Gateway
 	http   *http.Server
 	health *grpchealth.StaticChecker
+
+	adminLn   net.Listener // nil without AdminAddr
+	adminMux  *http.ServeMux
+	adminHTTP *http.Server
+	ready     readyState  // the last readiness probe's findings
+	draining  atomic.Bool // graceful shutdown began: not ready
 
 	killOnce sync.Once
 	kill     chan struct{}
@@ -158,6 +183,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.app = app
 
 	s.health = grpchealth.NewStaticChecker(services.ServiceNames...)
+	s.health.SetStatus("", grpchealth.StatusNotServing) // until the first readiness probe
+	for _, name := range services.ServiceNames {
+		s.health.SetStatus(name, grpchealth.StatusNotServing)
+	}
 	s.mux = http.NewServeMux()
 	app.Register(s.mux)
 	s.gw = gateway.New(app, cfg.Gateway)
@@ -167,12 +196,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /livez", s.livez)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.registerMetrics()
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
-		Handler:           s.gw.CORS(s.authenticate(s.mux)),
+		Handler:           s.gw.CORS(s.instrument(s.authenticate(s.mux))),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -185,7 +217,28 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	s.ln = ln
+	if cfg.AdminAddr != "" {
+		if s.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			_ = ln.Close()
+			s.closePool()
+			return nil, fmt.Errorf("listen on %s (admin): %w", cfg.AdminAddr, err)
+		}
+		s.adminMux = s.adminRoutes()
+		s.adminHTTP = &http.Server{
+			Handler:           s.adminMux,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		}
+	}
 	return s, nil
+}
+
+// AdminAddr returns the address of the admin listener, "" without one.
+func (s *Server) AdminAddr() string {
+	if s.adminLn == nil {
+		return ""
+	}
+	return s.adminLn.Addr().String()
 }
 
 // Addr returns the address the server listens on.
@@ -250,6 +303,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { s.retention(retCtx) })
+	wg.Go(func() { s.monitor(retCtx) })
 	wg.Go(func() { // reloads JWKS keys; returns at once without them
 		if err := s.cfg.Services.Auth.Run(retCtx); err != nil {
 			errc <- fmt.Errorf("auth: %w", err)
@@ -263,6 +317,18 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	s.cfg.Logger.Info("herald listening", "addr", s.Addr())
+	adminDone := make(chan struct{})
+	if s.adminHTTP != nil {
+		go func() {
+			defer close(adminDone)
+			if err := s.adminHTTP.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin http: %w", err)
+			}
+		}()
+		s.cfg.Logger.Info("herald admin listening (metrics, pprof, console)", "addr", s.AdminAddr())
+	} else {
+		close(adminDone)
+	}
 
 	var runErr error
 	killed := false
@@ -280,7 +346,7 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.gw.Drain(killCtx) // wait until the dropped WebSockets' goroutines are gone
 		cancel()
 	} else {
-		s.health.SetStatus("", grpchealth.StatusNotServing)
+		s.drain()
 		shutdownCtx, cancel := context.WithTimeout(base, s.cfg.ShutdownTimeout)
 		defer cancel()
 		shut := make(chan error, 1)
@@ -301,6 +367,10 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	<-serveDone
+	if s.adminHTTP != nil {
+		_ = s.adminHTTP.Close()
+	}
+	<-adminDone
 	stopHub()
 	stopRetention()
 	stopLog()
@@ -319,6 +389,9 @@ func (s *Server) retention(ctx context.Context) {
 			return
 		case now := <-t.C:
 			n, err := s.log.Trim(ctx, now)
+			if err == nil {
+				s.cfg.Metrics.Trim(n)
+			}
 			switch {
 			case err != nil && ctx.Err() == nil:
 				s.cfg.Logger.Warn("retention failed", "err", err)
