@@ -64,6 +64,10 @@ type Config struct {
 	// Metrics, when set, is where every part records its metrics (served
 	// at /metrics on the admin listener). Nil: no metrics.
 	Metrics *metrics.Metrics
+	// ShutdownDelay is how long a graceful shutdown keeps serving, not
+	// ready (/readyz 503), before it stops accepting: the time load
+	// balancers need to notice and send new clients elsewhere. Default 0.
+	ShutdownDelay time.Duration
 	// ProbeInterval is how often readiness is probed (/readyz, gRPC
 	// health). Default 1s.
 	ProbeInterval time.Duration
@@ -347,6 +351,13 @@ func (s *Server) Run(ctx context.Context) error {
 		cancel()
 	} else {
 		s.drain()
+		if d := s.cfg.ShutdownDelay; d > 0 {
+			s.cfg.Logger.Info("not ready; serving on until the load balancers notice", "delay", d)
+			select {
+			case <-time.After(d):
+			case <-s.kill:
+			}
+		}
 		shutdownCtx, cancel := context.WithTimeout(base, s.cfg.ShutdownTimeout)
 		defer cancel()
 		shut := make(chan error, 1)
