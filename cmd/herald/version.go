@@ -68,3 +68,21 @@ func versionString(info *debug.BuildInfo, override string) string {
 	}
 	return "herald " + v + ", " + strings.Join(details, ", ")
 }
+
+// buildVersion returns the version and the VCS revision of this build
+// (for metrics and the instance registry); "" for what is unknown.
+func buildVersion() (string, string) {
+	v := version
+	var rev string
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = info.Main.Version
+		}
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				rev = s.Value
+			}
+		}
+	}
+	return v, rev
+}

@@ -279,4 +279,3 @@ func atLeast(want float64) func(float64) bool {
 func between(lo, hi float64) func(float64) bool {
 	return func(v float64) bool { return v >= lo && v <= hi }
 }
-
