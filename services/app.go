@@ -3,6 +3,7 @@ package services
 import (
 	"log/slog"
 	"net/http"
+	"slices"
 
 	"connectrpc.com/connect"
 
@@ -90,16 +91,17 @@ var ServiceNames = []string{
 
 // Register mounts the RPC services (gRPC, gRPC-Web and Connect) on mux,
 // with the request validation, the message size limit and the codecs that
-// write pre-encoded events; opts add to those (interceptors, say).
+// write pre-encoded events; opts add to those, their interceptors outside
+// the validation (tracing sees the whole call).
 func (a *App) Register(mux *http.ServeMux, opts ...connect.HandlerOption) {
-	all := append([]connect.HandlerOption{
+	all := append(slices.Clone(opts), []connect.HandlerOption{
 		connect.WithInterceptors(Interceptor{}),
 		connect.WithReadMaxBytes(a.cfg.MaxMessageBytes),
 		connect.WithCompressMinBytes(compressMinBytes),
 		connect.WithCodec(binaryCodec{}),
 		connect.WithCodec(jsonCodec{"json"}),
 		connect.WithCodec(jsonCodec{"json; charset=utf-8"}),
-	}, opts...)
+	}...)
 	mux.Handle(heraldv1connect.NewEventServiceHandler(eventService{a}, all...))
 	mux.Handle(heraldv1connect.NewHistoryServiceHandler(historyService{a}, all...))
 	mux.Handle(heraldv1connect.NewChannelServiceHandler(channelService{a}, all...))

@@ -5,9 +5,14 @@ import (
 	"errors"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/metrics"
+	"github.com/heraldrt/herald/internal/telemetry"
 	"github.com/heraldrt/herald/internal/namespace"
 	"github.com/heraldrt/herald/internal/wire"
 )
@@ -71,7 +76,12 @@ func (a *App) publish(ctx context.Context, reqs []publishReq) (out []publishResu
 	if len(ps) == 0 {
 		return out, nil
 	}
-	res, errs, err := a.log.Append(ctx, ps)
+	actx, span := telemetry.Start(ctx, "herald.append", trace.WithAttributes(attribute.Int("herald.events", len(ps))))
+	res, errs, err := a.log.Append(actx, ps)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 	if err != nil {
 		return nil, err
 	}

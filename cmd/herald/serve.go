@@ -16,6 +16,7 @@ import (
 	"github.com/heraldrt/herald/internal/metrics"
 	"github.com/heraldrt/herald/internal/namespace"
 	"github.com/heraldrt/herald/internal/server"
+	"github.com/heraldrt/herald/internal/telemetry"
 	"github.com/heraldrt/herald/migrations"
 	"github.com/heraldrt/herald/services"
 )
@@ -119,6 +120,22 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	if cfg.AdminAddr != "" {
 		cfg.Metrics = metrics.New()
 		cfg.Metrics.SetBuildInfo(buildVersion())
+	}
+	ver, _ := buildVersion()
+	tp, stopTracing, err := telemetry.Setup(ctx, ver)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		cfg.TracerProvider = tp
+		logger.Info("tracing on: exporting spans over OTLP as the OTEL_* environment says")
+		defer func() { // flush what is left
+			flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := stopTracing(flushCtx); err != nil {
+				logger.Warn("tracing: flushing spans at exit", "err", err)
+			}
+		}()
 	}
 	srv, err := server.New(ctx, cfg)
 	if err != nil {

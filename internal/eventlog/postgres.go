@@ -12,9 +12,38 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/heraldrt/herald/internal/metrics"
 )
+
+// batchSpan starts the span of one batch when any of its publishes is
+// traced: a child of the first traced publish (so that a publish shows as
+// one trace down to the commit), linked to every traced publish it
+// carries. Otherwise it returns ctx and a no-op span.
+func batchSpan(ctx context.Context, batch []*appendReq, n int) (context.Context, trace.Span) {
+	var (
+		first trace.Span
+		links []trace.Link
+	)
+	for _, r := range batch {
+		if r.span == nil {
+			continue
+		}
+		if first == nil {
+			first = r.span
+		}
+		links = append(links, trace.Link{SpanContext: r.span.SpanContext()})
+	}
+	if first == nil {
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	ctx = trace.ContextWithSpanContext(ctx, first.SpanContext())
+	return first.TracerProvider().Tracer("github.com/heraldrt/herald").Start(ctx, "herald.writer.batch",
+		trace.WithLinks(links...), trace.WithAttributes(attribute.Int("herald.batch.events", n), attribute.Int("herald.batch.publishes", len(batch))))
+}
 
 // Defaults of PostgresOptions.
 const (
@@ -111,6 +140,7 @@ type appendReq struct {
 	ps      []Publish
 	digests [][]byte // dataSum of each keyed input's data, nil for the others
 	bytes   int
+	span    trace.Span // the caller's span (for the batch's parent and links); nil when not recording
 	state   atomic.Int32
 	done    chan appendResult // buffered: the writer never waits for the caller
 }
@@ -142,6 +172,9 @@ func (p *Postgres) Append(ctx context.Context, ps []Publish) ([]Published, []err
 		return nil, nil, err
 	}
 	r := &appendReq{ps: ps, digests: make([][]byte, len(ps)), done: make(chan appendResult, 1)}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		r.span = span
+	}
 	for i := range ps {
 		r.bytes += publishBytes(&ps[i])
 		if ps[i].IdempotencyKey != "" {
@@ -284,6 +317,8 @@ const (
 func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
+	wctx, span := batchSpan(wctx, batch, n)
+	defer span.End()
 
 	ps := make([]*Publish, 0, n)
 	digests := make([][]byte, 0, n)
@@ -306,6 +341,7 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 	}
 	p.opts.Metrics.Batch(n, time.Since(start))
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		err = p.dbErr("append", err)
 		for _, r := range batch {
 			r.done <- appendResult{err: err}

@@ -36,12 +36,21 @@ const urlFormat = "postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=disable"
 // exist, a TLS mismatch. Every error says what to check, and none shows the
 // password.
 func Connect(ctx context.Context, url string, wait time.Duration, logger *slog.Logger) (*pgxpool.Pool, error) {
+	return connectPool(ctx, url, wait, logger, nil)
+}
+
+// connectPool is Connect with a hook that adjusts the pool's configuration
+// (tracing) before the pool opens.
+func connectPool(ctx context.Context, url string, wait time.Duration, logger *slog.Logger, configure func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, badURL(err)
+	}
+	if configure != nil {
+		configure(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

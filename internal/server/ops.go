@@ -11,11 +11,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"connectrpc.com/otelconnect"
+	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/metrics"
+	"github.com/heraldrt/herald/internal/telemetry"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -241,3 +246,24 @@ func (s *Server) adminRoutes() *http.ServeMux {
 
 // readyState holds the last readiness.
 type readyState = atomic.Pointer[readiness]
+
+// tracePool traces the pool's queries when tracing is on.
+func (s *Server) tracePool(cfg *pgxpool.Config) {
+	if s.cfg.TracerProvider == nil {
+		return
+	}
+	cfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(s.cfg.TracerProvider), otelpgx.WithTrimSQLInSpanName())
+}
+
+// rpcOptions are the handler options of the RPCs: tracing when it is on.
+func (s *Server) rpcOptions() ([]connect.HandlerOption, error) {
+	if s.cfg.TracerProvider == nil {
+		return nil, nil
+	}
+	otel, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(s.cfg.TracerProvider),
+		otelconnect.WithPropagator(telemetry.Propagator()), otelconnect.WithoutMetrics(), otelconnect.WithTrustRemote())
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	return []connect.HandlerOption{connect.WithInterceptors(otel)}, nil
+}

@@ -31,6 +31,7 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/heraldrt/herald/gateway"
 	"github.com/heraldrt/herald/internal/eventlog"
@@ -68,6 +69,10 @@ type Config struct {
 	// ready (/readyz 503), before it stops accepting: the time load
 	// balancers need to notice and send new clients elsewhere. Default 0.
 	ShutdownDelay time.Duration
+	// TracerProvider, when set, traces the RPCs (otelconnect), the
+	// application's steps and the database's queries (otelpgx). Nil: no
+	// tracing.
+	TracerProvider trace.TracerProvider
 	// ProbeInterval is how often readiness is probed (/readyz, gRPC
 	// health). Default 1s.
 	ProbeInterval time.Duration
@@ -163,7 +168,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, kill: make(chan struct{})}
 	if cfg.DatabaseURL != "" {
-		pool, err := Connect(ctx, cfg.DatabaseURL, cfg.DatabaseWait, cfg.Logger)
+		pool, err := connectPool(ctx, cfg.DatabaseURL, cfg.DatabaseWait, cfg.Logger, s.tracePool)
 		if err != nil {
 			return nil, err
 		}
@@ -192,7 +197,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.health.SetStatus(name, grpchealth.StatusNotServing)
 	}
 	s.mux = http.NewServeMux()
-	app.Register(s.mux)
+	rpcOpts, err := s.rpcOptions()
+	if err != nil {
+		s.closePool()
+		return nil, err
+	}
+	app.Register(s.mux, rpcOpts...)
 	s.gw = gateway.New(app, cfg.Gateway)
 	s.gw.Register(s.mux)
 	s.mux.Handle(grpchealth.NewHandler(s.health))
