@@ -12,8 +12,8 @@ import (
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/metrics"
-	"github.com/heraldrt/herald/internal/telemetry"
 	"github.com/heraldrt/herald/internal/namespace"
+	"github.com/heraldrt/herald/internal/telemetry"
 	"github.com/heraldrt/herald/internal/wire"
 )
 
