@@ -38,6 +38,7 @@ type App struct {
 	conns     *limits.Conns // long-lived requests, every transport
 	userRates *limits.Keyed // end users' and anonymous addresses' publish rate; nil: unlimited
 	creator   *channelCreator
+	registry  connRegistry // long-lived connections, for the admin API
 }
 
 // New returns the application over log and hub. It starts no goroutines;

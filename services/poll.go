@@ -119,7 +119,9 @@ func (a *App) openAdmitted(ctx context.Context, channels []string, cursor *int64
 		release()
 		return nil, toConnect(a.logger, "subscribe", err)
 	}
-	st := newStream(ctx, sub, release, a.logger)
+	n := len(sub.Channels())
+	remove := a.registry.add(ctx, func() (int, int) { return 1, n }, func() { sub.Stop(errDisconnected) })
+	st := newStream(ctx, sub, func() { remove(); release() }, a.logger)
 	st.lag = a.met.Lag(metrics.TransportOf(ctx))
 	return st, nil
 }

@@ -107,7 +107,6 @@ func (a *App) NewSession(ctx context.Context, serverCursor *int64) (*Session, er
 	if err != nil {
 		return nil, err
 	}
-	release = sync.OnceFunc(release)
 	sctx, cancel := context.WithCancelCause(ctx)
 	ss := &Session{
 		app:     a,
@@ -122,7 +121,20 @@ func (a *App) NewSession(ctx context.Context, serverCursor *int64) (*Session, er
 	}
 	ss.id, ss.authOn = auth.FromContext(ctx)
 	ss.pub.init(ss)
+	remove := a.registry.add(ctx, ss.counts, func() { cancel(ErrDisconnected) })
+	ss.release = sync.OnceFunc(func() { remove(); release() })
 	return ss, nil
+}
+
+// counts returns the session's subscriptions and their channels together.
+func (ss *Session) counts() (subs, channels int) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, e := range ss.subs {
+		subs++
+		channels += len(e.sub.Channels())
+	}
+	return subs, channels
 }
 
 // Discard gives up a session that will not be served (the transport
@@ -243,6 +255,8 @@ func (ss *Session) endError(fallback error) error {
 	switch {
 	case ss.expired.Load():
 		return ErrSessionExpired
+	case context.Cause(ss.ctx) == ErrDisconnected:
+		return ErrDisconnected
 	case sendErr != nil:
 		// Checked before the request's context: a transport may end that
 		// context when a send fails.

@@ -231,14 +231,14 @@ func (e *End) ConnectError() *connect.Error {
 }
 
 // errTokenExpired is why a stream whose credential expired was stopped.
-var errTokenExpired error = stopCause("token expired")
+var errTokenExpired error = stopCause{"token expired", metrics.EndTokenExpired}
 
 // stopCause is why the services stopped a subscription; it names its
 // metrics label (fanout counts ended subscriptions by reason).
-type stopCause string
+type stopCause struct{ msg, reason string }
 
-func (c stopCause) Error() string         { return string(c) }
-func (c stopCause) MetricsReason() string { return metrics.EndTokenExpired }
+func (c stopCause) Error() string         { return c.msg }
+func (c stopCause) MetricsReason() string { return c.reason }
 
 // endOf describes how a subscription ended, for the client to resume. The
 // log's own error (an outage's) is logged, not shown.

@@ -122,6 +122,7 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 		cfg.Metrics.SetBuildInfo(buildVersion())
 	}
 	ver, _ := buildVersion()
+	cfg.Version = ver
 	tp, stopTracing, err := telemetry.Setup(ctx, ver)
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Namespace prefixes every metric.
@@ -56,6 +57,7 @@ const (
 	EndShutdown     = "shutdown"
 	EndUnavailable  = "unavailable"
 	EndStopped      = "stopped"
+	EndDisconnected = "disconnected" // by an operator (admin API)
 )
 
 // Why the hub read the log.
@@ -168,7 +170,7 @@ func New() *Metrics {
 	for _, r := range []string{ResultOK, ResultDuplicate, ResultRefused, ResultFailed} {
 		m.published.WithLabelValues(r)
 	}
-	for _, r := range []string{EndSlowConsumer, EndTokenExpired, EndShutdown, EndUnavailable, EndStopped} {
+	for _, r := range []string{EndSlowConsumer, EndTokenExpired, EndShutdown, EndUnavailable, EndStopped, EndDisconnected} {
 		m.subsEnded.WithLabelValues(r)
 	}
 	for _, c := range []string{WakeNotify, WakePoll, WakeCatchUp} {
@@ -381,4 +383,84 @@ func (m *Metrics) Probe(logHead, lag int64, ready bool) {
 	} else {
 		m.ready.Set(0)
 	}
+}
+
+// Hist is a cumulative histogram read from the registry.
+type Hist struct {
+	Bounds []float64
+	Counts []uint64 // Counts[i] observations <= Bounds[i]
+	Count  uint64
+	Sum    float64
+}
+
+// Snapshot is what the admin API shows of the metrics.
+type Snapshot struct {
+	Connections   map[string]int64 // open, by transport
+	Subscriptions map[string]int64
+	Published     uint64 // events committed (ok)
+	Delivered     uint64 // events written to subscribers, every transport
+	Lag           Hist   // delivery lag, every transport
+	Batch         Hist   // writer batch sizes
+	QueueDepth    int64
+}
+
+// Snapshot reads the current values.
+func (m *Metrics) Snapshot() (Snapshot, error) {
+	s := Snapshot{Connections: map[string]int64{}, Subscriptions: map[string]int64{}}
+	if m == nil {
+		return s, nil
+	}
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		return s, err
+	}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			label := ""
+			for _, lp := range mt.GetLabel() {
+				label = lp.GetValue()
+			}
+			switch mf.GetName() {
+			case Namespace + "_connections_open":
+				s.Connections[label] = int64(mt.GetGauge().GetValue())
+			case Namespace + "_subscriptions_open":
+				s.Subscriptions[label] = int64(mt.GetGauge().GetValue())
+			case Namespace + "_events_published_total":
+				if label == ResultOK {
+					s.Published = uint64(mt.GetCounter().GetValue())
+				}
+			case Namespace + "_writer_queue_depth":
+				s.QueueDepth = int64(mt.GetGauge().GetValue())
+			case Namespace + "_delivery_lag_seconds":
+				s.Lag.add(mt.GetHistogram())
+				s.Delivered = s.Lag.Count
+			case Namespace + "_writer_batch_events":
+				s.Batch.add(mt.GetHistogram())
+			}
+		}
+	}
+	return s, nil
+}
+
+// add sums h into the histogram (every label set has the same buckets).
+func (h *Hist) add(p interface {
+	GetSampleCount() uint64
+	GetSampleSum() float64
+	GetBucket() []*dto.Bucket
+}) {
+	bs := p.GetBucket()
+	if h.Bounds == nil {
+		h.Bounds = make([]float64, len(bs))
+		h.Counts = make([]uint64, len(bs))
+		for i, b := range bs {
+			h.Bounds[i] = b.GetUpperBound()
+		}
+	}
+	for i, b := range bs {
+		if i < len(h.Counts) {
+			h.Counts[i] += b.GetCumulativeCount()
+		}
+	}
+	h.Count += p.GetSampleCount()
+	h.Sum += p.GetSampleSum()
 }

@@ -73,6 +73,11 @@ type Config struct {
 	// application's steps and the database's queries (otelpgx). Nil: no
 	// tracing.
 	TracerProvider trace.TracerProvider
+	// Version is the running version, shown by the admin API.
+	Version string
+	// HeartbeatInterval is how often the instance announces itself in the
+	// database for the admin console. Default DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
 	// ProbeInterval is how often readiness is probed (/readyz, gRPC
 	// health). Default 1s.
 	ProbeInterval time.Duration
@@ -111,6 +116,9 @@ func (c *Config) defaults() {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
 	if c.ProbeInterval <= 0 {
 		c.ProbeInterval = DefaultProbeInterval
 	}
@@ -146,6 +154,7 @@ type Server struct {
 	adminHTTP *http.Server
 	ready     readyState  // the last readiness probe's findings
 	draining  atomic.Bool // graceful shutdown began: not ready
+	inst      instance    // this instance, for the instance registry
 
 	killOnce sync.Once
 	kill     chan struct{}
@@ -166,7 +175,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Services.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, kill: make(chan struct{})}
+	s := &Server{cfg: cfg, kill: make(chan struct{}), inst: newInstance()}
 	if cfg.DatabaseURL != "" {
 		pool, err := connectPool(ctx, cfg.DatabaseURL, cfg.DatabaseWait, cfg.Logger, s.tracePool)
 		if err != nil {
@@ -238,8 +247,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("listen on %s (admin): %w", cfg.AdminAddr, err)
 		}
 		s.adminMux = s.adminRoutes()
+		if err := s.mountAdmin(s.adminMux); err != nil {
+			_ = ln.Close()
+			_ = s.adminLn.Close()
+			s.closePool()
+			return nil, err
+		}
 		s.adminHTTP = &http.Server{
 			Handler:           s.adminMux,
+			Protocols:         &protocols,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		}
@@ -318,6 +334,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { s.retention(retCtx) })
 	wg.Go(func() { s.monitor(retCtx) })
+	wg.Go(func() { s.heartbeat(retCtx) })
 	wg.Go(func() { // reloads JWKS keys; returns at once without them
 		if err := s.cfg.Services.Auth.Run(retCtx); err != nil {
 			errc <- fmt.Errorf("auth: %w", err)
