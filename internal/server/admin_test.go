@@ -118,7 +118,9 @@ func TestAdminAuth(t *testing.T) {
 	t.Parallel()
 	in, key := authInstance(t, func(c *server.Config) { c.AdminAddr = "127.0.0.1:0"; c.Metrics = metrics.New() })
 	ctx := t.Context()
-	req := func() *connect.Request[heraldv1.GetStatsRequest] { return connect.NewRequest(&heraldv1.GetStatsRequest{}) }
+	req := func() *connect.Request[heraldv1.GetStatsRequest] {
+		return connect.NewRequest(&heraldv1.GetStatsRequest{})
+	}
 	if _, err := adminClient(in).GetStats(ctx, req()); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Errorf("without a credential: %v, want unauthenticated", err)
 	}
