@@ -52,7 +52,7 @@ function chart(el, series, opts = {}) {
   const u = new uPlot({
     width: width(), height: 200,
     scales: { x: { time: true }, ...(opts.scales || {}) },
-    axes: opts.axes || [{}, { size: 60 }],
+    axes: (opts.axes || [{}, { size: 60 }]).map((ax, i) => i === 0 ? { ...ax, space: 90, values: (u, vals) => vals.map(clock) } : ax),
     legend: { live: true },
     series: [{}, ...series.map((s, i) => ({ stroke: s.color || COLORS[i % COLORS.length], width: 2, points: { show: false }, spanGaps: true, ...s }))],
   }, [[], ...series.map(() => [])], $(el));
@@ -68,6 +68,8 @@ const charts = {
   writer: chart("c-writer", [{ label: "batch (events)", color: "#9333ea", scale: "b" }, { label: "hub lag (positions)", color: "#db2777", scale: "l" }],
     { scales: { b: {}, l: {} }, axes: [{}, { scale: "b", size: 50 }, { scale: "l", side: 1, size: 50, grid: { show: false } }] }),
 };
+
+function clock(t) { return new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false }); }
 
 function push(arr, v) { arr.push(v); if (arr.length > KEEP) arr.shift(); }
 
@@ -214,11 +216,21 @@ function startTail(ch) {
   source.onerror = () => { $("tail-state").textContent = "reconnecting…"; };
   source.addEventListener("@end", (m) => { $("tail-state").textContent = "ended: " + m.data; });
 }
+// readable shows base64 data (protobuf JSON's bytes) as text when it is
+// UTF-8 without control characters, else as it came.
+function readable(b64) {
+  try {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return /[\x00-\x08\x0e-\x1f]/.test(text) ? b64 : text;
+  } catch { return b64; }
+}
+
 function addEvent(m) {
   let ev;
   try { ev = JSON.parse(m.data); } catch { ev = { data: m.data }; }
   const body = document.querySelector("#tail-events tbody");
-  const data = ev.data === undefined ? "" : typeof ev.data === "string" ? ev.data : JSON.stringify(ev.data);
+  const data = ev.data === undefined ? "" : typeof ev.data === "string" ? readable(ev.data) : JSON.stringify(ev.data);
   const row = `<tr><td class="num">${esc(ev.position || m.lastEventId)}</td><td>${esc(ev.type || "")}</td>
     <td>${esc(ev.createTime ? new Date(ev.createTime).toLocaleTimeString() : "")}</td><td class="data">${esc(data)}</td></tr>`;
   body.insertAdjacentHTML("afterbegin", row);
