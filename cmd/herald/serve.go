@@ -43,6 +43,7 @@ func serveFlags(o *serveSettings, stdout io.Writer) *envFlags {
 	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, server.DefaultAddr, "address to listen on (gRPC, gRPC-Web, Connect, WebSocket, SSE, REST; h2c and HTTP/1.1)")
 	fs.String(&cfg.DatabaseURL, "database-url", dbKeys, "", "PostgreSQL URL; empty runs the embedded in-memory log")
 	databaseWait(fs, &cfg.DatabaseWait)
+	fs.String(&cfg.ListenDatabaseURL, "listen-database-url", []string{"HERALD_LISTEN_DATABASE_URL"}, "", "direct PostgreSQL URL for LISTEN and migrations, when --database-url goes through a pooler in transaction mode (PgBouncer), where LISTEN does not work; without it new events reach subscribers only at each --poll-interval")
 	fs.Bool(&o.autoCreate, "auto-create-channels", []string{"HERALD_AUTO_CREATE_CHANNELS"}, true, "publishing to an unknown channel creates it; false makes it fail with not_found")
 	fs.String(&cfg.Postgres.NotifyChannel, "notify-channel", []string{"HERALD_NOTIFY_CHANNEL"}, eventlog.DefaultNotifyChannel, "PostgreSQL LISTEN/NOTIFY channel shared by the instances")
 	fs.Duration(&cfg.Hub.PollInterval, "poll-interval", []string{"HERALD_POLL_INTERVAL"}, fanout.DefaultPollInterval, "safety poll of the log when no notification arrives")

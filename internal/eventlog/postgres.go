@@ -77,6 +77,11 @@ type PostgresOptions struct {
 	// Logger receives the listener's reconnects and failed notifications.
 	// Default slog.Default().
 	Logger *slog.Logger
+	// ListenURL, when set, is where Watch opens its LISTEN connection
+	// instead of the pool's database: a direct (session) connection when
+	// the pool goes through a pooler in transaction mode (PgBouncer),
+	// where LISTEN does not work.
+	ListenURL string
 	// Metrics receives the writer's batches and the listener's reconnects;
 	// nil records nothing.
 	Metrics *metrics.Metrics

@@ -141,7 +141,9 @@ func TestContainerImage(t *testing.T) {
 		t.Error("/metrics on the admin port of the container")
 	}
 	out, _ = run(t, time.Minute, podman, "top", name, "user", "comm")
-	t.Logf("podman top: %s", strings.TrimSpace(out))
+	if !strings.Contains(out, "nonroot") {
+		t.Errorf("herald does not run as the non-root user in the container:\n%s", out)
+	}
 
 	// SIGTERM: a graceful stop, exit 0.
 	if out, err := run(t, time.Minute, podman, "stop", "--time", "20", name); err != nil {

@@ -37,7 +37,6 @@ import (
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/metrics"
-	"github.com/heraldrt/herald/migrations"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -49,6 +48,12 @@ type Config struct {
 	Addr string
 	// DatabaseURL selects PostgreSQL; empty runs the embedded memory log.
 	DatabaseURL string
+	// ListenDatabaseURL, when set, is a direct connection to the same
+	// database for what needs a session: the LISTEN connection and the
+	// migrations' lock. Set it when DatabaseURL goes through a pooler in
+	// transaction mode (PgBouncer), where LISTEN does not work: without it
+	// the hub sees new events only at its safety poll.
+	ListenDatabaseURL string
 	// DatabaseWait is how long New waits for PostgreSQL to accept
 	// connections, retrying while it is down or starting (see Connect).
 	// Zero: one attempt.
@@ -129,6 +134,7 @@ func (c *Config) defaults() {
 	c.Hub.Metrics = c.Metrics
 	c.Services.Metrics = c.Metrics
 	c.Postgres.Logger = c.Logger
+	c.Postgres.ListenURL = c.ListenDatabaseURL
 	c.Postgres.AutoCreate = !c.Services.NoAutoCreate
 	c.Hub.Logger = c.Logger
 	c.Services.Logger = c.Logger
@@ -155,6 +161,9 @@ type Server struct {
 	ready     readyState  // the last readiness probe's findings
 	draining  atomic.Bool // graceful shutdown began: not ready
 	inst      instance    // this instance, for the instance registry
+	// lastLogHead is the log's head at the previous readiness probe (-1:
+	// none yet).
+	lastLogHead atomic.Int64
 
 	killOnce sync.Once
 	kill     chan struct{}
@@ -176,14 +185,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, kill: make(chan struct{}), inst: newInstance()}
+	s.lastLogHead.Store(-1)
 	if cfg.DatabaseURL != "" {
 		pool, err := connectPool(ctx, cfg.DatabaseURL, cfg.DatabaseWait, cfg.Logger, s.tracePool)
 		if err != nil {
 			return nil, err
 		}
-		if err := migrations.Up(ctx, pool); err != nil {
+		if err := s.migrate(ctx, pool); err != nil {
 			pool.Close()
-			return nil, fmt.Errorf("apply migrations: %w", err)
+			return nil, err
 		}
 		s.pool = pool
 		s.log = eventlog.OpenPostgres(pool, cfg.Postgres)
