@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,6 +224,23 @@ func TestMetrics(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("promtool check metrics: %v\n%s", err, out)
+		}
+		// The alert rules recommended in docs/operations.md.
+		doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, found := strings.Cut(string(doc), "<!-- promtool: rules -->\n```yaml\n")
+		rules, _, closed := strings.Cut(rest, "```")
+		if !found || !closed {
+			t.Fatal("docs/operations.md has no rules block after <!-- promtool: rules -->")
+		}
+		path := filepath.Join(t.TempDir(), "rules.yaml")
+		if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.CommandContext(t.Context(), promtool, "check", "rules", path).CombinedOutput(); err != nil {
+			t.Errorf("promtool check rules (docs/operations.md): %v\n%s", err, out)
 		}
 	})
 }
