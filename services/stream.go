@@ -172,8 +172,12 @@ func (st *Stream) handOut(m fanout.Message) {
 // measured from their creation to now. Call it from the goroutine that
 // calls Next.
 func (st *Stream) Written() {
+	if len(st.written) == 0 {
+		return
+	}
+	now := time.Now()
 	for _, t := range st.written {
-		st.lag.Delivered(t)
+		st.lag.DeliveredAt(t, now)
 	}
 	st.written = st.written[:0]
 }

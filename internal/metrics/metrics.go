@@ -80,7 +80,7 @@ type Metrics struct {
 	subsEnded      *prometheus.CounterVec
 	published      *prometheus.CounterVec
 	publishSeconds *prometheus.HistogramVec
-	deliveryLag    *prometheus.HistogramVec
+	deliveryLag    *lagHistogram
 	batchSize      prometheus.Histogram
 	commitSeconds  prometheus.Histogram
 	dispatched     prometheus.Counter
@@ -120,8 +120,9 @@ func New() *Metrics {
 		Help: "Events submitted for publishing, by result: ok (committed), duplicate (idempotency key seen), refused (the request's fault), failed (the server's)."}, []string{"result"})
 	m.publishSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "publish_duration_seconds",
 		Help: "Time from a publish request's arrival in the application to its acknowledgement (after commit), by protocol.", Buckets: latencyBuckets}, []string{"protocol"})
-	m.deliveryLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "delivery_lag_seconds",
-		Help: "Time from an event's creation in the log (its commit) to its write to a subscriber, by transport.", Buckets: latencyBuckets}, []string{"transport"})
+	m.deliveryLag = newLagHistogram(prometheus.NewDesc(Namespace+"_delivery_lag_seconds",
+		"Time from an event's creation in the log (its commit) to its write to a subscriber, by transport.", []string{"transport"}, nil),
+		latencyBuckets, Transports)
 	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Subsystem: "writer", Name: "batch_events",
 		Help: "Events written by one statement of the writer.", Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000}})
 	m.commitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Subsystem: "writer", Name: "commit_duration_seconds",
@@ -281,23 +282,35 @@ func (m *Metrics) Lag(transport string) Observer {
 	if m == nil {
 		return Observer{}
 	}
-	return Observer{m.deliveryLag.WithLabelValues(transport)}
+	return Observer{m.deliveryLag, m.deliveryLag.shard(transport)}
 }
 
 // Observer observes the delivery lag of events on one transport. The zero
 // Observer records nothing.
-type Observer struct{ o prometheus.Observer }
+type Observer struct {
+	h *lagHistogram
+	s *lagShard
+}
 
 // Delivered observes an event created at created and written now.
 func (o Observer) Delivered(created time.Time) {
-	if o.o == nil || created.IsZero() {
+	if o.s == nil || created.IsZero() {
 		return
 	}
-	o.o.Observe(time.Since(created).Seconds())
+	o.s.observe(o.h.bounds, time.Since(created))
+}
+
+// DeliveredAt is Delivered for an event written at now, so that a batch of
+// writes reads the clock once.
+func (o Observer) DeliveredAt(created, now time.Time) {
+	if o.s == nil || created.IsZero() {
+		return
+	}
+	o.s.observe(o.h.bounds, now.Sub(created))
 }
 
 // Enabled reports whether the observer records.
-func (o Observer) Enabled() bool { return o.o != nil }
+func (o Observer) Enabled() bool { return o.s != nil }
 
 // Batch observes one writer statement of n events that took d.
 func (m *Metrics) Batch(n int, d time.Duration) {
