@@ -20,6 +20,7 @@ import (
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/metrics"
 	"github.com/heraldrt/herald/internal/server"
 	"github.com/heraldrt/herald/services"
@@ -246,23 +247,40 @@ func TestMetrics(t *testing.T) {
 }
 
 // TestMetricsSlowConsumerAndRefusals checks the counters of what goes
-// wrong: a subscriber ended as a slow consumer, a connection refused by
-// the instance limit, and (memory log) no writer metrics.
+// wrong or is cut short: a connection refused by the instance limit, a
+// subscriber ended as a slow consumer, retention removing events, and a
+// replay that finds its history truncated; and that the memory log exports
+// no writer metrics.
 func TestMetricsSlowConsumerAndRefusals(t *testing.T) {
 	t.Parallel()
-	m := metrics.New()
 	in := startInstance(t, server.Config{
-		AdminAddr: "127.0.0.1:0", Metrics: m,
-		Services: services.Config{MaxConnections: 1},
+		AdminAddr: "127.0.0.1:0", Metrics: metrics.New(), RetentionInterval: 100 * time.Millisecond,
+		Services: services.Config{MaxConnections: 1}, Hub: fanout.Options{QueueSize: 16},
 	})
-	hc := h2cClient()
-	c := newClients(in.base, hc, connect.WithGRPC())
-	st := subscribe(t, c.events, []string{"a"}, nil)
-	st.next(t)
-	// The second long-lived request is refused by --max-connections.
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	admin := in.srv.AdminAddr()
+	pub := newClients(in.base, h2cClient(), connect.WithGRPC())
+	// The subscriber has its own connection with small HTTP/2 windows and
+	// does not read until everything is published (as in
+	// TestSlowConsumerOverGRPC).
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	small := &http.Client{Transport: &http.Transport{Protocols: &p, HTTP2: &http.HTTP2Config{
+		MaxReceiveBufferPerConnection: 64 << 10, MaxReceiveBufferPerStream: 64 << 10,
+	}}}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	s2, err := c.events.Subscribe(ctx, connect.NewRequest(&heraldv1.SubscribeRequest{Channels: []string{"b"}}))
+	slow, err := newClients(in.base, small, connect.WithGRPC()).events.Subscribe(ctx,
+		connect.NewRequest(&heraldv1.SubscribeRequest{Channels: []string{"firehose"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	waitFor(t, func() bool {
+		return scrapeMetrics(t, admin).must(t, "herald_subscriptions_open", "transport", "grpc") == 1
+	})
+
+	// The second long-lived request is refused by --max-connections.
+	s2, err := pub.events.Subscribe(ctx, connect.NewRequest(&heraldv1.SubscribeRequest{Channels: []string{"b"}}))
 	if err == nil {
 		s2.Receive()
 		err = s2.Err()
@@ -271,14 +289,63 @@ func TestMetricsSlowConsumerAndRefusals(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeResourceExhausted {
 		t.Fatalf("second stream: %v, want resource_exhausted", err)
 	}
-	s := scrapeMetrics(t, in.srv.AdminAddr())
-	if v := s.must(t, "herald_connections_refused_total", "transport", "grpc", "reason", "connections_per_instance"); v != 1 {
-		t.Errorf("connections_refused_total{grpc,connections_per_instance} = %v, want 1", v)
+
+	data := string(make([]byte, 32<<10))
+	for range 600 {
+		mustPublish(t, pub.events, "firehose", data)
+	}
+	for slow.Receive() {
+	}
+	if connect.CodeOf(slow.Err()) != connect.CodeResourceExhausted {
+		t.Fatalf("slow subscriber ended with %v, want resource_exhausted", slow.Err())
+	}
+
+	// Retention keeps one event of "keep"; a replay from 0 then finds its
+	// history truncated.
+	if _, err := pub.channels.CreateChannel(ctx, connect.NewRequest(&heraldv1.CreateChannelRequest{
+		Name: "keep", Settings: &heraldv1.ChannelSettings{MaxEvents: ptr(int64(1))}})); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		mustPublish(t, pub.events, "keep", "x")
+	}
+	waitFor(t, func() bool {
+		v, _ := scrapeMetrics(t, admin).value("herald_retention_events_removed_total")
+		return v >= 2
+	})
+	slow.Close() // frees the one connection slot
+	waitFor(t, func() bool {
+		return scrapeMetrics(t, admin).must(t, "herald_connections_open", "transport", "grpc") == 0
+	})
+	replay := subscribe(t, pub.events, []string{"keep"}, ptr(int64(0)))
+	if sub := replay.next(t).GetSubscribed(); sub == nil || !sub.HistoryTruncated {
+		t.Fatalf("replay from 0 of a trimmed channel: %v, want history_truncated", sub)
+	}
+	replay.events(t, 1)
+
+	s := scrapeMetrics(t, admin)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   func(float64) bool
+		says   string
+	}{
+		{"herald_connections_refused_total", []string{"transport", "grpc", "reason", "connections_per_instance"}, eq(1), "== 1"},
+		{"herald_subscriptions_ended_total", []string{"reason", "slow_consumer"}, eq(1), "== 1"},
+		{"herald_retention_runs_total", nil, atLeast(1), ">= 1"},
+		{"herald_retention_events_removed_total", nil, atLeast(2), ">= 2"},
+		{"herald_replays_total", nil, atLeast(1), ">= 1"},
+		{"herald_replayed_events_total", nil, atLeast(1), ">= 1"},
+		{"herald_replays_truncated_total", nil, eq(1), "== 1"},
+	} {
+		if v, ok := s.value(c.name, c.labels...); !ok || !c.want(v) {
+			t.Errorf("%s%v = %v (present %v), want %s", c.name, c.labels, v, ok, c.says)
+		}
 	}
 	if _, ok := s.value("herald_writer_queue_depth"); ok {
 		t.Error("writer_queue_depth exported on the memory log, which has no writer")
 	}
-	st.stop()
+	replay.stop()
 }
 
 func histogram(s scrape, name, transport string) *dto.Histogram {
