@@ -350,20 +350,24 @@ func (ss *Session) handle(req *heraldv1.ConnectRequest) {
 		ss.unsubscribe(req.Id, c.Unsubscribe.SubscriptionId)
 	case *heraldv1.ConnectRequest_Publish:
 		actx := ss.authCtx()
+		refuse := func(err error) {
+			ss.app.met.Published(metrics.ResultRefused, 1)
+			ss.emit(ss.errorFrame(req.Id, "publish", err))
+		}
 		pol, err := ss.app.policy(actx, actPublish, c.Publish.Channel)
 		if err != nil {
-			ss.emit(ss.errorFrame(req.Id, "publish", err))
+			refuse(err)
 			return
 		}
 		// The connection's bucket first: a connection over its own rate
 		// then spends none of its user's, which the user's other
 		// connections share.
 		if err := limits.CheckPublish(time.Now(), ss.rate, nil, "", 1); err != nil {
-			ss.emit(ss.errorFrame(req.Id, "publish", connect.NewError(connect.CodeResourceExhausted, err)))
+			refuse(connect.NewError(connect.CodeResourceExhausted, err))
 			return
 		}
 		if err := ss.app.checkUserRate(actx); err != nil {
-			ss.emit(ss.errorFrame(req.Id, "publish", err))
+			refuse(err)
 			return
 		}
 		ss.pub.enqueue(pubCmd{id: req.Id, req: publishReq{req: c.Publish, pol: pol}})
