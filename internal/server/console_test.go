@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/chromedp/chromedp"
+	"github.com/golang-jwt/jwt/v5"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
@@ -115,4 +116,23 @@ func shot(t *testing.T, p *page, name string) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", path)
+}
+
+// TestConsoleSignIn: with authentication on, the console asks for a
+// credential; a key without the admin scope is refused, and an admin token
+// shows the instance.
+func TestConsoleSignIn(t *testing.T) {
+	t.Parallel()
+	browser := newBrowser(t)
+	in, key := authInstance(t, func(c *server.Config) { c.AdminAddr = "127.0.0.1:0"; c.Metrics = metrics.New() })
+	p := openPage(t, browser, "http://"+in.srv.AdminAddr()+"/admin/")
+	p.wait(t, "the sign-in form", `!document.getElementById('auth').hidden && document.getElementById('error').dataset.code === 'unauthenticated'`)
+	signIn := func(cred string) {
+		p.do(t, chromedp.SetValue(chromedp.CSS("#token"), cred), chromedp.Click(chromedp.CSS("#auth button")))
+	}
+	signIn(key) // publish/subscribe/history only
+	p.wait(t, "the refusal of a key without the admin scope", `!document.getElementById('auth').hidden && document.getElementById('error').dataset.code === 'permission_denied'`)
+	signIn(token(t, "root", time.Hour, jwt.MapClaims{"scopes": []string{"admin"}}))
+	p.wait(t, "this instance listed", `document.querySelectorAll('#instances tbody tr.self').length === 1`)
+	p.wait(t, "the ready pill", `document.getElementById('ready').textContent === 'ready' && document.getElementById('error').hidden`)
 }

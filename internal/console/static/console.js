@@ -30,6 +30,7 @@ function showError(err) {
   const box = $("error");
   if (!err) { box.hidden = true; return; }
   box.hidden = false;
+  box.dataset.code = err.code || "";
   box.textContent = err.message;
   if (err.code === "unauthenticated" || err.code === "permission_denied") {
     $("auth").hidden = false;
