@@ -91,8 +91,9 @@ func TestContainerImage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("podman run %s version: %v\n%s\n(set HERALD_PODMAN_RUN_ARGS to the arguments this machine needs)", tag, err, out)
 	}
-	if !strings.HasPrefix(out, "herald ") {
-		t.Errorf("herald version in the image: %q", out)
+	rev, _ := run(t, time.Minute, "git", "rev-parse", "HEAD")
+	if !strings.HasPrefix(out, "herald ") || !strings.Contains(out, "revision "+strings.TrimSpace(rev)) {
+		t.Errorf("herald version in the image: %q, want the version and revision %s", out, rev)
 	}
 
 	// Serve against the test database, as the non-root user.
