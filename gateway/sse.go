@@ -164,6 +164,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		if sw.flush() != nil {
 			return
 		}
+		st.Written() // delivery lag, for the metrics
 		if err != nil && !errors.Is(err, services.ErrWouldBlock) {
 			g.sseEnd(sw, err)
 			return

@@ -10,6 +10,7 @@ import (
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/metrics"
 )
 
 // App is Herald's application: what every transport calls. Its methods are
@@ -31,10 +32,12 @@ type App struct {
 	log    eventlog.Log
 	hub    *fanout.Hub
 	logger *slog.Logger
+	met    *metrics.Metrics
 
 	conns     *limits.Conns // open requests and streams, every transport
 	userRates *limits.Keyed // end users' and anonymous addresses' publish rate; nil: unlimited
 	creator   *channelCreator
+	registry  connRegistry // long-lived connections, for the admin API
 }
 
 // New returns the application over log and hub. It starts no goroutines;
@@ -50,6 +53,7 @@ func New(log eventlog.Log, hub *fanout.Hub, cfg Config) (*App, error) {
 		log:       log,
 		hub:       hub,
 		logger:    cfg.Logger,
+		met:       cfg.Metrics,
 		conns:     lim.NewConns(),
 		userRates: lim.NewUserBuckets(),
 	}
@@ -87,16 +91,20 @@ var ServiceNames = []string{
 
 // Register mounts the RPC services (gRPC, gRPC-Web and Connect) on mux,
 // with the request validation, the message size limit and the codecs that
-// write pre-encoded events; opts add to those (interceptors, say).
+// write pre-encoded events; opts add to those, their interceptors outside
+// the validation (tracing sees the whole call).
 func (a *App) Register(mux *http.ServeMux, opts ...connect.HandlerOption) {
-	all := append([]connect.HandlerOption{
-		connect.WithInterceptors(Interceptor{}),
+	// Defaults first, so that opts may override them; the validation
+	// interceptor last, so that opts' interceptors (tracing) wrap it.
+	all := []connect.HandlerOption{
 		connect.WithReadMaxBytes(a.cfg.MaxMessageBytes),
 		connect.WithCompressMinBytes(compressMinBytes),
 		connect.WithCodec(binaryCodec{}),
 		connect.WithCodec(jsonCodec{"json"}),
 		connect.WithCodec(jsonCodec{"json; charset=utf-8"}),
-	}, opts...)
+	}
+	all = append(all, opts...)
+	all = append(all, connect.WithInterceptors(Interceptor{}))
 	mux.Handle(heraldv1connect.NewEventServiceHandler(eventService{a}, all...))
 	mux.Handle(heraldv1connect.NewHistoryServiceHandler(historyService{a}, all...))
 	mux.Handle(heraldv1connect.NewChannelServiceHandler(channelService{a}, all...))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/metrics"
 	"github.com/heraldrt/herald/internal/namespace"
 )
 
@@ -73,6 +74,9 @@ type Config struct {
 	Namespaces *namespace.Set
 
 	Logger *slog.Logger
+	// Metrics receives admissions, publishes and deliveries; nil records
+	// nothing.
+	Metrics *metrics.Metrics
 }
 
 // Validate reports every setting out of range, as New would.

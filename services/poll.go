@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/metrics"
 )
 
 // catchUpTimeout bounds how long a poll without wait lets the hub catch up
@@ -118,7 +119,11 @@ func (a *App) openAdmitted(ctx context.Context, channels []string, cursor *int64
 		release()
 		return nil, toConnect(a.logger, "subscribe", err)
 	}
-	return newStream(ctx, sub, release, a.logger), nil
+	n := len(sub.Channels())
+	remove := a.registry.add(ctx, func() (int, int) { return 1, n }, func() { sub.Stop(errDisconnected) })
+	st := newStream(ctx, sub, func() { remove(); release() }, a.logger)
+	st.lag = a.met.Lag(metrics.TransportOf(ctx))
+	return st, nil
 }
 
 // errPollWait refuses a long-poll of history in a shape it cannot have.

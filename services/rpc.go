@@ -49,6 +49,7 @@ func (s eventService) Subscribe(ctx context.Context, req *connect.Request[herald
 		if err := conn.Send(subscribeFrame{it}); err != nil {
 			return err
 		}
+		st.Written()
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/metrics"
 )
 
 // Limits of one bidirectional session. The configurable ones (publish rate,
@@ -72,6 +73,7 @@ type Session struct {
 	release func() // the connection slot
 	cursor  *int64 // where the server subscription resumes; nil: live
 	rate    *limits.Bucket
+	lag     metrics.Observer // delivery lag of this session's transport
 
 	send     func(*Frame) error
 	sendMu   sync.Mutex // serialises send; guards sendDone and sessionSub.closed
@@ -105,7 +107,6 @@ func (a *App) NewSession(ctx context.Context, serverCursor *int64) (*Session, er
 	if err != nil {
 		return nil, err
 	}
-	release = sync.OnceFunc(release)
 	sctx, cancel := context.WithCancelCause(ctx)
 	ss := &Session{
 		app:     a,
@@ -115,11 +116,25 @@ func (a *App) NewSession(ctx context.Context, serverCursor *int64) (*Session, er
 		release: release,
 		cursor:  serverCursor,
 		rate:    a.connectionRate(ctx),
+		lag:     a.met.Lag(metrics.TransportOf(ctx)),
 		subs:    make(map[string]*sessionSub),
 	}
 	ss.id, ss.authOn = auth.FromContext(ctx)
 	ss.pub.init(ss)
+	remove := a.registry.add(ctx, ss.counts, func() { cancel(ErrDisconnected) })
+	ss.release = sync.OnceFunc(func() { remove(); release() })
 	return ss, nil
+}
+
+// counts returns the session's subscriptions and their channels together.
+func (ss *Session) counts() (subs, channels int) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, e := range ss.subs {
+		subs++
+		channels += len(e.sub.Channels())
+	}
+	return subs, channels
 }
 
 // Discard gives up a session that will not be served (the transport
@@ -240,6 +255,8 @@ func (ss *Session) endError(fallback error) error {
 	switch {
 	case ss.expired.Load():
 		return ErrSessionExpired
+	case context.Cause(ss.ctx) == ErrDisconnected:
+		return ErrDisconnected
 	case sendErr != nil:
 		// Checked before the request's context: a transport may end that
 		// context when a send fails.
@@ -293,6 +310,10 @@ func (ss *Session) emitLocked(f *Frame) {
 	if err := ss.send(f); err != nil {
 		ss.sendErr = err
 		ss.cancel(err)
+		return
+	}
+	if f.entry != nil {
+		ss.lag.Delivered(f.entry.Event().CreatedAt)
 	}
 }
 
@@ -329,20 +350,24 @@ func (ss *Session) handle(req *heraldv1.ConnectRequest) {
 		ss.unsubscribe(req.Id, c.Unsubscribe.SubscriptionId)
 	case *heraldv1.ConnectRequest_Publish:
 		actx := ss.authCtx()
+		refuse := func(err error) {
+			ss.app.met.Published(metrics.ResultRefused, 1)
+			ss.emit(ss.errorFrame(req.Id, "publish", err))
+		}
 		pol, err := ss.app.policy(actx, actPublish, c.Publish.Channel)
 		if err != nil {
-			ss.emit(ss.errorFrame(req.Id, "publish", err))
+			refuse(err)
 			return
 		}
 		// The connection's bucket first: a connection over its own rate
 		// then spends none of its user's, which the user's other
 		// connections share.
 		if err := limits.CheckPublish(time.Now(), ss.rate, nil, "", 1); err != nil {
-			ss.emit(ss.errorFrame(req.Id, "publish", connect.NewError(connect.CodeResourceExhausted, err)))
+			refuse(connect.NewError(connect.CodeResourceExhausted, err))
 			return
 		}
 		if err := ss.app.checkUserRate(actx); err != nil {
-			ss.emit(ss.errorFrame(req.Id, "publish", err))
+			refuse(err)
 			return
 		}
 		ss.pub.enqueue(pubCmd{id: req.Id, req: publishReq{req: c.Publish, pol: pol}})

@@ -14,6 +14,7 @@ import (
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/metrics"
 )
 
 // OpenRequest says what to subscribe to.
@@ -33,6 +34,8 @@ var ErrWouldBlock = fanout.ErrWouldBlock
 // One goroutine calls Next/TryNext; Close may be called from any.
 type Stream struct {
 	sub     *fanout.Subscription
+	lag     metrics.Observer
+	written []time.Time // creation times of the events handed out since Written
 	release func()
 	expiry  *time.Timer
 	logger  *slog.Logger
@@ -50,6 +53,7 @@ func (a *App) Open(ctx context.Context, req OpenRequest) (*Stream, error) {
 		return nil, err
 	}
 	if err := a.admit(ctx, channels); err != nil {
+		a.met.ConnRefused(ctx, connect.CodeOf(err).String())
 		return nil, err
 	}
 	return a.openAdmitted(ctx, channels, req.Cursor)
@@ -149,13 +153,19 @@ func (a *App) count(ctx context.Context) (release func(), err error) {
 	release, err = a.conns.Acquire(user)
 	if err != nil {
 		var lim *limits.Error
-		if errors.As(err, &lim) && lim.Limit == limits.LimitConnectionsPerUser {
+		reason := "limit"
+		if errors.As(err, &lim) {
+			reason = string(lim.Limit)
+		}
+		a.met.ConnRefused(ctx, reason)
+		if lim != nil && lim.Limit == limits.LimitConnectionsPerUser {
 			// Say what counts: a browser user rarely knows.
 			err = fmt.Errorf("%w (every tab, device, stream and request of this user on this server counts)", err)
 		}
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
 	}
-	return release, nil
+	closed, free := a.met.ConnOpened(ctx), release
+	return func() { closed(); free() }, nil
 }
 
 // Subscribed describes where the stream starts (the cursor, and whether
@@ -179,6 +189,7 @@ func (st *Stream) Next(ctx context.Context) (Item, error) {
 	if err != nil {
 		return Item{}, st.endOf(err)
 	}
+	st.handOut(m)
 	return itemOf(st.sub.Channels(), m), nil
 }
 
@@ -189,7 +200,30 @@ func (st *Stream) TryNext(ctx context.Context) (Item, error) {
 	if err != nil {
 		return Item{}, st.endOf(err)
 	}
+	st.handOut(m)
 	return itemOf(st.sub.Channels(), m), nil
+}
+
+// handOut remembers an event handed to the transport, for Written.
+func (st *Stream) handOut(m fanout.Message) {
+	if st.lag.Enabled() && m.Entry != nil {
+		st.written = append(st.written, m.Entry.Event().CreatedAt)
+	}
+}
+
+// Written tells the stream that the transport has written (and flushed)
+// every item Next and TryNext returned so far: their delivery lag is
+// measured from their creation to now. Call it from the goroutine that
+// calls Next.
+func (st *Stream) Written() {
+	if len(st.written) == 0 {
+		return
+	}
+	now := time.Now()
+	for _, t := range st.written {
+		st.lag.DeliveredAt(t, now)
+	}
+	st.written = st.written[:0]
 }
 
 // ErrClosed is returned by a stream's Next after Close.
@@ -245,7 +279,14 @@ func (e *End) ConnectError() *connect.Error {
 }
 
 // errTokenExpired is why a stream whose credential expired was stopped.
-var errTokenExpired = errors.New("token expired")
+var errTokenExpired error = stopCause{"token expired", metrics.EndTokenExpired}
+
+// stopCause is why the services stopped a subscription; it names its
+// metrics label (fanout counts ended subscriptions by reason).
+type stopCause struct{ msg, reason string }
+
+func (c stopCause) Error() string         { return c.msg }
+func (c stopCause) MetricsReason() string { return c.reason }
 
 // endOf describes how a subscription ended, for the client to resume. The
 // log's own error (an outage's) is logged, not shown.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+	"github.com/heraldrt/herald/internal/telemetry"
 )
 
 // Interceptor enforces the protovalidate rules of proto/herald/v1 on every
@@ -28,7 +29,10 @@ func (Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			return next(ctx, req)
 		}
 		if msg, ok := req.Any().(proto.Message); ok {
-			if err := validateMsg(msg); err != nil {
+			_, span := telemetry.Start(ctx, "herald.validate")
+			err := validateMsg(msg)
+			span.End()
+			if err != nil {
 				return nil, err
 			}
 		}

@@ -260,7 +260,7 @@ type serveProc struct {
 // give --addr) and waits until it answers /healthz.
 func startServer(t *testing.T, dir string, env []string, args ...string) *serveProc {
 	t.Helper()
-	env = append(env, "HERALD_ADDR=127.0.0.1:0")
+	env = append(env, "HERALD_ADDR=127.0.0.1:0", "HERALD_ADMIN_ADDR=127.0.0.1:0")
 	p := startProc(t, dir, env, heraldBinary(t), append([]string{"serve"}, args...)...)
 	return awaitServe(t, p, fmt.Sprintf("herald serve %v", args))
 }

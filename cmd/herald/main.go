@@ -39,14 +39,17 @@ Usage:
   herald tail    [flags] CHANNEL...    print events as they arrive; resumes after disconnects
   herald keygen  [flags] NAME [SCOPE...] make an API key: prints the key once, and the
                                        apiKeys entry (its hash) for --auth-config
+  herald config  check FILE | defaults check a configuration file (every error with its line),
+                                       or print a complete commented one
   herald version                       print the version and the source revision
 
 Run "herald COMMAND --help" for the flags of a command. Every flag can also be
-set by an environment variable, shown in its help (HERALD_*, DATABASE_URL).
+set by an environment variable, shown in its help (HERALD_*, DATABASE_URL), and
+those of serve in a YAML file (--config): flag > environment > file > default.
 `
 
 // commands are the subcommands, for "herald help CMD" and for suggestions.
-var commands = []string{"serve", "migrate", "publish", "tail", "keygen", "version", "help"}
+var commands = []string{"serve", "migrate", "publish", "tail", "keygen", "config", "version", "help"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -74,6 +77,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = tail(ctx, args, stdout)
 	case "keygen":
 		err = keygen(args, stdout)
+	case "config":
+		err = configCmd(ctx, args, stdout)
 	case "version", "--version", "-version":
 		err = printVersion(args, stdout)
 	case "help", "-h", "-help", "--help":
@@ -125,6 +130,10 @@ type envFlags struct {
 	summary string // what the command does
 	stdout  io.Writer
 	errs    []error // bad environment values, reported by parse
+	// Per flag: its own default (before the environment's) and its
+	// environment variables, for the configuration file (config.go).
+	defaults map[string]string
+	envKeys  map[string][]string
 }
 
 // newFlags returns the flag set of "herald cmd": args is the synopsis of
@@ -133,7 +142,14 @@ type envFlags struct {
 func newFlags(cmd, args, summary string, stdout io.Writer) *envFlags {
 	fs := flag.NewFlagSet("herald "+cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // parse reports errors itself, in one line
-	return &envFlags{FlagSet: fs, cmd: cmd, args: args, summary: summary, stdout: stdout}
+	return &envFlags{FlagSet: fs, cmd: cmd, args: args, summary: summary, stdout: stdout,
+		defaults: map[string]string{}, envKeys: map[string][]string{}}
+}
+
+// note records a flag's own default and environment variables.
+func (f *envFlags) note(name string, keys []string, def string) {
+	f.defaults[name] = def
+	f.envKeys[name] = keys
 }
 
 func (f *envFlags) envOr(keys []string, def string) (string, string) {
@@ -150,11 +166,13 @@ func envHelp(keys []string, help string) string {
 }
 
 func (f *envFlags) String(p *string, name string, keys []string, def, help string) {
+	f.note(name, keys, def)
 	v, _ := f.envOr(keys, def)
 	f.StringVar(p, name, v, envHelp(keys, help))
 }
 
 func (f *envFlags) Bool(p *bool, name string, keys []string, def bool, help string) {
+	f.note(name, keys, strconv.FormatBool(def))
 	v, k := f.envOr(keys, strconv.FormatBool(def))
 	b, err := strconv.ParseBool(v)
 	f.envErr(err, k, v, name, false)
@@ -162,6 +180,7 @@ func (f *envFlags) Bool(p *bool, name string, keys []string, def bool, help stri
 }
 
 func (f *envFlags) Int(p *int, name string, keys []string, def int, help string) {
+	f.note(name, keys, strconv.Itoa(def))
 	v, k := f.envOr(keys, strconv.Itoa(def))
 	n, err := strconv.Atoi(v)
 	f.envErr(err, k, v, name, 0)
@@ -169,6 +188,7 @@ func (f *envFlags) Int(p *int, name string, keys []string, def int, help string)
 }
 
 func (f *envFlags) Float64(p *float64, name string, keys []string, def float64, help string) {
+	f.note(name, keys, strconv.FormatFloat(def, 'g', -1, 64))
 	v, k := f.envOr(keys, strconv.FormatFloat(def, 'g', -1, 64))
 	n, err := strconv.ParseFloat(v, 64)
 	f.envErr(err, k, v, name, 0.0)
@@ -176,6 +196,7 @@ func (f *envFlags) Float64(p *float64, name string, keys []string, def float64, 
 }
 
 func (f *envFlags) Duration(p *time.Duration, name string, keys []string, def time.Duration, help string) {
+	f.note(name, keys, def.String())
 	v, k := f.envOr(keys, def.String())
 	d, err := time.ParseDuration(v)
 	f.envErr(err, k, v, name, time.Duration(0))

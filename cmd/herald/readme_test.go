@@ -255,7 +255,7 @@ func (r *readmeRun) rewrite(text string, srv *serveProc) string {
 func (r *readmeRun) startServe(t *testing.T, e example, env []string) *serveProc {
 	t.Helper()
 	script := r.rewrite(e.text, r.mainOr(nil))
-	p := startProc(t, r.dir, append(env, "HERALD_ADDR=127.0.0.1:0"), "bash", "-c", script)
+	p := startProc(t, r.dir, append(env, "HERALD_ADDR=127.0.0.1:0", "HERALD_ADMIN_ADDR=127.0.0.1:0"), "bash", "-c", script)
 	return awaitServe(t, p, fmt.Sprintf("README line %d (%s)", e.line, e.text))
 }
 

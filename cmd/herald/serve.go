@@ -13,28 +13,38 @@ import (
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
+	"github.com/heraldrt/herald/internal/metrics"
 	"github.com/heraldrt/herald/internal/namespace"
 	"github.com/heraldrt/herald/internal/server"
+	"github.com/heraldrt/herald/internal/telemetry"
 	"github.com/heraldrt/herald/migrations"
 	"github.com/heraldrt/herald/services"
 )
 
 var dbKeys = []string{"DATABASE_URL", "HERALD_DATABASE_URL"}
 
-func serve(ctx context.Context, args []string, stdout io.Writer) error {
-	var (
-		cfg                 server.Config
-		autoCreate          bool
-		logFormat, logLevel string
-		origins, hosts      string
-		authConfig          string
-		namespaces          string
-	)
-	fs := newFlags("serve", "", "Run the server: gRPC, gRPC-Web, Connect, WebSocket, SSE and REST on one port\n(h2c and HTTP/1.1). Without a database it runs on an embedded in-memory log.", stdout)
+// serveSettings are the values of herald serve's flags.
+type serveSettings struct {
+	cfg                 server.Config
+	autoCreate          bool
+	logFormat, logLevel string
+	origins, hosts      string
+	authConfig          string
+	namespaces          string
+	configFile          string
+}
+
+// serveFlags defines herald serve's flags on o: the command line, the
+// environment and the configuration file (config.go) all set these.
+func serveFlags(o *serveSettings, stdout io.Writer) *envFlags {
+	cfg := &o.cfg
+	fs := newFlags("serve", "", "Run the server: gRPC, gRPC-Web, Connect, WebSocket, SSE and REST on one port\n(h2c and HTTP/1.1). Without a database it runs on an embedded in-memory log.\nEvery flag can also be set in the configuration file (--config; see 'herald config defaults')\nand by its environment variable: a flag wins over the environment, which wins over the file.", stdout)
+	fs.String(&o.configFile, "config", []string{"HERALD_CONFIG"}, "", "YAML configuration file: any of these flags by name (herald config defaults prints a complete one; herald config check FILE checks one)")
 	fs.String(&cfg.Addr, "addr", []string{"HERALD_ADDR"}, server.DefaultAddr, "address to listen on (gRPC, gRPC-Web, Connect, WebSocket, SSE, REST; h2c and HTTP/1.1)")
 	fs.String(&cfg.DatabaseURL, "database-url", dbKeys, "", "PostgreSQL URL; empty runs the embedded in-memory log")
 	databaseWait(fs, &cfg.DatabaseWait)
-	fs.Bool(&autoCreate, "auto-create-channels", []string{"HERALD_AUTO_CREATE_CHANNELS"}, true, "publishing to an unknown channel creates it; false makes it fail with not_found")
+	fs.String(&cfg.ListenDatabaseURL, "listen-database-url", []string{"HERALD_LISTEN_DATABASE_URL"}, "", "direct PostgreSQL URL for LISTEN and migrations, when --database-url goes through a pooler in transaction mode (PgBouncer), where LISTEN does not work; without it new events reach subscribers only at each --poll-interval")
+	fs.Bool(&o.autoCreate, "auto-create-channels", []string{"HERALD_AUTO_CREATE_CHANNELS"}, true, "publishing to an unknown channel creates it; false makes it fail with not_found")
 	fs.String(&cfg.Postgres.NotifyChannel, "notify-channel", []string{"HERALD_NOTIFY_CHANNEL"}, eventlog.DefaultNotifyChannel, "PostgreSQL LISTEN/NOTIFY channel shared by the instances")
 	fs.Duration(&cfg.Hub.PollInterval, "poll-interval", []string{"HERALD_POLL_INTERVAL"}, fanout.DefaultPollInterval, "safety poll of the log when no notification arrives")
 	fs.Int(&cfg.Hub.QueueSize, "queue-size", []string{"HERALD_QUEUE_SIZE"}, fanout.DefaultQueueSize, "events buffered per subscriber before it is ended as a slow consumer")
@@ -45,30 +55,46 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Int(&cfg.Services.MaxPageSize, "max-page-size", []string{"HERALD_MAX_PAGE_SIZE"}, services.MaxPageSize, "largest page a request may ask for (at most 1000); larger limits are lowered to it")
 	fs.Int(&cfg.Services.MaxConnections, "max-connections", []string{"HERALD_MAX_CONNECTIONS"}, limits.Defaults().MaxConnectionsPerInstance, "open requests one instance holds: streams, WebSockets, SSE, long-polls and unary calls (RPC, REST) alike; beyond it new ones get resource_exhausted / 429; -1: unlimited")
 	fs.Int(&cfg.Services.MaxConnectionsPerUser, "max-connections-per-user", []string{"HERALD_MAX_CONNECTIONS_PER_USER"}, limits.Defaults().MaxConnectionsPerUser, "open requests (streams and unary calls) one end user (JWT) holds on the instance; beyond it new ones get resource_exhausted / 429; API keys and anonymous clients are not counted per user; -1: unlimited")
-	fs.String(&authConfig, "auth-config", []string{"HERALD_AUTH_CONFIG"}, "", "JSON file of API keys and JWT settings; empty: no authentication (every client may do everything)")
-	fs.String(&namespaces, "namespaces", []string{"HERALD_NAMESPACES"}, "", "JSON file of channel namespace policies (anonymous or authenticated access, who may publish and edit, event size, retention); empty: every channel follows the credential's permissions")
+	fs.String(&o.authConfig, "auth-config", []string{"HERALD_AUTH_CONFIG"}, "", "JSON file of API keys and JWT settings; empty: no authentication (every client may do everything)")
+	fs.String(&o.namespaces, "namespaces", []string{"HERALD_NAMESPACES"}, "", "JSON file of channel namespace policies (anonymous or authenticated access, who may publish and edit, event size, retention); empty: every channel follows the credential's permissions")
 	fs.Float64(&cfg.Services.UserPublishRate.PerSecond, "user-publish-rate", []string{"HERALD_USER_PUBLISH_RATE"}, limits.Defaults().PublishPerUser.PerSecond, "events per second each end user (JWT) may publish, across connections (anonymous publishers: per network address); API keys are not limited")
 	fs.Int(&cfg.Services.UserPublishRate.Burst, "user-publish-burst", []string{"HERALD_USER_PUBLISH_BURST"}, limits.Defaults().PublishPerUser.Burst, "burst above --user-publish-rate")
 	fs.Float64(&cfg.Services.ConnectionPublishRate.PerSecond, "publish-rate-per-connection", []string{"HERALD_PUBLISH_RATE_PER_CONNECTION"}, limits.Defaults().PublishPerConnection.PerSecond, "events per second one WebSocket or Connect stream of an end user (JWT) may publish; API keys are not limited; 0: unlimited")
 	fs.Int(&cfg.Services.ConnectionPublishRate.Burst, "publish-burst-per-connection", []string{"HERALD_PUBLISH_BURST_PER_CONNECTION"}, limits.Defaults().PublishPerConnection.Burst, "burst above --publish-rate-per-connection")
 	fs.Int(&cfg.Services.MaxSubscriptionsPerConnection, "max-subscriptions-per-connection", []string{"HERALD_MAX_SUBSCRIPTIONS_PER_CONNECTION"}, limits.Defaults().MaxSubscriptionsPerConnection, "channels one WebSocket or Connect stream may be subscribed to, over all its subscriptions; -1: unlimited")
 	fs.Int(&cfg.Services.MaxChannelsPerRequest, "max-channels-per-request", []string{"HERALD_MAX_CHANNELS_PER_REQUEST"}, limits.Defaults().MaxChannelsPerRequest, "channels one subscribe, SSE or poll request may name (at most 100); -1: 100")
-	fs.String(&origins, "allowed-origins", []string{"HERALD_ALLOWED_ORIGINS"}, "", "comma-separated browser origins allowed cross-origin (CORS, WebSocket Origin), e.g. https://app.example.com,https://*.example.com or *; empty allows same-origin pages only")
-	fs.String(&hosts, "allowed-hosts", []string{"HERALD_ALLOWED_HOSTS"}, "", "comma-separated host names requests may use (Host header); empty: loopback names on a loopback --addr (against DNS rebinding), any otherwise")
+	fs.String(&o.origins, "allowed-origins", []string{"HERALD_ALLOWED_ORIGINS"}, "", "comma-separated browser origins allowed cross-origin (CORS, WebSocket Origin), e.g. https://app.example.com,https://*.example.com or *; empty allows same-origin pages only")
+	fs.String(&o.hosts, "allowed-hosts", []string{"HERALD_ALLOWED_HOSTS"}, "", "comma-separated host names requests may use (Host header); empty: loopback names on a loopback --addr (against DNS rebinding), any otherwise")
 	fs.Duration(&cfg.Gateway.SSEKeepAlive, "sse-keepalive", []string{"HERALD_SSE_KEEPALIVE"}, gateway.DefaultSSEKeepAlive, "interval of SSE keep-alive comments")
 	fs.Duration(&cfg.Gateway.WSPingInterval, "ws-ping-interval", []string{"HERALD_WS_PING_INTERVAL"}, gateway.DefaultWSPingInterval, "WebSocket ping interval (dead-peer detection)")
 	fs.Duration(&cfg.Gateway.WriteTimeout, "write-timeout", []string{"HERALD_WRITE_TIMEOUT"}, gateway.DefaultWriteTimeout, "how long a write to any client (WebSocket, SSE, gRPC/Connect stream, response) may stall before the client is dropped as a slow consumer")
 	fs.Duration(&cfg.Gateway.ReadTimeout, "read-timeout", []string{"HERALD_READ_TIMEOUT"}, gateway.DefaultReadTimeout, "how long a request body may take to arrive (for a Connect stream or WebSocket: each message, once begun)")
 	fs.Int(&cfg.Gateway.WSWriteQueue, "ws-write-queue", []string{"HERALD_WS_WRITE_QUEUE"}, gateway.DefaultWSWriteQueue, "frames queued per WebSocket")
 	fs.Int(&cfg.Gateway.WSWriteBytes, "ws-write-bytes", []string{"HERALD_WS_WRITE_BYTES"}, gateway.DefaultWSWriteBytes, "bytes queued per WebSocket")
-	logFlags(fs, &logFormat, &logLevel)
+	fs.String(&cfg.AdminAddr, "admin-addr", []string{"HERALD_ADMIN_ADDR"}, defaultAdminAddr, "admin listener: /metrics, /debug/pprof/, /livez, /readyz and the admin console; keep it off the internet; empty: off")
+	fs.Duration(&cfg.ShutdownDelay, "shutdown-delay", []string{"HERALD_SHUTDOWN_DELAY"}, 0, "on SIGTERM, how long to keep serving with /readyz answering 503 before draining, so load balancers move new clients away first")
+	logFlags(fs, &o.logFormat, &o.logLevel)
+	return fs
+}
+
+// defaultAdminAddr is the admin listener's default: loopback only.
+const defaultAdminAddr = "127.0.0.1:9090"
+
+func serve(ctx context.Context, args []string, stdout io.Writer) error {
+	o := &serveSettings{}
+	fs := serveFlags(o, stdout)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fs.usage("takes no arguments, got %q", fs.Args())
 	}
-	logger, err := newLogger(logFormat, logLevel, os.Stderr)
+	if err := fs.applyConfigFile(o.configFile); err != nil {
+		return err
+	}
+	cfg := o.cfg
+	autoCreate, authConfig, namespaces, origins, hosts := o.autoCreate, o.authConfig, o.namespaces, o.origins, o.hosts
+	logger, err := newLogger(o.logFormat, o.logLevel, os.Stderr)
 	if err != nil {
 		return fs.usage("%v", err)
 	}
@@ -93,11 +119,36 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg.Gateway.AllowedOrigins = splitList(origins)
 	cfg.Gateway.AllowedHosts = splitList(hosts)
 	cfg.Logger = logger
+	if cfg.AdminAddr != "" {
+		cfg.Metrics = metrics.New()
+		cfg.Metrics.SetBuildInfo(buildVersion())
+	}
+	ver, _ := buildVersion()
+	cfg.Version = ver
+	tp, stopTracing, err := telemetry.Setup(ctx, ver)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		cfg.TracerProvider = tp
+		logger.Info("tracing on: exporting spans over OTLP as the OTEL_* environment says")
+		defer func() { // flush what is left
+			flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := stopTracing(flushCtx); err != nil {
+				logger.Warn("tracing: flushing spans at exit", "err", err)
+			}
+		}()
+	}
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	logEndpoints(logger, srv.Addr())
+	if a := srv.AdminAddr(); a != "" {
+		logger.Info("admin (keep it off the internet)", "metrics", "http://"+a+"/metrics", "pprof", "http://"+a+"/debug/pprof/",
+			"ready", "http://"+a+"/readyz")
+	}
 	return srv.Run(ctx)
 }
 

@@ -13,6 +13,30 @@ import (
 //	go build -ldflags "-X main.version=v1.2.3" ./cmd/herald
 var version string
 
+// revision is the source revision for builds the toolchain records none
+// for (-buildvcs=false, a git worktree): scripts/image sets it with
+// -ldflags "-X main.revision=...".
+var revision string
+
+// buildInfo is the binary's build information, with revision filled in
+// when the toolchain recorded none.
+func buildInfo() *debug.BuildInfo {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		info = &debug.BuildInfo{}
+	}
+	if revision == "" {
+		return info
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" {
+			return info
+		}
+	}
+	info.Settings = append(info.Settings, debug.BuildSetting{Key: "vcs.revision", Value: revision})
+	return info
+}
+
 func printVersion(args []string, stdout io.Writer) error {
 	fs := newFlags("version", "", "Print the version of herald, the source revision it was built from (and whether\nthat tree had uncommitted changes) and the Go version.", stdout)
 	if err := fs.parse(args); err != nil {
@@ -21,8 +45,7 @@ func printVersion(args []string, stdout io.Writer) error {
 	if fs.NArg() > 0 {
 		return fs.usage("takes no arguments, got %q", fs.Args())
 	}
-	info, _ := debug.ReadBuildInfo()
-	_, err := fmt.Fprintln(stdout, versionString(info, version))
+	_, err := fmt.Fprintln(stdout, versionString(buildInfo(), version))
 	return err
 }
 
@@ -67,4 +90,21 @@ func versionString(info *debug.BuildInfo, override string) string {
 		details = append(details, goVersion)
 	}
 	return "herald " + v + ", " + strings.Join(details, ", ")
+}
+
+// buildVersion returns the version and the VCS revision of this build
+// (for metrics and the instance registry); "" for what is unknown.
+func buildVersion() (string, string) {
+	v := version
+	var rev string
+	info := buildInfo()
+	if v == "" {
+		v = info.Main.Version
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" {
+			rev = s.Value
+		}
+	}
+	return v, rev
 }

@@ -12,7 +12,38 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/heraldrt/herald/internal/metrics"
 )
+
+// batchSpan starts the span of one batch when any of its publishes is
+// traced: a child of the first traced publish (so that a publish shows as
+// one trace down to the commit), linked to every traced publish it
+// carries. Otherwise it returns ctx and a no-op span.
+func batchSpan(ctx context.Context, batch []*appendReq, n int) (context.Context, trace.Span) {
+	var (
+		first trace.Span
+		links []trace.Link
+	)
+	for _, r := range batch {
+		if r.span == nil {
+			continue
+		}
+		if first == nil {
+			first = r.span
+		}
+		links = append(links, trace.Link{SpanContext: r.span.SpanContext()})
+	}
+	if first == nil {
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	ctx = trace.ContextWithSpanContext(ctx, first.SpanContext())
+	return first.TracerProvider().Tracer("github.com/heraldrt/herald").Start(ctx, "herald.writer.batch",
+		trace.WithLinks(links...), trace.WithAttributes(attribute.Int("herald.batch.events", n), attribute.Int("herald.batch.publishes", len(batch))))
+}
 
 // Defaults of PostgresOptions.
 const (
@@ -46,6 +77,14 @@ type PostgresOptions struct {
 	// Logger receives the listener's reconnects and failed notifications.
 	// Default slog.Default().
 	Logger *slog.Logger
+	// ListenURL, when set, is where Watch opens its LISTEN connection
+	// instead of the pool's database: a direct (session) connection when
+	// the pool goes through a pooler in transaction mode (PgBouncer),
+	// where LISTEN does not work.
+	ListenURL string
+	// Metrics receives the writer's batches and the listener's reconnects;
+	// nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 func (o *PostgresOptions) defaults() {
@@ -106,6 +145,7 @@ type appendReq struct {
 	ps      []Publish
 	digests [][]byte // dataSum of each keyed input's data, nil for the others
 	bytes   int
+	span    trace.Span // the caller's span (for the batch's parent and links); nil when not recording
 	state   atomic.Int32
 	done    chan appendResult // buffered: the writer never waits for the caller
 }
@@ -137,6 +177,9 @@ func (p *Postgres) Append(ctx context.Context, ps []Publish) ([]Published, []err
 		return nil, nil, err
 	}
 	r := &appendReq{ps: ps, digests: make([][]byte, len(ps)), done: make(chan appendResult, 1)}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		r.span = span
+	}
 	for i := range ps {
 		r.bytes += publishBytes(&ps[i])
 		if ps[i].IdempotencyKey != "" {
@@ -173,6 +216,9 @@ func (p *Postgres) Append(ctx context.Context, ps []Publish) ([]Published, []err
 		}
 	}
 }
+
+// QueueDepth returns how many appends wait for the writer.
+func (p *Postgres) QueueDepth() int { return len(p.queue) }
 
 func publishBytes(p *Publish) int {
 	return len(p.Channel) + len(p.Type) + len(p.Data) + len(p.IdempotencyKey) + len(p.Author) + 16
@@ -276,6 +322,8 @@ const (
 func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
+	wctx, span := batchSpan(wctx, batch, n)
+	defer span.End()
 
 	ps := make([]*Publish, 0, n)
 	digests := make([][]byte, 0, n)
@@ -287,6 +335,7 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 	}
 	res := make([]Published, n)
 	errs := make([]error, n)
+	start := time.Now()
 	maxID, err := p.publish(wctx, ps, digests, res, errs)
 	if err != nil && pgconn.SafeToRetry(err) {
 		// Nothing reached the server (typically a pooled connection that
@@ -295,7 +344,9 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 		clear(errs)
 		maxID, err = p.publish(wctx, ps, digests, res, errs)
 	}
+	p.opts.Metrics.Batch(n, time.Since(start))
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		err = p.dbErr("append", err)
 		for _, r := range batch {
 			r.done <- appendResult{err: err}

@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -27,6 +28,12 @@ const (
 // queue on the server meanwhile.
 func (p *Postgres) Watch(ctx context.Context, wake func()) error {
 	cfg := p.pool.Config().ConnConfig.Copy()
+	if p.opts.ListenURL != "" {
+		var err error
+		if cfg, err = pgx.ParseConfig(p.opts.ListenURL); err != nil {
+			return fmt.Errorf("listen database URL: %w", err)
+		}
+	}
 	cfg.RuntimeParams["application_name"] = ListenerApplicationName
 	listen := "LISTEN " + pgx.Identifier{p.opts.NotifyChannel}.Sanitize()
 	backoff := listenBackoffMin
@@ -38,6 +45,7 @@ func (p *Postgres) Watch(ctx context.Context, wake func()) error {
 		// Full jitter over the upper half: instances that lost the
 		// database together do not come back in step.
 		d := backoff/2 + rand.N(backoff/2+1)
+		p.opts.Metrics.ListenReconnect()
 		p.opts.Logger.Warn("eventlog: listener lost its connection; reconnecting",
 			"channel", p.opts.NotifyChannel, "retry_in", d, "err", err)
 		t := time.NewTimer(d)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/metrics"
 	"github.com/heraldrt/herald/internal/wire"
 )
 
@@ -50,6 +52,9 @@ type Options struct {
 	WindowBytes int64
 	// Logger receives read errors. Default slog.Default().
 	Logger *slog.Logger
+	// Metrics receives the hub's reads, subscriptions and replays; nil
+	// records nothing.
+	Metrics *metrics.Metrics
 }
 
 func (o *Options) defaults() {
@@ -102,7 +107,10 @@ type Hub struct {
 	log  Source
 	opts Options
 
-	wake    chan struct{} // cap 1: coalesced wake-ups
+	wake chan struct{} // cap 1: coalesced wake-ups
+	// catchUp is set by CatchUp before it wakes the hub, so that the
+	// wake-up is counted by its cause (otherwise a notification).
+	catchUp atomic.Bool
 	ready   chan struct{} // closed once head is known
 	stopped chan struct{} // closed when Run ends
 
@@ -158,6 +166,7 @@ func (h *Hub) CatchUp(ctx context.Context) error {
 	h.drainMu.Lock()
 	target := h.drainsStarted + 1
 	h.drainMu.Unlock()
+	h.catchUp.Store(true)
 	h.Wake()
 	for {
 		h.drainMu.Lock()
@@ -222,16 +231,22 @@ func (h *Hub) Run(ctx context.Context) error {
 	poll := time.NewTicker(h.opts.PollInterval)
 	defer poll.Stop()
 	for {
+		cause := metrics.WakePoll
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-h.wake:
+			cause = metrics.WakeNotify
+			if h.catchUp.Swap(false) {
+				cause = metrics.WakeCatchUp
+			}
 		case <-poll.C:
 		}
 		h.drainMu.Lock()
 		h.drainsStarted++
 		h.drainMu.Unlock()
-		err := h.drain(ctx)
+		found, err := h.drain(ctx)
+		h.opts.Metrics.Wakeup(cause, found)
 		h.drainMu.Lock()
 		h.drainsDone++
 		close(h.drained)
@@ -244,19 +259,22 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 }
 
-// drain reads and dispatches every entry after head.
-func (h *Hub) drain(ctx context.Context) error {
+// drain reads and dispatches every entry after head, and returns how many
+// it dispatched.
+func (h *Hub) drain(ctx context.Context) (int, error) {
+	found := 0
 	for {
 		after := h.Head()
 		evs, err := h.log.Read(ctx, eventlog.Query{After: after, Limit: h.opts.ReadBatch})
 		if err != nil {
-			return fmt.Errorf("read after %d: %w", after, err)
+			return found, fmt.Errorf("read after %d: %w", after, err)
 		}
 		if len(evs) > 0 {
 			h.dispatch(evs)
+			found += len(evs)
 		}
 		if len(evs) < h.opts.ReadBatch {
-			return nil
+			return found, nil
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/metrics"
 	"github.com/heraldrt/herald/internal/wire"
 )
 
@@ -41,6 +42,24 @@ func (r EndReason) String() string {
 		return "stopped"
 	}
 	return "unknown"
+}
+
+// metricsReason is the end's reason as a metrics label; a Stop cause may
+// name its own (services' expired token does).
+func (e *EndError) metricsReason() string {
+	switch e.Reason {
+	case ReasonSlowConsumer:
+		return metrics.EndSlowConsumer
+	case ReasonShutdown:
+		return metrics.EndShutdown
+	case ReasonUnavailable:
+		return metrics.EndUnavailable
+	}
+	var named interface{ MetricsReason() string }
+	if errors.As(e.Err, &named) {
+		return named.MetricsReason()
+	}
+	return metrics.EndStopped
 }
 
 // Sentinels matched by errors.Is on an *EndError.
@@ -151,6 +170,9 @@ type Subscription struct {
 	endCause   error // with ReasonStopped: Stop's cause
 	closed     bool
 	signal     chan struct{} // cap 1: queue or state changed
+
+	untrack  func() // counts the subscription closed in the metrics
+	replayed bool   // the replay was counted
 }
 
 // Subscribe registers a subscription to channels. With cursor nil it
@@ -181,6 +203,7 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, cursor *int64) (
 	if cursor == nil {
 		s.start.Cursor = head
 		s.lastSent = head
+		s.untrack = h.opts.Metrics.SubOpened(ctx)
 		return s, nil
 	}
 	s.start.Cursor = *cursor
@@ -207,7 +230,9 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, cursor *int64) (
 	if t > *cursor {
 		s.start.Truncated = true
 		s.start.TruncatedThrough = t
+		h.opts.Metrics.Truncated()
 	}
+	s.untrack = h.opts.Metrics.SubOpened(ctx)
 	return s, nil
 }
 
@@ -225,7 +250,9 @@ func (s *Subscription) LastPosition() int64 { return s.lastSent }
 // Close ends the subscription. Safe to call more than once and from any
 // goroutine; Next returns ErrClosed from then on.
 func (s *Subscription) Close() {
-	s.closedFlag.Store(true)
+	if !s.closedFlag.Swap(true) && s.untrack != nil {
+		s.untrack()
+	}
 	s.hub.remove(s)
 	s.mu.Lock()
 	s.closed = true
@@ -332,6 +359,9 @@ func (s *Subscription) fail(err error) error {
 		// context.DeadlineExceeded).
 		s.endErr = err
 		s.hub.remove(s)
+		if end != nil {
+			s.hub.opts.Metrics.SubEnded(end.metricsReason())
+		}
 	}
 	return err
 }
@@ -370,12 +400,15 @@ func (s *Subscription) replayPage(ctx context.Context) (Message, bool, error) {
 		return Message{}, false, &EndError{Reason: ReasonUnavailable, LastPosition: s.lastSent, Err: err}
 	}
 	s.page = s.hub.intern(page)
+	s.hub.opts.Metrics.Replay(!s.replayed, len(page))
+	s.replayed = true
 	if len(page) < s.hub.opts.ReplayPage {
 		s.finishReplay()
 	}
 	if t > s.truncSeen {
 		s.truncSeen = t
 		if t > from {
+			s.hub.opts.Metrics.Truncated()
 			return Message{Truncation: &Start{Cursor: from, Truncated: true, TruncatedThrough: t}}, true, nil
 		}
 	}

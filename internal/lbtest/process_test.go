@@ -103,6 +103,7 @@ func (h *herald) start(t *testing.T) error {
 		"--allowed-hosts", publicHost,
 		"--notify-channel", h.notify,
 		"--shutdown-timeout", "5s",
+		"--admin-addr", "127.0.0.1:0", // two instances: no fixed admin port
 	)
 	// Only the database comes from the environment; HERALD_* settings
 	// of whoever runs the test must not change what it checks.

@@ -59,6 +59,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if cred != "" {
 			var err error
 			if id, err = authn.Authenticate(cred); err != nil {
+				s.cfg.Metrics.AuthFailure(authFailureKind(cred, err))
 				s.gw.WriteError(w, r, connect.NewError(connect.CodeUnauthenticated, err))
 				return
 			}
@@ -96,6 +97,6 @@ func takeTokenParam(r *http.Request) (string, *http.Request) {
 // public paths need no credential: load balancer health checks and the
 // embedded client and demo pages (which then authenticate their calls).
 func public(path string) bool {
-	return path == "/" || path == "/healthz" || path == "/herald.js" || strings.HasPrefix(path, "/demo/") ||
+	return path == "/" || path == "/healthz" || path == "/livez" || path == "/readyz" || path == "/herald.js" || strings.HasPrefix(path, "/demo/") ||
 		strings.HasPrefix(path, "/grpc.health.v1.Health/")
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -16,12 +17,15 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/metrics"
 	"github.com/heraldrt/herald/internal/pgtest"
 	"github.com/heraldrt/herald/internal/server"
 )
@@ -41,10 +45,31 @@ const (
 	benchEventBytes = 256
 )
 
+// benchObservability turns on, in every benchmark instance, what
+// HERALD_BENCH_OBS names: "metrics" (Prometheus metrics recorded, as with
+// --admin-addr), "tracing" (metrics, and every RPC traced: spans sampled
+// and handed to a batch processor whose exporter drops them), or nothing
+// ("" or "off"), to measure their cost with the same benchmarks.
+func benchObservability(tb testing.TB, cfg *server.Config) {
+	switch v := os.Getenv("HERALD_BENCH_OBS"); v {
+	case "", "off":
+	case "metrics", "tracing":
+		cfg.Metrics = metrics.New()
+		if v == "tracing" {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+			tb.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+			cfg.TracerProvider = tp
+		}
+	default:
+		tb.Fatalf("HERALD_BENCH_OBS=%q: want off, metrics or tracing", v)
+	}
+}
+
 // benchInstance runs a server on a random port until the benchmark ends
 // (startInstance for testing.TB) and returns it with its host:port.
 func benchInstance(tb testing.TB, cfg server.Config) (*server.Server, string) {
 	tb.Helper()
+	benchObservability(tb, &cfg)
 	cfg.Addr = "127.0.0.1:0"
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldrt/herald/migrations"
 )
 
 // Backoff between attempts to reach the database at start.
@@ -36,12 +38,21 @@ const urlFormat = "postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=disable"
 // exist, a TLS mismatch. Every error says what to check, and none shows the
 // password.
 func Connect(ctx context.Context, url string, wait time.Duration, logger *slog.Logger) (*pgxpool.Pool, error) {
+	return connectPool(ctx, url, wait, logger, nil)
+}
+
+// connectPool is Connect with a hook that adjusts the pool's configuration
+// (tracing) before the pool opens.
+func connectPool(ctx context.Context, url string, wait time.Duration, logger *slog.Logger, configure func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, badURL(err)
+	}
+	if configure != nil {
+		configure(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -164,4 +175,22 @@ func connectError(cfg *pgconn.Config, url string, err error, attempts int, waite
 		longer = fmt.Sprintf("to wait longer than %v at start: herald serve --database-wait %v", wait, 4*wait)
 	}
 	return fmt.Errorf("%s%s: %w\n%s\n  %s", head, gaveUp, err, check, longer)
+}
+
+// migrate applies the migrations: over a session of ListenDatabaseURL when
+// it is set (the migrations hold a session lock, which a pooler in
+// transaction mode cannot keep), else over pool.
+func (s *Server) migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	if s.cfg.ListenDatabaseURL != "" {
+		direct, err := Connect(ctx, s.cfg.ListenDatabaseURL, s.cfg.DatabaseWait, s.cfg.Logger)
+		if err != nil {
+			return fmt.Errorf("listen database URL: %w", err)
+		}
+		defer direct.Close()
+		pool = direct
+	}
+	if err := migrations.Up(ctx, pool); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
 }

@@ -61,7 +61,7 @@ func startInstance(t *testing.T, cfg server.Config) *instance {
 	return runInstance(t, srv)
 }
 
-// runInstance runs srv until the test ends and waits until it is healthy.
+// runInstance runs srv until the test ends and waits until it is ready.
 func runInstance(t *testing.T, srv *server.Server) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -69,7 +69,7 @@ func runInstance(t *testing.T, srv *server.Server) *instance {
 	go func() { in.done <- srv.Run(ctx) }()
 	t.Cleanup(in.stop)
 	waitFor(t, func() bool {
-		resp, err := http.Get(in.base + "/healthz")
+		resp, err := http.Get(in.base + "/readyz")
 		if err != nil {
 			return false
 		}

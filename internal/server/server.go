@@ -25,16 +25,18 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/heraldrt/herald/gateway"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
-	"github.com/heraldrt/herald/migrations"
+	"github.com/heraldrt/herald/internal/metrics"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -46,6 +48,12 @@ type Config struct {
 	Addr string
 	// DatabaseURL selects PostgreSQL; empty runs the embedded memory log.
 	DatabaseURL string
+	// ListenDatabaseURL, when set, is a direct connection to the same
+	// database for what needs a session: the LISTEN connection and the
+	// migrations' lock. Set it when DatabaseURL goes through a pooler in
+	// transaction mode (PgBouncer), where LISTEN does not work: without it
+	// the hub sees new events only at its safety poll.
+	ListenDatabaseURL string
 	// DatabaseWait is how long New waits for PostgreSQL to accept
 	// connections, retrying while it is down or starting (see Connect).
 	// Zero: one attempt.
@@ -54,6 +62,30 @@ type Config struct {
 	RetentionInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain. Default 10s.
 	ShutdownTimeout time.Duration
+
+	// AdminAddr is the admin listener's address: metrics, pprof, health
+	// and the admin console, which must not face the internet. Empty: no
+	// admin listener.
+	AdminAddr string
+	// Metrics, when set, is where every part records its metrics (served
+	// at /metrics on the admin listener). Nil: no metrics.
+	Metrics *metrics.Metrics
+	// ShutdownDelay is how long a graceful shutdown keeps serving, not
+	// ready (/readyz 503), before it stops accepting: the time load
+	// balancers need to notice and send new clients elsewhere. Default 0.
+	ShutdownDelay time.Duration
+	// TracerProvider, when set, traces the RPCs (otelconnect), the
+	// application's steps and the database's queries (otelpgx). Nil: no
+	// tracing.
+	TracerProvider trace.TracerProvider
+	// Version is the running version, shown by the admin API.
+	Version string
+	// HeartbeatInterval is how often the instance announces itself in the
+	// database for the admin console. Default DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+	// ProbeInterval is how often readiness is probed (/readyz, gRPC
+	// health). Default 1s.
+	ProbeInterval time.Duration
 
 	// Postgres configures the PostgreSQL event log (its NOTIFY channel,
 	// batching); its Options.AutoCreate is set from Services.NoAutoCreate.
@@ -89,10 +121,20 @@ func (c *Config) defaults() {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = DefaultProbeInterval
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Postgres.Metrics = c.Metrics
+	c.Hub.Metrics = c.Metrics
+	c.Services.Metrics = c.Metrics
 	c.Postgres.Logger = c.Logger
+	c.Postgres.ListenURL = c.ListenDatabaseURL
 	c.Postgres.AutoCreate = !c.Services.NoAutoCreate
 	c.Hub.Logger = c.Logger
 	c.Services.Logger = c.Logger
@@ -120,6 +162,16 @@ type Server struct {
 	http   *http.Server
 	health *grpchealth.StaticChecker
 
+	adminLn   net.Listener // nil without AdminAddr
+	adminMux  *http.ServeMux
+	adminHTTP *http.Server
+	ready     readyState  // the last readiness probe's findings
+	draining  atomic.Bool // graceful shutdown began: not ready
+	inst      instance    // this instance, for the instance registry
+	// lastLogHead is the log's head at the previous readiness probe (-1:
+	// none yet).
+	lastLogHead atomic.Int64
+
 	killOnce sync.Once
 	kill     chan struct{}
 }
@@ -139,15 +191,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Services.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, kill: make(chan struct{})}
+	s := &Server{cfg: cfg, kill: make(chan struct{}), inst: newInstance()}
+	s.lastLogHead.Store(-1)
 	if cfg.DatabaseURL != "" {
-		pool, err := Connect(ctx, cfg.DatabaseURL, cfg.DatabaseWait, cfg.Logger)
+		pool, err := connectPool(ctx, cfg.DatabaseURL, cfg.DatabaseWait, cfg.Logger, s.tracePool)
 		if err != nil {
 			return nil, err
 		}
-		if err := migrations.Up(ctx, pool); err != nil {
+		if err := s.migrate(ctx, pool); err != nil {
 			pool.Close()
-			return nil, fmt.Errorf("apply migrations: %w", err)
+			return nil, err
 		}
 		s.pool = pool
 		s.log = eventlog.OpenPostgres(pool, cfg.Postgres)
@@ -165,8 +218,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.app = app
 
 	s.health = grpchealth.NewStaticChecker(services.ServiceNames...)
+	s.health.SetStatus("", grpchealth.StatusNotServing) // until the first readiness probe
+	for _, name := range services.ServiceNames {
+		s.health.SetStatus(name, grpchealth.StatusNotServing)
+	}
 	s.mux = http.NewServeMux()
-	app.Register(s.mux)
+	rpcOpts, err := s.rpcOptions()
+	if err != nil {
+		s.closePool()
+		return nil, err
+	}
+	app.Register(s.mux, rpcOpts...)
 	s.gw = gateway.New(app, cfg.Gateway)
 	s.gw.Register(s.mux)
 	s.mux.Handle(grpchealth.NewHandler(s.health))
@@ -174,12 +236,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /livez", s.livez)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.registerMetrics()
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
-		Handler:           s.gw.CORS(s.authenticate(s.guard(s.mux))),
+		Handler:           s.gw.CORS(s.instrument(s.authenticate(s.guard(s.mux)))),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -192,7 +257,35 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	s.ln = ln
+	if cfg.AdminAddr != "" {
+		if s.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			_ = ln.Close()
+			s.closePool()
+			return nil, fmt.Errorf("listen on %s (admin): %w", cfg.AdminAddr, err)
+		}
+		s.adminMux = s.adminRoutes()
+		if err := s.mountAdmin(s.adminMux); err != nil {
+			_ = ln.Close()
+			_ = s.adminLn.Close()
+			s.closePool()
+			return nil, err
+		}
+		s.adminHTTP = &http.Server{
+			Handler:           s.adminMux,
+			Protocols:         &protocols,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		}
+	}
 	return s, nil
+}
+
+// AdminAddr returns the address of the admin listener, "" without one.
+func (s *Server) AdminAddr() string {
+	if s.adminLn == nil {
+		return ""
+	}
+	return s.adminLn.Addr().String()
 }
 
 // Addr returns the address the server listens on.
@@ -257,6 +350,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { s.retention(retCtx) })
+	wg.Go(func() { s.monitor(retCtx) })
+	wg.Go(func() { s.heartbeat(retCtx) })
 	wg.Go(func() { // reloads JWKS keys; returns at once without them
 		if err := s.cfg.Services.Auth.Run(retCtx); err != nil {
 			errc <- fmt.Errorf("auth: %w", err)
@@ -270,6 +365,18 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	s.cfg.Logger.Info("herald listening", "addr", s.Addr())
+	adminDone := make(chan struct{})
+	if s.adminHTTP != nil {
+		go func() {
+			defer close(adminDone)
+			if err := s.adminHTTP.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin http: %w", err)
+			}
+		}()
+		s.cfg.Logger.Info("herald admin listening (metrics, pprof, console)", "addr", s.AdminAddr())
+	} else {
+		close(adminDone)
+	}
 
 	var runErr error
 	killed := false
@@ -287,7 +394,14 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.gw.Drain(killCtx) // wait until the dropped WebSockets' goroutines are gone
 		cancel()
 	} else {
-		s.health.SetStatus("", grpchealth.StatusNotServing)
+		s.drain()
+		if d := s.cfg.ShutdownDelay; d > 0 {
+			s.cfg.Logger.Info("not ready; serving on until the load balancers notice", "delay", d)
+			select {
+			case <-time.After(d):
+			case <-s.kill:
+			}
+		}
 		shutdownCtx, cancel := context.WithTimeout(base, s.cfg.ShutdownTimeout)
 		defer cancel()
 		shut := make(chan error, 1)
@@ -308,6 +422,10 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	<-serveDone
+	if s.adminHTTP != nil {
+		_ = s.adminHTTP.Close()
+	}
+	<-adminDone
 	stopHub()
 	stopRetention()
 	stopLog()
@@ -326,6 +444,9 @@ func (s *Server) retention(ctx context.Context) {
 			return
 		case now := <-t.C:
 			n, err := s.log.Trim(ctx, now)
+			if err == nil {
+				s.cfg.Metrics.Trim(n)
+			}
 			switch {
 			case err != nil && ctx.Err() == nil:
 				s.cfg.Logger.Warn("retention failed", "err", err)
