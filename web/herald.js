@@ -37,12 +37,21 @@
  * the subscription would have replayed, `onTruncated` is called.
  *
  * Positions are int64 values and travel as decimal strings, as in protojson.
- * Events are protojson objects: {position, channel, type, data (base64), kind,
- * targetPosition, idempotencyKey, createTime, updateTime, deleted}; use
- * text(), json() or bytes() to decode data.
+ * Events are JSON objects: {position, channel, type, data, format, kind,
+ * targetPosition, idempotencyKey, createTime, updateTime, deleted, author}.
+ * `data` is the payload as the publisher gave it: a JSON value (format
+ * DATA_FORMAT_JSON), a string (DATA_FORMAT_TEXT), or base64 for bytes. text(),
+ * json() and bytes() read any of them.
  *
  * @module herald
  */
+
+/** Data formats as they appear in `event.format` (absent: bytes). */
+export const Format = Object.freeze({
+  BYTES: 'DATA_FORMAT_BYTES',
+  JSON: 'DATA_FORMAT_JSON',
+  TEXT: 'DATA_FORMAT_TEXT',
+});
 
 /** Event kinds as they appear in `event.kind`. */
 export const Kind = Object.freeze({
@@ -75,7 +84,8 @@ export class HeraldError extends Error {
  * @property {string} position
  * @property {string} channel
  * @property {string} [type]
- * @property {string} [data]            base64
+ * @property {any} [data]               a JSON value, a string, or base64 (see format)
+ * @property {string} [format]          one of Format; absent: bytes (base64)
  * @property {string} [kind]            one of Kind
  * @property {string} [targetPosition]  for UPDATED and DELETED entries
  * @property {string} [idempotencyKey]
@@ -171,14 +181,15 @@ export class Herald {
    * the same idempotency key, so it is stored once. Rejects with a
    * HeraldError.
    * @param {string} channel
-   * @param {string|Uint8Array|ArrayBuffer|object} data  strings are UTF-8, objects JSON
+   * @param {string|Uint8Array|ArrayBuffer|object|number|boolean} data  strings are
+   *   sent as text, bytes as bytes, anything else as a JSON value
    * @param {{type?: string, idempotencyKey?: string}} [opts]
    * @returns {Promise<HeraldEvent>}
    */
   publish(channel, data, opts = {}) {
     if (this._closed) return Promise.reject(new HeraldError('canceled', 'client is closed'));
     this._wantTwoWay();
-    const req = { channel, data: toBase64(data), idempotencyKey: opts.idempotencyKey ?? newKey() };
+    const req = { channel, ...payloadOf(data), idempotencyKey: opts.idempotencyKey ?? newKey() };
     if (opts.type) req.type = opts.type;
     return new Promise((resolve, reject) => {
       const p = { id: `p${++this._seq}`, req, resolve, reject, rest: false };
@@ -199,7 +210,7 @@ export class Herald {
    */
   edit(channel, position, data) {
     this._wantTwoWay();
-    return this._request('PATCH', `${eventsPath(channel)}/${position}`, { data: toBase64(data) });
+    return this._request('PATCH', `${eventsPath(channel)}/${position}`, payloadOf(data));
   }
 
   /**
@@ -895,21 +906,40 @@ class PollSession {
 
 /** bytes returns an event's data as bytes. @param {HeraldEvent} ev @returns {Uint8Array} */
 export function bytes(ev) {
+  if (ev?.format === Format.TEXT || ev?.format === Format.JSON) return new TextEncoder().encode(text(ev));
   const s = atob(ev?.data ?? '');
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
   return out;
 }
 
-/** text returns an event's data decoded as UTF-8. @param {HeraldEvent} ev @returns {string} */
+/** text returns an event's data as text (JSON data as its JSON text). @param {HeraldEvent} ev @returns {string} */
 export function text(ev) {
+  if (ev?.data === undefined) return '';
+  if (ev.format === Format.TEXT) return ev.data;
+  if (ev.format === Format.JSON) return JSON.stringify(ev.data);
   return new TextDecoder().decode(bytes(ev));
 }
 
-/** json parses an event's data as JSON; undefined when it is empty. @param {HeraldEvent} ev */
+/** json returns an event's data as a JSON value (parsed from text or bytes); undefined when it is empty. @param {HeraldEvent} ev */
 export function json(ev) {
+  if (ev?.format === Format.JSON) return ev.data;
   const t = text(ev);
   return t === '' ? undefined : JSON.parse(t);
+}
+
+/**
+ * payloadOf is the `data` (and `format`) of a publish or edit: a string is
+ * text, bytes are base64 with format BYTES, anything else a JSON value; no
+ * data for undefined and null.
+ * @param {any} data
+ * @returns {{data?: any, format?: string}}
+ */
+export function payloadOf(data) {
+  if (data === undefined || data === null) return {};
+  if (typeof data === 'string') return { data };
+  if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) return { data: toBase64(data), format: Format.BYTES };
+  return { data };
 }
 
 /**

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,10 +16,10 @@ import (
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+	"github.com/heraldrt/herald/services"
 )
 
 type clientFlags struct {
@@ -83,12 +84,14 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	var (
 		cf        clientFlags
 		typ, key  string
+		format    string
 		printJSON bool
 	)
 	fs := newFlags("publish", "CHANNEL [DATA]", "Publish one event to CHANNEL: DATA, or stdin when DATA is absent (one trailing newline\nis dropped). Prints the event's position. Data that starts with '-' goes after --:\n  herald publish chat -- -1", stdout)
 	cf.register(fs)
 	fs.String(&typ, "type", []string{"HERALD_EVENT_TYPE"}, "", "event type (empty means \"message\")")
 	fs.String(&key, "key", []string{"HERALD_IDEMPOTENCY_KEY"}, "", "idempotency key: a retry with the same key publishes once")
+	fs.String(&format, "format", []string{"HERALD_DATA_FORMAT"}, "auto", "how subscribers read DATA: json, text, bytes, or auto (json for a JSON object or array, text for UTF-8, bytes otherwise)")
 	fs.BoolVar(&printJSON, "json", false, "print the published event as JSON")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -107,19 +110,23 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		// `echo '{...}' | herald publish` should not publish echo's newline.
 		data = bytes.TrimSuffix(data, []byte("\n"))
 	}
+	df, err := dataFormat(format, data)
+	if err != nil {
+		return fs.usage("%v", err)
+	}
 	client, err := cf.client()
 	if err != nil {
 		return err
 	}
 	resp, err := client.Publish(ctx, connect.NewRequest(&heraldv1.PublishRequest{
-		Channel: fs.Arg(0), Type: typ, Data: data, IdempotencyKey: key,
+		Channel: fs.Arg(0), Type: typ, Data: data, IdempotencyKey: key, Format: df,
 	}))
 	if err != nil {
 		return err
 	}
 	ev := resp.Msg.Event
 	if printJSON {
-		b, err := protojson.Marshal(resp.Msg)
+		b, err := services.MarshalJSON(resp.Msg)
 		if err != nil {
 			return err
 		}
@@ -212,7 +219,7 @@ func tailOnce(ctx context.Context, client heraldv1connect.EventServiceClient, ch
 		case *heraldv1.SubscribeResponse_Event:
 			ev := m.Event
 			if printJSON {
-				b, err := protojson.Marshal(ev)
+				b, err := services.MarshalJSON(ev)
 				if err != nil {
 					return got, err
 				}
@@ -249,4 +256,26 @@ func printable(b []byte) string {
 		return string(b)
 	}
 	return "base64:" + base64.StdEncoding.EncodeToString(b)
+}
+
+// dataFormat is the format --format names for data; auto is JSON for a
+// JSON object or array, text for UTF-8, bytes otherwise.
+func dataFormat(name string, data []byte) (heraldv1.DataFormat, error) {
+	switch strings.ToLower(name) {
+	case "json":
+		return heraldv1.DataFormat_DATA_FORMAT_JSON, nil
+	case "text":
+		return heraldv1.DataFormat_DATA_FORMAT_TEXT, nil
+	case "bytes":
+		return heraldv1.DataFormat_DATA_FORMAT_BYTES, nil
+	case "auto", "":
+		if t := bytes.TrimSpace(data); len(t) > 0 && (t[0] == '{' || t[0] == '[') && json.Valid(t) {
+			return heraldv1.DataFormat_DATA_FORMAT_JSON, nil
+		}
+		if utf8.Valid(data) {
+			return heraldv1.DataFormat_DATA_FORMAT_TEXT, nil
+		}
+		return heraldv1.DataFormat_DATA_FORMAT_UNSPECIFIED, nil
+	}
+	return 0, fmt.Errorf("invalid value %q for --format: want json, text, bytes or auto", name)
 }

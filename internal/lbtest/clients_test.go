@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/wire"
+	"github.com/heraldrt/herald/services"
 )
 
 // received is one event as a subscriber got it.
@@ -218,7 +219,7 @@ func wsSession(ctx context.Context, s *subscriber) error {
 		return errors.New("wrong subprotocol")
 	}
 	cursor := s.position()
-	frame, err := protojson.Marshal(&heraldv1.ConnectRequest{Id: "s", Command: &heraldv1.ConnectRequest_Subscribe{
+	frame, err := services.MarshalJSON(&heraldv1.ConnectRequest{Id: "s", Command: &heraldv1.ConnectRequest_Subscribe{
 		Subscribe: &heraldv1.SubscribeRequest{Channels: s.channels, Cursor: &cursor},
 	}})
 	if err != nil {
@@ -233,7 +234,7 @@ func wsSession(ctx context.Context, s *subscriber) error {
 			return err
 		}
 		var m heraldv1.ConnectResponse
-		if err := protojson.Unmarshal(data, &m); err != nil {
+		if err := wire.UnmarshalJSON(data, &m, false); err != nil {
 			s.failed(fmt.Errorf("WebSocket frame %q: %v", data, err))
 			return err
 		}
@@ -289,7 +290,7 @@ func sseSession(ctx context.Context, s *subscriber) error {
 		switch {
 		case name == "@subscribed":
 			var sub heraldv1.Subscribed
-			if err := protojson.Unmarshal([]byte(data), &sub); err != nil {
+			if err := wire.UnmarshalJSON([]byte(data), &sub, false); err != nil {
 				s.failed(fmt.Errorf("@subscribed %q: %v", data, err))
 				return err
 			}
@@ -299,7 +300,7 @@ func sseSession(ctx context.Context, s *subscriber) error {
 			s.subscribed(sub.Cursor)
 		case name == "@end":
 			var e heraldv1.Error
-			if err := protojson.Unmarshal([]byte(data), &e); err != nil {
+			if err := wire.UnmarshalJSON([]byte(data), &e, false); err != nil {
 				s.failed(fmt.Errorf("@end %q: %v", data, err))
 				return err
 			}
@@ -308,7 +309,7 @@ func sseSession(ctx context.Context, s *subscriber) error {
 			s.failed(fmt.Errorf("unexpected SSE event %s: %s", name, data))
 		default:
 			var ev heraldv1.Event
-			if err := protojson.Unmarshal([]byte(data), &ev); err != nil {
+			if err := wire.UnmarshalJSON([]byte(data), &ev, false); err != nil {
 				s.failed(fmt.Errorf("SSE event %q: %v", data, err))
 				return err
 			}
@@ -455,7 +456,7 @@ func (p *publisher) publish(ctx context.Context, channel, key string) (a ack, re
 		return a, false, fmt.Errorf("status %d: %s", resp.StatusCode, body)
 	}
 	var pr heraldv1.PublishResponse
-	if err := protojson.Unmarshal(body, &pr); err != nil {
+	if err := wire.UnmarshalJSON(body, &pr, false); err != nil {
 		return a, false, fmt.Errorf("publish answer %q: %v", body, err)
 	}
 	if ev := pr.GetEvent(); ev.GetIdempotencyKey() != key || ev.GetChannel() != channel || ev.GetPosition() <= 0 {
@@ -498,7 +499,7 @@ func readLog(ctx context.Context, hc *http.Client, base string, channels []strin
 			return nil, fmt.Errorf("GET /v1/events: %s: %s", resp.Status, body)
 		}
 		var page heraldv1.PollResponse
-		if err := protojson.Unmarshal(body, &page); err != nil {
+		if err := wire.UnmarshalJSON(body, &page, false); err != nil {
 			return nil, fmt.Errorf("GET /v1/events: %q: %v", body, err)
 		}
 		if len(page.Events) == 0 {

@@ -199,6 +199,9 @@ func normalize(m protoreflect.Message) {
 		default:
 			m.Clear(ff) // an unknown format: written as a number, read as bytes
 		}
+		if m.Descriptor().FullName() == "herald.v1.Event" && len(data) == 0 {
+			m.Clear(ff) // no data: no format either
+		}
 		if m.Descriptor().FullName() != "herald.v1.Event" && heraldv1.DataFormat(m.Get(ff).Enum()) == heraldv1.DataFormat_DATA_FORMAT_UNSPECIFIED && len(data) > 0 {
 			// A request's string data without a format is text: say bytes.
 			m.Set(ff, protoreflect.ValueOfEnum(protoreflect.EnumNumber(heraldv1.DataFormat_DATA_FORMAT_BYTES)))

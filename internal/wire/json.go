@@ -34,7 +34,9 @@ func AppendEventJSON(dst []byte, ev *heraldv1.Event) []byte {
 		w.key("data")
 		w.b = appendData(w.b, ev.Data, ev.Format)
 	}
-	if ev.Format != 0 {
+	// Without data (a deletion erased it, or empty text) the format says
+	// nothing: it is left out, as data is.
+	if ev.Format != 0 && len(ev.Data) > 0 {
 		w.key("format")
 		w.b = appendEnum(w.b, ev.Format.String(), int32(ev.Format))
 	}

@@ -120,10 +120,18 @@ export function eventsURL(channel) {
   return `${location.origin}/v1/channels/${segment}/events`;
 }
 
-/** curlPublish is a curl command that publishes data (raw) to channel. */
+/**
+ * curlPublish is a curl command that publishes data to channel: a JSON
+ * object or array as JSON (it arrives as that value), anything else as text.
+ */
 export function curlPublish(channel, data, type) {
   const url = eventsURL(channel) + (type ? `?type=${encodeURIComponent(type)}` : '');
-  return `curl --data ${shellQuote(data)} ${shellQuote(url)}`;
+  let value;
+  try { value = JSON.parse(data); } catch { /* text */ }
+  if (value !== null && typeof value === 'object') {
+    return `curl --json ${shellQuote(JSON.stringify({ data: value }))} ${shellQuote(url)}`;
+  }
+  return `curl -H 'Content-Type: text/plain' --data ${shellQuote(data)} ${shellQuote(url)}`;
 }
 
 /**
