@@ -73,5 +73,6 @@ func (p *Postgres) listen(ctx context.Context, cfg *pgx.ConnConfig, listen strin
 			return err
 		}
 		wake()
+		p.pokeOutbox()
 	}
 }
