@@ -98,8 +98,8 @@ var _ Log = (*Postgres)(nil)
 func OpenPostgres(pool *pgxpool.Pool, opts PostgresOptions) *Postgres {
 	opts.defaults()
 	return &Postgres{
-		pool:   pool,
-		opts:   opts,
+		pool:       pool,
+		opts:       opts,
 		queue:      make(chan *appendReq, opts.QueueSize),
 		closed:     make(chan struct{}),
 		outboxWake: make(chan struct{}, 1),
