@@ -32,7 +32,7 @@ var shared struct {
 	pool *pgxpool.Pool
 }
 
-func serverURL() string           { return shared.url }
+func serverURL() string          { return shared.url }
 func appDatabase() *pgxpool.Pool { return shared.pool }
 
 func TestMain(m *testing.M) {
