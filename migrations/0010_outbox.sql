@@ -8,8 +8,12 @@
 --   SELECT herald_publish_tx('orders:42', 'order.paid', '{"total":12}'::jsonb, 'pay-42');
 --   COMMIT;
 --
--- The call checks its arguments and writes one small row to herald_outbox;
--- it takes no Herald lock and waits for nothing. The row becomes visible
+-- The call checks its arguments (the names, the key, data not NULL and at
+-- most 1 MiB: what it can check without reading Herald's tables) and
+-- writes one small row to herald_outbox; it takes no Herald lock and waits
+-- for nothing. The channel's own rules (its max_event_size; that it exists,
+-- when auto-create is off) apply when the row is drained: a row they refuse
+-- is kept in herald_outbox_failed, and the draining instance logs it. The row becomes visible
 -- when, and only if, the transaction commits (a rollback, or the rollback of
 -- a savepoint around the call, leaves nothing). Herald's instances drain
 -- committed rows into the log with herald_outbox_drain: under the write
@@ -82,23 +86,23 @@ CREATE TABLE herald_outbox_failed (
     position        bigint
 );
 
--- herald_outbox_add checks one event and writes its row. The public
--- overloads below call it; it is not granted to anyone.
+-- herald_outbox_refuse says why herald_publish_tx could not write an
+-- event's row: it raises the first problem it finds. Called only when the
+-- one checked INSERT of herald_publish_tx wrote nothing (that fast path
+-- evaluates the same conditions in SQL, so that a call costs one
+-- statement; see docs/benchmarks.md). Not granted to anyone.
 -- +goose StatementBegin
-CREATE FUNCTION herald_outbox_add(
+CREATE FUNCTION herald_outbox_refuse(
     p_channel text,
     p_type    text,
     p_data    bytea,
-    p_format  smallint,
     p_key     text
 ) RETURNS void
 LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_type  text := coalesce(p_type, '');
-    v_key   text := nullif(p_key, '');
-    v_limit integer;
+    v_type text := coalesce(p_type, '');
+    v_key  text := nullif(p_key, '');
 BEGIN
     IF p_channel IS NULL OR p_channel !~ '^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$' OR length(p_channel) > 128 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -120,76 +124,74 @@ BEGIN
             MESSAGE = 'herald_publish_tx: data is NULL',
             HINT = 'Pass ''''::text or ''\x''::bytea for an event without data, ''null''::jsonb for JSON null.';
     END IF;
-    SELECT c.max_event_size INTO v_limit FROM herald_channels c
-    WHERE c.name = p_channel AND c.deleted_at IS NULL;
-    -- An unknown channel is created with the default size limit.
-    v_limit := coalesce(v_limit, 65536);
-    IF octet_length(p_data) > v_limit THEN
+    IF octet_length(p_data) > 1048576 THEN
         RAISE EXCEPTION USING ERRCODE = '54000',
-            MESSAGE = format('herald_publish_tx: event data is %s bytes, the channel''s max_event_size is %s',
-                             octet_length(p_data), v_limit),
-            HINT = 'Publish less data, or raise the channel''s max_event_size (ChannelService.UpdateChannel, at most 1 MiB).';
+            MESSAGE = format('herald_publish_tx: event data is %s bytes, more than 1 MiB (1048576 bytes)', octet_length(p_data)),
+            HINT = 'Publish less data: events hold at most 1 MiB, and at most the channel''s max_event_size (64 KiB unless changed).';
     END IF;
-    INSERT INTO herald_outbox (channel, type, data, format, idempotency_key, digest, author)
-    VALUES (p_channel, v_type, p_data, p_format, v_key,
-            CASE WHEN v_key IS NOT NULL THEN sha256(p_data) END,
-            'db:' || CASE WHEN current_setting('role') = 'none' THEN session_user::text
-                          ELSE current_setting('role') END);
+    RAISE EXCEPTION USING ERRCODE = 'XX000',
+        MESSAGE = 'herald_publish_tx: the event was refused for no reason herald_outbox_refuse knows (a bug)';
 END;
 $$;
 -- +goose StatementEnd
 
--- herald_publish_tx publishes one event when the calling transaction
--- commits. The type of data says the event's format: jsonb and json are
--- JSON (jsonb as PostgreSQL prints it, e.g. {"total": 12}; json exactly as
--- written), text is UTF-8 text, bytea opaque bytes. An untyped literal is
--- text. idempotency_key is optional: an event whose key was already used on
--- the channel with the same type and data is not published again.
--- +goose StatementBegin
-CREATE FUNCTION herald_publish_tx(p_channel text, p_type text, p_data jsonb, p_idempotency_key text DEFAULT NULL)
-RETURNS void LANGUAGE sql SECURITY DEFINER
-AS $$ SELECT herald_outbox_add(p_channel, p_type, convert_to(p_data::text, 'UTF8'), 2::smallint, p_idempotency_key) $$;
--- +goose StatementEnd
+REVOKE EXECUTE ON FUNCTION herald_outbox_refuse(text, text, bytea, text) FROM PUBLIC;
 
+-- herald_publish_tx(channel text, type text, data jsonb|json|text|bytea,
+-- idempotency_key text DEFAULT NULL) publishes one event when the calling
+-- transaction commits. The type of data says the event's format: jsonb
+-- and json are JSON (jsonb as PostgreSQL prints it, e.g. {"total": 12};
+-- json exactly as written), text is UTF-8 text, bytea opaque bytes. An
+-- untyped literal is text. idempotency_key is optional: an event whose key
+-- was already used on the channel with the same type and data is not
+-- published again.
+--
+-- The four overloads are one template, made below for each type. Each
+-- runs as its owner (SECURITY DEFINER) with search_path pinned to this
+-- schema, then pg_temp (last, so that no caller's temporary table can
+-- stand in for herald_outbox), and EXECUTE is revoked from PUBLIC.
 -- +goose StatementBegin
-CREATE FUNCTION herald_publish_tx(p_channel text, p_type text, p_data json, p_idempotency_key text DEFAULT NULL)
-RETURNS void LANGUAGE sql SECURITY DEFINER
-AS $$ SELECT herald_outbox_add(p_channel, p_type, convert_to(p_data::text, 'UTF8'), 2::smallint, p_idempotency_key) $$;
--- +goose StatementEnd
-
--- +goose StatementBegin
-CREATE FUNCTION herald_publish_tx(p_channel text, p_type text, p_data text, p_idempotency_key text DEFAULT NULL)
-RETURNS void LANGUAGE sql SECURITY DEFINER
-AS $$ SELECT herald_outbox_add(p_channel, p_type, convert_to(p_data, 'UTF8'), 3::smallint, p_idempotency_key) $$;
--- +goose StatementEnd
-
--- +goose StatementBegin
-CREATE FUNCTION herald_publish_tx(p_channel text, p_type text, p_data bytea, p_idempotency_key text DEFAULT NULL)
-RETURNS void LANGUAGE sql SECURITY DEFINER
-AS $$ SELECT herald_outbox_add(p_channel, p_type, p_data, 0::smallint, p_idempotency_key) $$;
--- +goose StatementEnd
-
--- Pin the SECURITY DEFINER functions' search_path to this schema (then
--- pg_temp, last, so that no caller's temporary table can stand in for
--- herald_outbox), and let no one but the owner and the roles it grants
--- call them.
--- +goose StatementBegin
-DO $$
+DO $do$
 DECLARE
-    f text;
+    v record;
 BEGIN
-    FOREACH f IN ARRAY ARRAY[
-        'herald_publish_tx(text, text, jsonb, text)',
-        'herald_publish_tx(text, text, json, text)',
-        'herald_publish_tx(text, text, text, text)',
-        'herald_publish_tx(text, text, bytea, text)'
-    ] LOOP
-        EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
-        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
-    END LOOP;
-    REVOKE EXECUTE ON FUNCTION herald_outbox_add(text, text, bytea, smallint, text) FROM PUBLIC;
+    FOR v IN SELECT * FROM (VALUES
+        ('jsonb', $e$convert_to(p_data::text, 'UTF8')$e$, 2),
+        ('json',  $e$convert_to(p_data::text, 'UTF8')$e$, 2),
+        ('text',  $e$convert_to(p_data, 'UTF8')$e$, 3),
+        ('bytea', $e$p_data$e$, 0)
+    ) AS t(type, bytes, format)
+    LOOP
+        EXECUTE format($f$
+CREATE FUNCTION herald_publish_tx(p_channel text, p_type text, p_data %1$s, p_idempotency_key text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = %4$I, pg_temp
+AS $body$
+BEGIN
+    -- One statement checks (as herald_outbox_refuse does) and inserts.
+    INSERT INTO herald_outbox (channel, type, data, format, idempotency_key, digest, author)
+    SELECT p_channel, coalesce(p_type, ''), d.data, %3$s, nullif(p_idempotency_key, ''),
+           CASE WHEN nullif(p_idempotency_key, '') IS NOT NULL THEN sha256(d.data) END,
+           'db:' || CASE WHEN current_setting('role') = 'none' THEN session_user::text
+                         ELSE current_setting('role') END
+    FROM (SELECT %2$s AS data) d
+    WHERE p_channel ~ '^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$' AND length(p_channel) <= 128
+      AND coalesce(p_type, '') ~ '^[A-Za-z0-9_.:/-]*$' AND length(coalesce(p_type, '')) <= 64
+      AND (nullif(p_idempotency_key, '') IS NULL
+           OR p_idempotency_key ~ '^[!-~]+$' AND length(p_idempotency_key) <= 128)
+      AND d.data IS NOT NULL AND octet_length(d.data) <= 1048576;
+    IF NOT FOUND THEN
+        PERFORM herald_outbox_refuse(p_channel, p_type, %2$s, p_idempotency_key);
+    END IF;
 END;
-$$;
+$body$
+$f$, v.type, v.bytes, v.format, current_schema());
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION herald_publish_tx(text, text, %s, text) FROM PUBLIC', v.type);
+    END LOOP;
+END;
+$do$;
 -- +goose StatementEnd
 
 -- herald_outbox_drain appends up to p_limit outbox rows to the log and
@@ -305,6 +307,6 @@ DROP FUNCTION herald_publish_tx(text, text, bytea, text);
 DROP FUNCTION herald_publish_tx(text, text, text, text);
 DROP FUNCTION herald_publish_tx(text, text, json, text);
 DROP FUNCTION herald_publish_tx(text, text, jsonb, text);
-DROP FUNCTION herald_outbox_add(text, text, bytea, smallint, text);
+DROP FUNCTION herald_outbox_refuse(text, text, bytea, text);
 DROP TABLE herald_outbox_failed;
 DROP TABLE herald_outbox;

@@ -145,9 +145,6 @@ func TestOutboxRefusesBadInput(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	pool := pgtest.Pool(t)
-	if _, err := pool.Exec(ctx, "INSERT INTO herald_channels (name, max_event_size) VALUES ('small', 4)"); err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name, sql string
 		code, msg string
@@ -159,8 +156,7 @@ func TestOutboxRefusesBadInput(t *testing.T) {
 		{"key", `SELECT herald_publish_tx('c', 't', 'x', 'has space')`, "22023", `idempotency key 'has space' is not valid`},
 		{"long key", `SELECT herald_publish_tx('c', 't', 'x', repeat('k', 129))`, "22023", `is not valid`},
 		{"null data", `SELECT herald_publish_tx('c', 't', NULL::jsonb)`, "22004", `data is NULL`},
-		{"too large", `SELECT herald_publish_tx('small', 't', 'hello')`, "54000", `event data is 5 bytes, the channel's max_event_size is 4`},
-		{"too large new", `SELECT herald_publish_tx('new', 't', repeat('x', 65537))`, "54000", `max_event_size is 65536`},
+		{"too large", `SELECT herald_publish_tx('c', 't', repeat('x', 1048577))`, "54000", `event data is 1048577 bytes, more than 1 MiB`},
 	} {
 		_, err := pool.Exec(ctx, tc.sql)
 		var pgErr *pgconn.PgError
@@ -466,39 +462,58 @@ func TestOutboxIdempotencyAcrossAPIs(t *testing.T) {
 	}
 }
 
-// TestOutboxRefusedAtDrain: a row the log cannot take (the channel was
-// deleted after the call, auto-create off) is kept in
-// herald_outbox_failed; the rows after it are appended.
+// TestOutboxRefusedAtDrain: rows the channel's rules refuse when they are
+// drained (an unknown channel with auto-create off, data over the
+// channel's max_event_size) are kept in herald_outbox_failed with why; the
+// rows after them are appended.
 func TestOutboxRefusedAtDrain(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	pool, schema := pgtest.Schema(t)
+	if _, err := pool.Exec(ctx, "INSERT INTO herald_channels (name, max_event_size) VALUES ('here', 4)"); err != nil {
+		t.Fatal(err)
+	}
 	inTx(t, pool, func(tx pgx.Tx) error {
 		if err := publishTx(tx, "gone", "", "lost", ""); err != nil {
 			return err
 		}
+		if err := publishTx(tx, "here", "", "too long", ""); err != nil {
+			return err
+		}
 		return publishTx(tx, "here", "", "kept", "")
 	})
-	if _, err := pool.Exec(ctx, "INSERT INTO herald_channels (name) VALUES ('here')"); err != nil {
-		t.Fatal(err)
-	}
 	lg := runPostgres(t, pool, schema, eventlog.PostgresOptions{}) // auto-create off
 	evs := waitEvents(t, lg, 1)
 	if string(evs[0].Data) != "kept" {
 		t.Fatalf("log = %+v", evs)
 	}
-	var code, reason, data string
-	if err := pool.QueryRow(ctx, "SELECT code, reason, convert_from(data, 'UTF8') FROM herald_outbox_failed").Scan(&code, &reason, &data); err != nil {
+	rows, err := pool.Query(ctx, "SELECT code, reason, convert_from(data, 'UTF8') FROM herald_outbox_failed ORDER BY id")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if code != "channel_not_found" || data != "lost" || !strings.Contains(reason, "channel 'gone' not found") {
-		t.Fatalf("failed row: %s %q %q", code, reason, data)
+	var failed []string
+	for rows.Next() {
+		var code, reason, data string
+		if err := rows.Scan(&code, &reason, &data); err != nil {
+			t.Fatal(err)
+		}
+		failed = append(failed, code+": "+reason+": "+data)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"channel_not_found: channel 'gone' not found (deleted, or unknown and auto-create is off): lost",
+		"too_large: event data is 8 bytes, the channel's max_event_size is 4: too long",
+	}
+	if !slices.Equal(failed, want) {
+		t.Fatalf("failed rows:\n%s\nwant\n%s", strings.Join(failed, "\n"), strings.Join(want, "\n"))
 	}
 }
 
 // TestOutboxPermissions: a role granted what docs/operations.md says can
 // publish through the SQL API and cannot write Herald's tables, drain the
-// outbox or call the unchecked insert.
+// outbox or call Herald's internal functions.
 func TestOutboxPermissions(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -547,7 +562,7 @@ func TestOutboxPermissions(t *testing.T) {
 		`INSERT INTO herald_events (channel, data) VALUES ('orders:42', 'x')`,
 		`INSERT INTO herald_outbox (channel, type, data, format, author) VALUES ('orders:42', '', 'x', 0, 'forged')`,
 		`SELECT * FROM herald_events`,
-		`SELECT herald_outbox_add('orders:42', '', 'x', 2::smallint, NULL)`,
+		`SELECT herald_outbox_refuse('orders:42', '', 'x', NULL)`,
 		`SELECT * FROM herald_outbox_drain(10, true)`,
 		`SELECT * FROM herald_publish(ARRAY['c'], ARRAY[''], ARRAY['x'::bytea], ARRAY[''], ARRAY[''], ARRAY[NULL::bytea], ARRAY[0::smallint], true)`,
 	} {
