@@ -3,7 +3,6 @@ package eventlog_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -44,9 +43,7 @@ func BenchmarkOutboxTx(b *testing.B) {
 						type text NOT NULL, data jsonb NOT NULL, idempotency_key text, created_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 					b.Fatal(err)
 				}
-				if os.Getenv("NODRAIN") == "" {
-					runPostgres(b, pool, schema, autoCreate())
-				} // drains meanwhile
+				runPostgres(b, pool, schema, autoCreate()) // drains meanwhile
 				conns := make([]*pgx.Conn, clients)
 				for i := range conns {
 					c, err := pgx.Connect(ctx, pgtest.SchemaURL(b, schema))
