@@ -43,6 +43,11 @@
 -- database grant is the authorization. Unknown channels are created with
 -- default settings when the instance that drains runs with auto-create on.
 --
+-- Rollout: instances of the previous release do not drain the outbox;
+-- events published with herald_publish_tx wait until an instance of this
+-- release runs. This release's writer needs herald_outbox_drain: migrate
+-- before starting it (serve does).
+--
 -- Locks: the write lock (n = 1) as in 0001_init.sql, taken by the drain only
 -- when the outbox holds rows.
 
