@@ -9,6 +9,8 @@ NPM   ?= npm
 BUF   := tools/buf/node_modules/.bin/buf
 # The API document linters (Redocly CLI, the AsyncAPI parser).
 APILINT := tools/apilint/node_modules/.bin/redocly
+# protoc-gen-es (gen/es) and tsc for web/ts_test.go, pinned in tools/ts.
+ES    := tools/ts/node_modules/.bin/protoc-gen-es
 
 # Outputs of `make generate`; all committed.
 GENERATED := gen third_party/protovalidate
@@ -23,16 +25,20 @@ $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	$(NPM) ci --prefix tools/buf --no-audit --no-fund
 	@touch $@
 
+$(ES): tools/ts/package.json tools/ts/package-lock.json
+	$(NPM) ci --prefix tools/ts --no-audit --no-fund
+	@touch $@
+
 $(APILINT): tools/apilint/package.json tools/apilint/package-lock.json
 	$(NPM) ci --prefix tools/apilint --no-audit --no-fund --ignore-scripts
 	@touch $@
 
-tools: $(BUF) $(APILINT)
+tools: $(BUF) $(APILINT) $(ES)
 
 clean-tools:
-	rm -rf tools/buf/node_modules tools/apilint/node_modules
+	rm -rf tools/buf/node_modules tools/apilint/node_modules tools/ts/node_modules
 
-generate: $(BUF)
+generate: $(BUF) $(ES)
 	$(GO) run ./tools/protovalidate-dump -out third_party/protovalidate
 	$(BUF) generate
 
@@ -47,7 +53,7 @@ lint-api: $(APILINT)
 # Regenerate into the tree and fail if that changed anything, compared with a
 # copy of the generated directories taken before (works whether or not the
 # files are committed yet; in CI the copy is the committed state).
-check-generate: $(BUF)
+check-generate: $(BUF) $(ES)
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	for d in $(GENERATED); do mkdir -p "$$tmp/$$d"; if [ -d "$$d" ]; then cp -a "$$d/." "$$tmp/$$d/"; fi; done; \
 	$(MAKE) --no-print-directory generate; \

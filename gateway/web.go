@@ -18,6 +18,7 @@ func registerWeb(mux *http.ServeMux) {
 		http.Redirect(w, r, "/demo/", http.StatusFound)
 	})
 	mux.Handle("GET /herald.js", noCache(files))
+	mux.Handle("GET /herald.d.ts", noCache(typeScript(files)))
 	mux.Handle("GET /demo/", noCache(files))
 	// Browsers ask for /favicon.ico on any page without an icon link (the
 	// JSON documents, for one); the demo pages link demo/favicon.svg.
@@ -31,6 +32,15 @@ func registerWeb(mux *http.ServeMux) {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeErrorStatus(w, http.StatusMethodNotAllowed, connect.NewError(connect.CodeUnimplemented,
 			fmt.Errorf("method %s is not allowed here; allowed: GET, HEAD", r.Method)))
+	})
+}
+
+// typeScript labels TypeScript declarations (by extension ".ts" would be
+// served as an MPEG transport stream).
+func typeScript(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/typescript; charset=utf-8")
+		h.ServeHTTP(w, r)
 	})
 }
 

@@ -6,7 +6,9 @@ package web
 
 import "embed"
 
-// Files are the embedded files: herald.js at the root, pages under demo/.
+// Files are the embedded files: herald.js and its type declarations
+// (herald.d.ts) at the root, pages under demo/. package.json makes web/ an
+// npm package of herald.js and herald.d.ts (npm pack); it is not served.
 //
-//go:embed herald.js demo
+//go:embed herald.js herald.d.ts demo
 var Files embed.FS

@@ -8,17 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"connectrpc.com/connect"
-
+	"github.com/heraldrt/herald"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
-	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 	"github.com/heraldrt/herald/services"
 )
 
@@ -34,50 +30,18 @@ func (c *clientFlags) register(fs *envFlags) {
 	fs.String(&c.token, "token", []string{"HERALD_TOKEN"}, "", "API key or JWT, sent as Authorization: Bearer (servers with --auth-config)")
 }
 
-// bearer sends a credential with every request.
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
-}
-
-func (c *clientFlags) client() (heraldv1connect.EventServiceClient, error) {
-	var opts []connect.ClientOption
-	switch c.protocol {
-	case "grpc":
-		opts = append(opts, connect.WithGRPC())
-	case "grpcweb":
-		opts = append(opts, connect.WithGRPCWeb())
-	case "connect":
-	default:
+// client returns a client of the server the flags name.
+func (c *clientFlags) client() (*herald.Client, error) {
+	protocols := map[string]herald.Protocol{"grpc": herald.GRPC, "grpcweb": herald.GRPCWeb, "connect": herald.Connect}
+	p, ok := protocols[c.protocol]
+	if !ok {
 		return nil, fmt.Errorf("protocol %q: want grpc, grpcweb or connect", c.protocol)
 	}
-	if !strings.HasPrefix(c.server, "http://") && !strings.HasPrefix(c.server, "https://") {
-		c.server = "http://" + c.server
-	}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true) // h2c with prior knowledge on http:// URLs
-	if strings.HasPrefix(c.server, "https://") {
-		p = http.Protocols{}
-		p.SetHTTP1(true)
-		p.SetHTTP2(true)
-	}
-	if c.protocol == "grpc" && strings.HasPrefix(c.server, "http://") {
-		p = http.Protocols{}
-		p.SetUnencryptedHTTP2(true) // gRPC needs HTTP/2
-	}
-	var rt http.RoundTripper = &http.Transport{Protocols: &p}
+	opts := []herald.Option{herald.WithProtocol(p)}
 	if c.token != "" {
-		rt = bearer{token: c.token, next: rt}
+		opts = append(opts, herald.WithToken(c.token))
 	}
-	hc := &http.Client{Transport: rt}
-	return heraldv1connect.NewEventServiceClient(hc, c.server, opts...), nil
+	return herald.NewClient(c.server, opts...)
 }
 
 func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
@@ -118,15 +82,16 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	resp, err := client.Publish(ctx, connect.NewRequest(&heraldv1.PublishRequest{
-		Channel: fs.Arg(0), Type: typ, Data: data, IdempotencyKey: key, Format: df,
-	}))
+	defer client.Close()
+	// Without --key the client makes one, so that its retries (while the
+	// server is unavailable) publish once.
+	resp, err := client.Publish(ctx, herald.Message{Channel: fs.Arg(0), Type: typ, Data: data, IdempotencyKey: key, Format: df})
 	if err != nil {
 		return err
 	}
-	ev := resp.Msg.Event
+	ev := resp.Event
 	if printJSON {
-		b, err := services.MarshalJSON(resp.Msg)
+		b, err := services.MarshalJSON(resp)
 		if err != nil {
 			return err
 		}
@@ -134,7 +99,7 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		return err
 	}
 	dup := ""
-	if resp.Msg.Duplicate {
+	if resp.Duplicate {
 		dup = " (duplicate: already published)"
 	}
 	_, err = fmt.Fprintf(stdout, "published %s at position %d%s\n", ev.Channel, ev.Position, dup)
@@ -161,32 +126,42 @@ func tail(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var cursor *int64
+	defer client.Close()
+	opts := []herald.SubscribeOption{herald.OnReconnect(func(err error, wait time.Duration, cursor *int64) {
+		fmt.Fprintf(os.Stderr, "herald tail: %v; reconnecting in %v from position %s\n", err, wait.Round(time.Millisecond), cursorString(cursor))
+	})}
 	if from >= 0 {
-		c := int64(from)
-		cursor = &c
+		opts = append(opts, herald.After(int64(from)))
 	}
-	backoff := 100 * time.Millisecond
-	for {
-		got, err := tailOnce(ctx, client, fs.Args(), &cursor, printJSON, stdout)
+	sub, err := client.Subscribe(ctx, fs.Args(), opts...)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if got {
-			backoff = 100 * time.Millisecond
-		}
-		var cerr *connect.Error
-		if errors.As(err, &cerr) && (cerr.Code() == connect.CodeInvalidArgument || cerr.Code() == connect.CodeNotFound || cerr.Code() == connect.CodeOutOfRange) {
+		return err
+	}
+	defer sub.Close()
+	for {
+		ev, err := sub.Next(ctx)
+		var truncated *herald.TruncatedError
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &truncated):
+			fmt.Fprintf(os.Stderr, "herald tail: history truncated: events up to position %d were removed\n", truncated.Through)
+			continue
+		case err != nil:
 			return err
 		}
-		wait := backoff/2 + rand.N(backoff)
-		fmt.Fprintf(os.Stderr, "herald tail: %v; reconnecting in %v from position %s\n", err, wait.Round(time.Millisecond), cursorString(cursor))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
+		if printJSON {
+			b, err := services.MarshalJSON(ev)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, string(b))
+		} else {
+			fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\n", ev.Position, ev.Channel, eventLabel(ev), printable(ev.Data))
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
@@ -195,46 +170,6 @@ func cursorString(c *int64) string {
 		return "(live)"
 	}
 	return fmt.Sprint(*c)
-}
-
-// tailOnce streams until the stream ends, advancing *cursor past every
-// printed event so the next attempt resumes exactly after it.
-func tailOnce(ctx context.Context, client heraldv1connect.EventServiceClient, channels []string, cursor **int64, printJSON bool, out io.Writer) (bool, error) {
-	stream, err := client.Subscribe(ctx, connect.NewRequest(&heraldv1.SubscribeRequest{Channels: channels, Cursor: *cursor}))
-	if err != nil {
-		return false, err
-	}
-	defer stream.Close()
-	got := false
-	for stream.Receive() {
-		got = true
-		switch m := stream.Msg().Message.(type) {
-		case *heraldv1.SubscribeResponse_Subscribed:
-			s := m.Subscribed
-			c := s.Cursor
-			*cursor = &c
-			if s.HistoryTruncated {
-				fmt.Fprintf(os.Stderr, "herald tail: history truncated: events up to position %d were removed\n", s.TruncatedThrough)
-			}
-		case *heraldv1.SubscribeResponse_Event:
-			ev := m.Event
-			if printJSON {
-				b, err := services.MarshalJSON(ev)
-				if err != nil {
-					return got, err
-				}
-				fmt.Fprintln(out, string(b))
-			} else {
-				fmt.Fprintf(out, "%d\t%s\t%s\t%s\n", ev.Position, ev.Channel, eventLabel(ev), printable(ev.Data))
-			}
-			p := ev.Position
-			*cursor = &p
-		}
-	}
-	if err := stream.Err(); err != nil {
-		return got, err
-	}
-	return got, errors.New("stream ended")
 }
 
 func eventLabel(ev *heraldv1.Event) string {

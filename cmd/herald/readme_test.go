@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +33,8 @@ import (
 //   - Rewritten for the machine, nothing else: "go run ./cmd/herald" runs the
 //     built binary, 127.0.0.1:8080 becomes the address of the server
 //     started last in the block (or the set-up one), a postgres:// URL
-//     becomes a fresh schema of the test database, curl gets
+//     becomes a fresh schema of the test database (for psql, set through
+//     libpq's options), curl gets
 //     --fail-with-body (an HTTP error fails the example), and herald
 //     clients get HERALD_SERVER.
 //   - "herald serve" starts a server on a random port that the rest of its
@@ -247,9 +249,29 @@ func (r *readmeRun) rewrite(text string, srv *serveProc) string {
 			_, schema := pgtest.Schema(r.t)
 			r.database = pgtest.SchemaURL(r.t, schema)
 		}
-		text = pgURL.ReplaceAllLiteralString(text, r.database)
+		dsn := r.database
+		if strings.Contains(text, "psql ") {
+			dsn = libpqURL(r.t, dsn)
+		}
+		text = pgURL.ReplaceAllLiteralString(text, dsn)
 	}
 	return curlCmd.ReplaceAllString(text, "${1}curl --fail-with-body ")
+}
+
+// libpqURL is u for psql: libpq refuses the search_path parameter that
+// pgx takes, and sets the schema through options instead.
+func libpqURL(t *testing.T, u string) string {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatalf("parse %s: %v", u, err)
+	}
+	q := parsed.Query()
+	if schema := q.Get("search_path"); schema != "" {
+		q.Del("search_path")
+		q.Set("options", "-csearch_path="+schema)
+	}
+	parsed.RawQuery = q.Encode()
+	return parsed.String()
 }
 
 func (r *readmeRun) startServe(t *testing.T, e example, env []string) *serveProc {

@@ -14,7 +14,11 @@ package eventlog
 // herald_publish (Append has hashed the data of keyed inputs, for the
 // idempotency check, in the caller's goroutine), which takes the write lock
 // (a transaction-level advisory lock), assigns positions in input order and
-// commits. Only then does it answer each caller, and after that it sends
+// commits. The statement is preceded, in the same implicit transaction and
+// round trip, by herald_outbox_drain, which appends the events applications
+// published from their own transactions (postgres_outbox.go); when no
+// Append is queued the writer runs the drain alone on a timer. Only after
+// the commit does it answer each caller, and after that it sends
 // pg_notify(NotifyChannel, max position) as a hint, outside the insert
 // transaction. While a batch is in
 // the database new Appends queue up: batching comes from that wait, there is

@@ -85,6 +85,9 @@ type PostgresOptions struct {
 	// Metrics receives the writer's batches and the listener's reconnects;
 	// nil records nothing.
 	Metrics *metrics.Metrics
+	// OutboxPoll is the longest an idle writer waits before it looks at
+	// the outbox again (see postgres_outbox.go). Default DefaultOutboxPoll.
+	OutboxPoll time.Duration
 }
 
 func (o *PostgresOptions) defaults() {
@@ -103,6 +106,9 @@ func (o *PostgresOptions) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.OutboxPoll <= 0 {
+		o.OutboxPoll = DefaultOutboxPoll
+	}
 }
 
 // Postgres is the durable event log on PostgreSQL; see doc.go for how it
@@ -117,6 +123,11 @@ type Postgres struct {
 	// closed is closed when Run's writer has stopped: queued and later
 	// appends fail with ErrClosed.
 	closed chan struct{}
+	// outboxWake asks an idle writer to drain the outbox now (a
+	// notification arrived); buffered, one pending wake-up is enough.
+	outboxWake chan struct{}
+	// drainFailing: the last drain failed (owned by the writer).
+	drainFailing bool
 }
 
 var _ Log = (*Postgres)(nil)
@@ -126,10 +137,11 @@ var _ Log = (*Postgres)(nil)
 func OpenPostgres(pool *pgxpool.Pool, opts PostgresOptions) *Postgres {
 	opts.defaults()
 	return &Postgres{
-		pool:   pool,
-		opts:   opts,
-		queue:  make(chan *appendReq, opts.QueueSize),
-		closed: make(chan struct{}),
+		pool:       pool,
+		opts:       opts,
+		queue:      make(chan *appendReq, opts.QueueSize),
+		closed:     make(chan struct{}),
+		outboxWake: make(chan struct{}, 1),
 	}
 }
 
@@ -240,6 +252,8 @@ func (p *Postgres) Run(ctx context.Context) error {
 		p.drain()
 	}()
 	batch := make([]*appendReq, 0, 64)
+	poll := newOutboxPoll(p.opts.OutboxPoll)
+	defer poll.stop()
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -257,6 +271,12 @@ func (p *Postgres) Run(ctx context.Context) error {
 					continue
 				}
 				batch = append(batch, r)
+			case <-poll.c():
+				poll.after(p.writeBatch(ctx, nil, 0), p.opts.MaxBatch)
+				continue
+			case <-p.outboxWake:
+				poll.after(p.writeBatch(ctx, nil, 0), p.opts.MaxBatch)
+				continue
 			}
 		}
 		n, size := len(batch[0].ps), batch[0].bytes
@@ -278,7 +298,7 @@ func (p *Postgres) Run(ctx context.Context) error {
 				break gather
 			}
 		}
-		p.writeBatch(ctx, batch, n)
+		poll.after(p.writeBatch(ctx, batch, n), p.opts.MaxBatch)
 	}
 }
 
@@ -315,11 +335,12 @@ const (
 	trimBatchEntries = 10000
 )
 
-// writeBatch writes the n events of batch in one statement, which commits
-// on its own (no explicit transaction: one round trip), and answers every
-// request. It finishes even when ctx has ended, so that no taken append is
-// left without an answer.
-func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
+// writeBatch drains the outbox and writes the n events of batch after the
+// drained ones, in one transaction (a pipelined pgx batch: one round trip),
+// and answers every request. With no requests it only drains. It finishes
+// even when ctx has ended, so that no taken append is left without an
+// answer. It returns how many outbox rows it drained.
+func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) int {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 	wctx, span := batchSpan(wctx, batch, n)
@@ -336,22 +357,23 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 	res := make([]Published, n)
 	errs := make([]error, n)
 	start := time.Now()
-	maxID, err := p.publish(wctx, ps, digests, res, errs)
+	maxID, drained, err := p.publish(wctx, ps, digests, res, errs)
 	if err != nil && pgconn.SafeToRetry(err) {
 		// Nothing reached the server (typically a pooled connection that
 		// died with a database restart): one more try cannot write twice.
 		clear(res)
 		clear(errs)
-		maxID, err = p.publish(wctx, ps, digests, res, errs)
+		maxID, drained, err = p.publish(wctx, ps, digests, res, errs)
 	}
 	p.opts.Metrics.Batch(n, time.Since(start))
+	p.outboxStatus(drained, err)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		err = p.dbErr("append", err)
 		for _, r := range batch {
 			r.done <- appendResult{err: err}
 		}
-		return
+		return 0
 	}
 	off := 0
 	for _, r := range batch {
@@ -359,31 +381,60 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) {
 		r.done <- appendResult{res: res[off : off+k : off+k], errs: errs[off : off+k : off+k]}
 		off += k
 	}
-	if maxID > 0 {
-		p.notify(wctx, maxID)
+	if m := max(maxID, drained.maxID); m > 0 {
+		p.notify(wctx, m)
 	}
+	return drained.rows
 }
 
-// publish runs herald_publish for ps (with the digests of their data, see
-// appendReq) and fills res and errs (in input order). It returns the
-// highest position written (0 if none). Rows are read to the end before
-// returning: the statement has committed only when the rows' error is nil.
-func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte, res []Published, errs []error) (int64, error) {
-	channels := make([]string, len(ps))
-	types := make([]string, len(ps))
-	data := make([][]byte, len(ps))
-	keys := make([]string, len(ps))
-	authors := make([]string, len(ps))
-	formats := make([]int16, len(ps))
-	for i, in := range ps {
-		channels[i], types[i], keys[i], authors[i] = in.Channel, in.Type, in.IdempotencyKey, in.Author
-		formats[i] = int16(in.Format)
-		data[i] = in.Data
-		if data[i] == nil {
-			data[i] = []byte{} // NULL in a bytea[] is coalesced anyway; send what we store
+// publish drains the outbox, then runs herald_publish for ps (with the
+// digests of their data, see appendReq) and fills res and errs (in input
+// order), all in one implicit transaction. It returns the highest position
+// herald_publish wrote (0 if none) and what the drain did. Every result is
+// read and the batch closed before returning: the transaction has
+// committed only when that succeeded.
+func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte, res []Published, errs []error) (int64, drainResult, error) {
+	b := &pgx.Batch{}
+	queueDrain(b, p.opts.MaxBatch, p.opts.AutoCreate)
+	if len(ps) > 0 {
+		channels := make([]string, len(ps))
+		types := make([]string, len(ps))
+		data := make([][]byte, len(ps))
+		keys := make([]string, len(ps))
+		authors := make([]string, len(ps))
+		formats := make([]int16, len(ps))
+		for i, in := range ps {
+			channels[i], types[i], keys[i], authors[i] = in.Channel, in.Type, in.IdempotencyKey, in.Author
+			formats[i] = int16(in.Format)
+			data[i] = in.Data
+			if data[i] == nil {
+				data[i] = []byte{} // NULL in a bytea[] is coalesced anyway; send what we store
+			}
+		}
+		b.Queue(publishSQL, channels, types, data, keys, authors, digests, formats, p.opts.AutoCreate)
+	}
+	br := p.pool.SendBatch(ctx, b)
+	defer br.Close()
+	drained, err := readDrain(br)
+	if err != nil {
+		return 0, drainResult{}, err
+	}
+	var maxID int64
+	if len(ps) > 0 {
+		if maxID, err = p.readPublish(br, ps, res, errs); err != nil {
+			return 0, drainResult{}, err
 		}
 	}
-	rows, err := p.pool.Query(ctx, publishSQL, channels, types, data, keys, authors, digests, formats, p.opts.AutoCreate)
+	if err := br.Close(); err != nil {
+		return 0, drainResult{}, err
+	}
+	return maxID, drained, nil
+}
+
+// readPublish reads herald_publish's rows for ps into res and errs and
+// returns the highest position written.
+func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Published, errs []error) (int64, error) {
+	rows, err := br.Query()
 	if err != nil {
 		return 0, err
 	}

@@ -81,5 +81,6 @@ func (p *Postgres) listen(ctx context.Context, cfg *pgx.ConnConfig, listen strin
 			return err
 		}
 		wake()
+		p.pokeOutbox()
 	}
 }
