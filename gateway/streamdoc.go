@@ -118,10 +118,7 @@ var streamEndpoints = []endpoint{
 						"schema":      obj{"type": "string", "enum": wsSubprotocols},
 					}},
 				},
-				"426": obj{
-					"description": "Upgrade Required: the request is not a WebSocket handshake.",
-					"content":     obj{"text/plain": obj{"schema": obj{"type": "string"}}},
-				},
+				"426": errorResponse("Upgrade Required: the request is not a WebSocket handshake."),
 			}
 		},
 		errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests, http.StatusServiceUnavailable},

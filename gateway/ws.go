@@ -422,9 +422,34 @@ func (wc *wsConn) close(code int, reason string, discard bool, budget time.Durat
 	case <-wc.readDone:
 	case <-wc.dead:
 	}
+	var ce *wsCloseError
+	if errors.As(wc.readError(), &ce) && !wc.isDead() {
+		// We stopped reading mid-message (a protocol error, a message
+		// over the limit): what the client is still sending would make
+		// closing the socket reset it, and the client could lose our
+		// close frame. Read and drop it for a moment first (a lingering
+		// close), as HTTP servers do.
+		wc.linger(min(budget, lingerMax))
+	}
 	wc.closeConn()
 	<-wc.readDone
 	wc.r.release()
+}
+
+// lingerMax bounds a lingering close, and lingerBytes what it reads.
+const (
+	lingerMax   = 2 * time.Second
+	lingerBytes = 16 << 20
+)
+
+// linger reads and drops what the client still sends, until it closes, d
+// passes or lingerBytes were read.
+func (wc *wsConn) linger(d time.Duration) {
+	if cw, ok := wc.conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite() // our close frame is out: say we are done writing
+	}
+	_ = wc.conn.SetReadDeadline(time.Now().Add(d))
+	_, _ = io.Copy(io.Discard, io.LimitReader(wc.conn, lingerBytes))
 }
 
 // slow reports that the connection failed as a slow consumer.

@@ -83,15 +83,52 @@ func validateMsg(msg proto.Message) error {
 	var verr *protovalidate.ValidationError
 	if errors.As(err, &verr) {
 		parts := make([]string, 0, len(verr.Violations))
+		seen := map[string]bool{}
 		for _, v := range verr.Violations {
 			field := protovalidate.FieldPathString(v.Proto.GetField())
 			if field == "" {
 				field = "request"
 			}
-			parts = append(parts, field+": "+v.Proto.GetMessage())
+			part := field + ": " + violationText(field, protovalidate.FieldPathString(v.Proto.GetRule()), v.Proto.GetMessage())
+			if !seen[part] {
+				seen[part] = true
+				parts = append(parts, part)
+			}
 		}
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("invalid request: "+strings.Join(parts, "; ")))
 	}
 	// A rule that fails to compile or evaluate is our bug, not the client's.
 	return connect.NewError(connect.CodeInternal, errors.New("request validation failed"))
+}
+
+// What the rules of the shared names say, in words a client can act on
+// (protovalidate's own messages quote regular expressions).
+const (
+	channelRule = "a channel name is 1 to 128 characters: letters, digits and _ . : @ / = -, starting with a letter or digit (e.g. chat:room-42)"
+	typeRule    = "an event type is up to 64 characters: letters, digits and _ . : / - (e.g. message.created)"
+)
+
+// violationText words one violation: the shared names' rules as a whole
+// (so that an empty and a malformed channel name read alike and once),
+// and protovalidate's messages without regular expressions.
+func violationText(field, rule, msg string) string {
+	leaf := field
+	if i := strings.LastIndexByte(leaf, '.'); i >= 0 {
+		leaf = leaf[i+1:]
+	}
+	if i := strings.IndexByte(leaf, '['); i >= 0 {
+		leaf = leaf[:i]
+	}
+	stringRule := strings.HasPrefix(rule, "string.") || strings.HasPrefix(rule, "repeated.items.string.")
+	switch {
+	case stringRule && (leaf == "channel" || leaf == "channels" || leaf == "name"):
+		return channelRule
+	case stringRule && leaf == "type":
+		return typeRule
+	case strings.HasSuffix(rule, "string.pattern"):
+		return "has characters that are not allowed here"
+	case msg == "must be at least 1 characters":
+		return "must not be empty"
+	}
+	return strings.Replace(msg, " 1 item(s)", " 1 item", 1)
 }

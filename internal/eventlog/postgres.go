@@ -365,7 +365,10 @@ func (p *Postgres) writeBatch(ctx context.Context, batch []*appendReq, n int) in
 		clear(errs)
 		maxID, drained, err = p.publish(wctx, ps, digests, res, errs)
 	}
-	p.opts.Metrics.Batch(n, time.Since(start))
+	if n+drained.rows > 0 {
+		// An idle drain that found nothing is not a batch.
+		p.opts.Metrics.Batch(n+drained.rows, time.Since(start))
+	}
 	p.outboxStatus(drained, err)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())

@@ -290,9 +290,13 @@ func TestMetricsSlowConsumerAndRefusals(t *testing.T) {
 		t.Fatalf("second stream: %v, want resource_exhausted", err)
 	}
 
-	data := string(make([]byte, 32<<10))
+	// Straight to the log: every request, unary ones too, counts toward
+	// the one connection the subscriber holds.
+	data := make([]byte, 32<<10)
 	for range 600 {
-		mustPublish(t, pub.events, "firehose", data)
+		if _, errs, err := in.srv.Log().Append(ctx, []eventlog.Publish{{Channel: "firehose", Data: data}}); err != nil || errs[0] != nil {
+			t.Fatal(err, errs)
+		}
 	}
 	for slow.Receive() {
 	}

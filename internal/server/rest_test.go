@@ -146,7 +146,7 @@ func TestREST(t *testing.T) {
 
 func testRESTPublishJSON(t *testing.T, in *instance) {
 	ch := "rest-json"
-	body := fmt.Sprintf(`{"type":"msg","data":%q,"idempotencyKey":"k"}`, b64("hello"))
+	body := `{"type":"msg","data":"hello","idempotencyKey":"k"}` // a string is text
 	r := restCall(t, "POST", restEvents(in.base, ch), "application/json", []byte(body))
 	var pub heraldv1.PublishResponse
 	r.ok(t, http.StatusCreated, &pub)
@@ -165,10 +165,22 @@ func testRESTPublishJSON(t *testing.T, in *instance) {
 		t.Fatalf("GET Location = %v, want %v", got.Event, ev)
 	}
 	// A channel in the body may repeat the path's; charset parameters are fine.
-	body = fmt.Sprintf(`{"channel":%q,"data":%q}`, ch, b64("again"))
+	body = fmt.Sprintf(`{"channel":%q,"data":"again"}`, ch)
 	restCall(t, "POST", restEvents(in.base, ch), "application/json; charset=utf-8", []byte(body)).ok(t, http.StatusCreated, &pub)
-	if string(pub.Event.Data) != "again" || pub.Event.Type != "" {
+	if string(pub.Event.Data) != "again" || pub.Event.Type != "" || pub.Event.Format != heraldv1.DataFormat_DATA_FORMAT_TEXT {
 		t.Fatalf("second publish %v", pub.Event)
+	}
+	// A JSON value is published as JSON, and every JSON answer carries it
+	// as that value, not base64.
+	r = restCall(t, "POST", restEvents(in.base, ch), "application/json", []byte(`{"data":{"text":"hi","n":[1, 2]}}`))
+	r.ok(t, http.StatusCreated, &pub)
+	if !strings.Contains(string(r.body), `"data":{"text":"hi","n":[1,2]},"format":"DATA_FORMAT_JSON"`) ||
+		string(pub.Event.Data) != `{"text":"hi","n":[1,2]}` || pub.Event.Format != heraldv1.DataFormat_DATA_FORMAT_JSON {
+		t.Fatalf("JSON publish answered %s", r.body)
+	}
+	list := restCall(t, "GET", restEvents(in.base, ch)+"?direction=backward&limit=1", "", nil)
+	if !strings.Contains(string(list.body), `"data":{"text":"hi","n":[1,2]}`) {
+		t.Fatalf("history shows %s", list.body)
 	}
 }
 
@@ -204,7 +216,7 @@ func testRESTPublishRaw(t *testing.T, in *instance) {
 
 func testRESTIdempotent(t *testing.T, in *instance) {
 	ch := "rest-idem"
-	body := []byte(fmt.Sprintf(`{"data":%q,"idempotencyKey":"once"}`, b64("x")))
+	body := []byte(`{"data":"x","idempotencyKey":"once"}`)
 	var first, second heraldv1.PublishResponse
 	r := restCall(t, "POST", restEvents(in.base, ch), "application/json", body)
 	r.ok(t, http.StatusCreated, &first)
@@ -279,7 +291,7 @@ func testRESTEdit(t *testing.T, in *instance) {
 		t.Fatalf("get %v", got.Event)
 	}
 	var up heraldv1.UpdateEventResponse
-	restCall(t, "PATCH", at, "application/json", []byte(fmt.Sprintf(`{"data":%q}`, b64("hello")))).ok(t, http.StatusOK, &up)
+	restCall(t, "PATCH", at, "application/json", []byte(`{"data":"aGVsbG8=","format":"bytes"}`)).ok(t, http.StatusOK, &up)
 	if string(up.Event.Data) != "hello" || up.Event.UpdateTime == nil ||
 		up.Entry.Kind != heraldv1.EventKind_EVENT_KIND_UPDATED || up.Entry.TargetPosition != ev.Position {
 		t.Fatalf("update JSON %v", &up)
@@ -702,7 +714,7 @@ func testOpenAPI(t *testing.T, in *instance) {
 		t.Fatal(err)
 	}
 	for field, want := range map[string]map[string]any{
-		"position":       {"type": "string", "format": "int64"},
+		"position": {"type": "string", "format": "int64"},
 
 		"idempotencyKey": {"type": "string"},
 		"createTime":     {"type": "string", "format": "date-time"},

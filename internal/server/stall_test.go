@@ -153,7 +153,15 @@ func TestStalledClientDropped(t *testing.T) {
 			t.Logf("stalled %s subscriber dropped %v after publishing began (write timeout %v)", tc.name, took.Round(10*time.Millisecond), writeTimeout)
 			// The write timeout, plus the time the buffers take to fill
 			// and this loop's polling.
-			if took > writeTimeout+time.Second {
+			// grpc-go keeps reading into its own buffers for a while after
+			// the application stopped (measured: ~16 MB, 1.4 s at this
+			// rate) before flow control stalls the server: its stall starts
+			// later.
+			slack := time.Second
+			if strings.HasPrefix(tc.name, "grpc") {
+				slack = 3 * time.Second
+			}
+			if took > writeTimeout+slack {
 				t.Fatalf("dropped after %v, want within the write timeout (%v) of the stall", took, writeTimeout)
 			}
 			waitFor(t, func() bool { return in.srv.App().OpenConnections() == 0 })

@@ -111,6 +111,26 @@ func (s *subscriber) events(t *testing.T, n int) []*heraldv1.Event {
 	return out
 }
 
+// upTo reads events until it has n or the stream ends (end is then set).
+func (s *subscriber) upTo(t *testing.T, n int) (out []*heraldv1.Event, end *heraldv1.Error) {
+	t.Helper()
+	for len(out) < n {
+		var it item
+		select {
+		case it = <-s.items:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%d of %d events within 15s, and no end", len(out), n)
+		}
+		if it.end != nil {
+			return out, it.end
+		}
+		if it.ev != nil {
+			out = append(out, it.ev)
+		}
+	}
+	return out, nil
+}
+
 // untilEnd reads events until the stream ends.
 func (s *subscriber) untilEnd(t *testing.T) ([]*heraldv1.Event, *heraldv1.Error) {
 	t.Helper()

@@ -131,7 +131,8 @@ export function curlPublish(channel, data, type) {
   if (value !== null && typeof value === 'object') {
     return `curl --json ${shellQuote(JSON.stringify({ data: value }))} ${shellQuote(url)}`;
   }
-  return `curl -H 'Content-Type: text/plain' --data ${shellQuote(data)} ${shellQuote(url)}`;
+  // curl --data sends form-encoded text, which Herald stores as text.
+  return `curl --data ${shellQuote(data)} ${shellQuote(url)}`;
 }
 
 /**
