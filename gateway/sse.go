@@ -22,6 +22,14 @@ const (
 	sseEnd        = "@end"
 )
 
+// An SSE burst (events written before one flush) holds at most this many
+// events or bytes: the buffer of a stream stays small whatever the events'
+// size.
+const (
+	sseBurstEvents = 64
+	sseBurstBytes  = 256 << 10
+)
+
 // sseRequest is a decoded GET /v1/sse.
 type sseRequest struct {
 	channels []string // none: the token's (services.Open)
@@ -154,7 +162,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		// soon as the burst it arrived in is written.
 		for n := 0; ; n++ {
 			sw.item(it, req.untyped)
-			if n == 64 {
+			if n == sseBurstEvents || len(sw.buf) >= sseBurstBytes {
 				break
 			}
 			if it, err = st.TryNext(ctx); err != nil {
@@ -245,6 +253,9 @@ func (s *sseWriter) flush() error {
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	_, err := s.w.Write(s.buf)
 	s.buf = s.buf[:0]
+	if cap(s.buf) > 64<<10 {
+		s.buf = nil // a burst of large events: an idle stream keeps no big buffer
+	}
 	if err == nil {
 		err = s.rc.Flush()
 	}

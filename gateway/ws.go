@@ -705,6 +705,12 @@ func (wc *wsConn) recv() (*heraldv1.ConnectRequest, error) {
 		op, data, err := wc.r.next(wc)
 		if err != nil {
 			wc.readEnded(err)
+			if errors.Is(err, io.EOF) {
+				// The connection ended. For the session io.EOF means a
+				// half-close (the Connect RPC's), after which it keeps
+				// streaming; a WebSocket has none: the peer is gone.
+				return nil, fmt.Errorf("%w: %v", errConnClosed, err)
+			}
 			return nil, err
 		}
 		wc.wmu.Lock()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sync/semaphore"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/auth"
@@ -24,6 +25,10 @@ const (
 	// publishQueue bounds publishes received but not yet acknowledged;
 	// when full, the session stops reading commands (backpressure).
 	publishQueue = 256
+	// publishQueueBytes bounds the data of those publishes, so that large
+	// events cannot make publishQueue of them a memory problem; when it is
+	// full the session stops reading commands too.
+	publishQueueBytes = 4 << 20
 	// publishBatch is how many queued publishes go to the log in one call.
 	publishBatch = 128
 	// drainTimeout bounds how long a closing session keeps committing the
@@ -528,12 +533,14 @@ type publisher struct {
 
 	mu     sync.Mutex // guards closed, q and sending on q
 	closed bool
-	q      chan pubCmd // made, with its goroutine, on the first publish
+	q      chan pubCmd         // made, with its goroutine, on the first publish
+	bytes  *semaphore.Weighted // data of the queued publishes, bounded by publishQueueBytes
 }
 
 type pubCmd struct {
 	id  string
 	req publishReq
+	n   int64 // its share of publisher.bytes
 }
 
 func (p *publisher) init(ss *Session) {
@@ -552,16 +559,19 @@ func (p *publisher) enqueue(c pubCmd) {
 			// Many connections only subscribe: their queue and publisher
 			// goroutine would be idle memory.
 			p.q = make(chan pubCmd, publishQueue)
+			p.bytes = semaphore.NewWeighted(publishQueueBytes)
 			p.wg.Go(p.run)
 		}
+		c.n = int64(min(len(c.req.req.Data), publishQueueBytes))
 		// Closing (close cancels ctx before taking p.mu), or the token
 		// expired: checked first, as select picks among ready cases at
 		// random.
-		if ss.ctx.Err() == nil {
+		if ss.ctx.Err() == nil && p.bytes.Acquire(ss.ctx, c.n) == nil {
 			select {
 			case p.q <- c:
 				return
 			case <-ss.ctx.Done():
+				p.bytes.Release(c.n)
 			}
 		}
 	}
@@ -603,6 +613,7 @@ func (p *publisher) run() {
 			default:
 				ss.emit(msgFrame(&heraldv1.ConnectResponse{Id: c.id, Message: &heraldv1.ConnectResponse_Published{Published: res[i].resp}}))
 			}
+			p.bytes.Release(c.n)
 		}
 		if err != nil {
 			// Keep the stream's order: what was queued behind a failed
@@ -621,6 +632,7 @@ func (p *publisher) failQueued(err error) {
 				return
 			}
 			p.ss.emit(p.ss.errorFrame(c.id, "publish", err))
+			p.bytes.Release(c.n)
 		default:
 			return
 		}

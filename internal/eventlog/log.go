@@ -147,11 +147,16 @@ type Channel struct {
 // Query selects log entries by position for subscribers: entries with
 // After < Position <= UpTo (UpTo 0: no upper bound), of Channels (nil: all
 // channels; empty non-nil: none), ascending, at most Limit (<= 0: no limit).
+// With MaxBytes > 0 the result stops after the entry whose data brings the
+// total to MaxBytes or more (it holds at least one entry), so that a page
+// of large events stays bounded in memory; the caller reads on after the
+// last position it got.
 type Query struct {
 	Channels []string
 	After    int64
 	UpTo     int64
 	Limit    int
+	MaxBytes int
 }
 
 // HistoryQuery selects a page of one channel's entries.

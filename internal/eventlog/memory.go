@@ -346,7 +346,7 @@ func (m *Memory) Read(ctx context.Context, q Query) ([]Event, error) {
 				out = append(out, *ev)
 			}
 		}
-		return out, nil
+		return capBytes(out, q.MaxBytes), nil
 	}
 	// Merge the channels' entries: each contributes at most limit.
 	names := slices.Clone(q.Channels)
@@ -373,7 +373,22 @@ func (m *Memory) Read(ctx context.Context, q Query) ([]Event, error) {
 	for i, ev := range evs {
 		out[i] = *ev
 	}
-	return out, nil
+	return capBytes(out, q.MaxBytes), nil
+}
+
+// capBytes keeps evs up to the entry whose data brings the total to
+// maxBytes (> 0), as Query.MaxBytes says.
+func capBytes(evs []Event, maxBytes int) []Event {
+	if maxBytes <= 0 {
+		return evs
+	}
+	total := 0
+	for i := range evs {
+		if total += len(evs[i].Data); total >= maxBytes {
+			return evs[:i+1]
+		}
+	}
+	return evs
 }
 
 // firstAfter returns the index of the first entry of evs with a position > pos.

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/heraldrt/herald/internal/metrics"
 )
@@ -51,6 +52,7 @@ const (
 	DefaultMaxBatch      = 500
 	DefaultMaxBatchBytes = 1 << 20
 	DefaultQueueSize     = 4096
+	DefaultQueueBytes    = 64 << 20
 )
 
 // writeTimeout bounds one batch (or edit) statement, so that a hung
@@ -74,6 +76,12 @@ type PostgresOptions struct {
 	// QueueSize bounds how many Append calls wait for the writer; when it is
 	// full Append blocks until there is room or its ctx ends. Default 4096.
 	QueueSize int
+	// QueueBytes bounds the bytes of the Append calls waiting for the
+	// writer (their events' data and strings), so that large events cannot
+	// make QueueSize of them a memory problem; Append waits for room like
+	// for a slot. A call larger than QueueBytes waits for the whole of it.
+	// Default DefaultQueueBytes.
+	QueueBytes int
 	// Logger receives the listener's reconnects and failed notifications.
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -103,6 +111,9 @@ func (o *PostgresOptions) defaults() {
 	if o.QueueSize <= 0 {
 		o.QueueSize = DefaultQueueSize
 	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = DefaultQueueBytes
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -118,8 +129,9 @@ type Postgres struct {
 	pool *pgxpool.Pool
 	opts PostgresOptions
 
-	queue   chan *appendReq
-	started atomic.Bool
+	queue      chan *appendReq
+	queueBytes *semaphore.Weighted // bytes of queued appends, bounded by QueueBytes
+	started    atomic.Bool
 	// closed is closed when Run's writer has stopped: queued and later
 	// appends fail with ErrClosed.
 	closed chan struct{}
@@ -140,6 +152,7 @@ func OpenPostgres(pool *pgxpool.Pool, opts PostgresOptions) *Postgres {
 		pool:       pool,
 		opts:       opts,
 		queue:      make(chan *appendReq, opts.QueueSize),
+		queueBytes: semaphore.NewWeighted(int64(opts.QueueBytes)),
 		closed:     make(chan struct{}),
 		outboxWake: make(chan struct{}, 1),
 	}
@@ -201,6 +214,13 @@ func (p *Postgres) Append(ctx context.Context, ps []Publish) ([]Published, []err
 			r.digests[i] = sum[:]
 		}
 	}
+	// Room in bytes first (released when Append returns: the writer then
+	// holds at most its batch beyond the queue).
+	n := int64(min(r.bytes, p.opts.QueueBytes))
+	if err := p.queueBytes.Acquire(ctx, n); err != nil {
+		return nil, nil, err
+	}
+	defer p.queueBytes.Release(n)
 	select {
 	case p.queue <- r:
 	case <-ctx.Done():

@@ -39,13 +39,36 @@ func scanEvent(row pgx.Row) (Event, error) {
 }
 
 func (p *Postgres) queryEvents(ctx context.Context, op, sql string, args ...any) ([]Event, error) {
+	return p.queryEventsBounded(ctx, op, 0, sql, args...)
+}
+
+// queryEventsBounded is queryEvents that stops after the entry whose data
+// brings the total to maxBytes (> 0): rows are streamed, so the rest is
+// never held in memory.
+func (p *Postgres) queryEventsBounded(ctx context.Context, op string, maxBytes int, sql string, args ...any) ([]Event, error) {
 	rows, err := p.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, p.ctxErr(ctx, op, err)
 	}
-	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) { return scanEvent(row) })
-	if err != nil {
+	defer rows.Close()
+	var evs []Event
+	total := 0
+	for rows.Next() {
+		ev, err := scanEvent(rows)
+		if err != nil {
+			return nil, p.ctxErr(ctx, op, err)
+		}
+		evs = append(evs, ev)
+		if total += len(ev.Data); maxBytes > 0 && total >= maxBytes {
+			rows.Close()
+			return evs, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
 		return nil, p.ctxErr(ctx, op, err)
+	}
+	if evs == nil {
+		evs = []Event{}
 	}
 	return evs, nil
 }
@@ -80,7 +103,7 @@ CROSS JOIN LATERAL (
 ) e
 ORDER BY e.id LIMIT $2`)
 	}
-	return p.queryEvents(ctx, "read", sql.String(), args...)
+	return p.queryEventsBounded(ctx, "read", q.MaxBytes, sql.String(), args...)
 }
 
 func dedupe(names []string) []string {

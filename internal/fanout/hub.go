@@ -19,6 +19,8 @@ const (
 	DefaultPollInterval = 500 * time.Millisecond
 	DefaultReadBatch    = 1000
 	DefaultReplayPage   = 500
+	DefaultReadBytes    = 8 << 20
+	DefaultReplayBytes  = 4 << 20
 	DefaultQueueSize    = 4096
 	DefaultQueueBytes   = 8 << 20
 	DefaultWindowSize   = 4096
@@ -37,19 +39,23 @@ type Options struct {
 	// ReplayPage is how many entries a subscription replays per query.
 	// Default DefaultReplayPage.
 	ReplayPage int
+	// ReadBytes and ReplayBytes bound the same reads in data bytes: a
+	// read stops after the entry that reaches them (large events make
+	// short pages). Defaults DefaultReadBytes and DefaultReplayBytes.
+	ReadBytes, ReplayBytes int
 	// QueueSize and QueueBytes bound each subscription's live queue, in
 	// entries and in the entries' wire.Entry.Cost; a live subscription whose
 	// queue is full is ended as a slow consumer. Defaults DefaultQueueSize
 	// and DefaultQueueBytes. (Entries are shared: the bytes are an upper
 	// bound of what one stalled subscriber can pin.)
 	QueueSize  int
-	QueueBytes int64
+	QueueBytes int
 	// WindowSize and WindowBytes bound the window of recent entries the hub
 	// keeps, so that subscriptions replaying recent positions share the
 	// entries (and their encodings) live subscribers got. Defaults
 	// DefaultWindowSize and DefaultWindowBytes.
 	WindowSize  int
-	WindowBytes int64
+	WindowBytes int
 	// Logger receives read errors. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics receives the hub's reads, subscriptions and replays; nil
@@ -60,6 +66,12 @@ type Options struct {
 func (o *Options) defaults() {
 	if o.PollInterval <= 0 {
 		o.PollInterval = DefaultPollInterval
+	}
+	if o.ReadBytes <= 0 {
+		o.ReadBytes = DefaultReadBytes
+	}
+	if o.ReplayBytes <= 0 {
+		o.ReplayBytes = DefaultReplayBytes
 	}
 	if o.ReadBatch <= 0 {
 		o.ReadBatch = DefaultReadBatch
@@ -138,7 +150,7 @@ func NewHub(log Source, opts Options) *Hub {
 		stopped: make(chan struct{}),
 		subs:    make(map[string]map[*Subscription]struct{}),
 		drained: make(chan struct{}),
-		window:  window{maxLen: opts.WindowSize, maxBytes: opts.WindowBytes},
+		window:  window{maxLen: opts.WindowSize, maxBytes: int64(opts.WindowBytes)},
 	}
 }
 
@@ -265,7 +277,7 @@ func (h *Hub) drain(ctx context.Context) (int, error) {
 	found := 0
 	for {
 		after := h.Head()
-		evs, err := h.log.Read(ctx, eventlog.Query{After: after, Limit: h.opts.ReadBatch})
+		evs, err := h.log.Read(ctx, eventlog.Query{After: after, Limit: h.opts.ReadBatch, MaxBytes: h.opts.ReadBytes})
 		if err != nil {
 			return found, fmt.Errorf("read after %d: %w", after, err)
 		}
@@ -273,7 +285,7 @@ func (h *Hub) drain(ctx context.Context) (int, error) {
 			h.dispatch(evs)
 			found += len(evs)
 		}
-		if len(evs) < h.opts.ReadBatch {
+		if !full(evs, h.opts.ReadBatch, h.opts.ReadBytes) {
 			return found, nil
 		}
 	}

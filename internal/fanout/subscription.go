@@ -381,7 +381,7 @@ func (s *Subscription) replayPage(ctx context.Context) (Message, bool, error) {
 	}
 	from := s.lastSent
 	page, err := s.hub.log.Read(ctx, eventlog.Query{
-		Channels: s.channels, After: from, UpTo: s.upTo, Limit: s.hub.opts.ReplayPage,
+		Channels: s.channels, After: from, UpTo: s.upTo, Limit: s.hub.opts.ReplayPage, MaxBytes: s.hub.opts.ReplayBytes,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -402,7 +402,7 @@ func (s *Subscription) replayPage(ctx context.Context) (Message, bool, error) {
 	s.page = s.hub.intern(page)
 	s.hub.opts.Metrics.Replay(!s.replayed, len(page))
 	s.replayed = true
-	if len(page) < s.hub.opts.ReplayPage {
+	if !full(page, s.hub.opts.ReplayPage, s.hub.opts.ReplayBytes) {
 		s.finishReplay()
 	}
 	if t > s.truncSeen {
@@ -479,7 +479,7 @@ func (s *Subscription) push(e *wire.Entry) bool {
 	}
 	c := e.Cost()
 	// A queue holds at least one entry, whatever its size.
-	if len(s.queue) >= s.hub.opts.QueueSize || len(s.queue) > 0 && s.queued+c > s.hub.opts.QueueBytes {
+	if len(s.queue) >= s.hub.opts.QueueSize || len(s.queue) > 0 && s.queued+c > int64(s.hub.opts.QueueBytes) {
 		if !s.live {
 			// Replaying: the log has the entry; replay picks it up after
 			// re-registering (finishReplay).

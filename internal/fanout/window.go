@@ -3,6 +3,7 @@ package fanout
 import (
 	"sort"
 
+	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/wire"
 )
 
@@ -64,4 +65,17 @@ func (w *window) get(pos int64) *wire.Entry {
 		return at(i)
 	}
 	return nil
+}
+
+// full reports whether a read with these limits may have stopped short of
+// the end: it returned limit entries, or entries reaching maxBytes.
+func full(evs []eventlog.Event, limit, maxBytes int) bool {
+	if len(evs) >= limit {
+		return true
+	}
+	total := 0
+	for i := range evs {
+		total += len(evs[i].Data)
+	}
+	return total >= maxBytes
 }

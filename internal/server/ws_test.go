@@ -440,3 +440,23 @@ func TestConnectionLimit(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 }
+
+// TestWSPeerVanishes: a client whose TCP connection ends without a close
+// frame is gone at once, subscriptions and all. (Regression: the end of the
+// connection read as a half-close, which keeps a Connect stream's
+// subscriptions streaming; a WebSocket has no half-close.)
+func TestWSPeerVanishes(t *testing.T) {
+	t.Parallel()
+	in := memoryInstance(t)
+	ctx := t.Context()
+	ws := dialWS(t, ctx, in.base, gateway.SubprotocolJSON)
+	if err := wsWrite(ctx, ws, gateway.SubprotocolJSON, &heraldv1.ConnectRequest{Id: "s", Command: &heraldv1.ConnectRequest_Subscribe{
+		Subscribe: &heraldv1.SubscribeRequest{Channels: []string{"gone"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wsRead(ctx, ws); err != nil {
+		t.Fatal(err)
+	}
+	ws.CloseNow()
+	waitFor(t, func() bool { return in.srv.Hub().Subscribers() == 0 && in.srv.App().OpenConnections() == 0 })
+}

@@ -14,6 +14,7 @@ import (
 var appendTests = []test{
 	{"Order", testOrder},
 	{"ReadFilters", testReadFilters},
+	{"ReadMaxBytes", testReadMaxBytes},
 	{"IdempotentRetry", testIdempotentRetry},
 	{"IdempotentInOneCall", testIdempotentInOneCall},
 	{"IdempotentPerChannel", testIdempotentPerChannel},
@@ -376,5 +377,32 @@ func testTooLarge(t *testing.T, open Open) {
 	wantTooLarge(t, "auto-created channel", errs[0], eventlog.DefaultMaxEventSize+1, eventlog.DefaultMaxEventSize)
 	if n := len(readAll(t, l)); n != 3 {
 		t.Errorf("log has %d entries, want the 3 that fit", n)
+	}
+}
+
+// A read bounded in bytes stops after the entry that reaches the bound,
+// with at least one entry, over all channels and over a channel list.
+func testReadMaxBytes(t *testing.T, open Open) {
+	l := open(t, eventlog.Options{AutoCreate: true})
+	var ps []eventlog.Publish
+	for i := range 10 {
+		ps = append(ps, pub([]string{"a", "b"}[i%2], "0123456789"))
+	}
+	evs := appendNew(t, l, ps...)
+	for _, tc := range []struct {
+		channels []string
+		maxBytes int
+		want     int
+	}{
+		{nil, 25, 3}, {nil, 30, 3}, {nil, 1, 1}, {nil, 0, 10}, {nil, 1000, 10},
+		{[]string{"a", "b"}, 25, 3}, {[]string{"a"}, 15, 2},
+	} {
+		got := read(t, l, eventlog.Query{Channels: tc.channels, Limit: all, MaxBytes: tc.maxBytes})
+		if len(got) != tc.want {
+			t.Errorf("Read(%v, MaxBytes %d): %d entries, want %d", tc.channels, tc.maxBytes, len(got), tc.want)
+		}
+		if len(got) > 0 && tc.channels == nil && got[0].Position != evs[0].Position {
+			t.Errorf("Read(MaxBytes %d) starts at %d", tc.maxBytes, got[0].Position)
+		}
 	}
 }
