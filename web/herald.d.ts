@@ -11,8 +11,9 @@
  * In Node (20 or newer: fetch is built in) give `url`; without WebSocket and
  * EventSource globals the client long-polls (`transport: 'longpoll'`).
  *
- * `data` travels as what it is: a JSON value (format DATA_FORMAT_JSON), a
- * string (DATA_FORMAT_TEXT), or base64 for bytes; text(), json() and bytes()
+ * `data` travels as what it is: a JSON value (JSON data; `format` says
+ * DATA_FORMAT_JSON only when the value is a string), a string with format
+ * DATA_FORMAT_TEXT, or base64 for bytes; text(), json() and bytes()
  * read any of them. publish and edit send a string as text, bytes as bytes,
  * anything else as a JSON value.
  */

@@ -39,9 +39,10 @@
  * Positions are int64 values and travel as decimal strings, as in protojson.
  * Events are JSON objects: {position, channel, type, data, format, kind,
  * targetPosition, idempotencyKey, createTime, updateTime, deleted, author}.
- * `data` is the payload as the publisher gave it: a JSON value (format
- * DATA_FORMAT_JSON), a string (DATA_FORMAT_TEXT), or base64 for bytes. text(),
- * json() and bytes() read any of them.
+ * `data` is the payload as the publisher gave it: a JSON value (JSON data;
+ * `format` is DATA_FORMAT_JSON only when the value is a string), a string with
+ * format DATA_FORMAT_TEXT (text), or base64 for bytes. text(), json() and
+ * bytes() read any of them.
  *
  * @module herald
  */
@@ -906,7 +907,7 @@ class PollSession {
 
 /** bytes returns an event's data as bytes. @param {HeraldEvent} ev @returns {Uint8Array} */
 export function bytes(ev) {
-  if (ev?.format === Format.TEXT || ev?.format === Format.JSON) return new TextEncoder().encode(text(ev));
+  if (!isBase64(ev)) return new TextEncoder().encode(text(ev));
   const s = atob(ev?.data ?? '');
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
@@ -917,13 +918,23 @@ export function bytes(ev) {
 export function text(ev) {
   if (ev?.data === undefined) return '';
   if (ev.format === Format.TEXT) return ev.data;
-  if (ev.format === Format.JSON) return JSON.stringify(ev.data);
+  if (isJSON(ev)) return JSON.stringify(ev.data);
   return new TextDecoder().decode(bytes(ev));
+}
+
+// isJSON: JSON data is any JSON value other than a string, or a string
+// with format JSON; a string is otherwise text (format TEXT) or base64.
+function isJSON(ev) {
+  return ev?.format === Format.JSON || (ev?.data !== undefined && typeof ev.data !== 'string');
+}
+
+function isBase64(ev) {
+  return typeof ev?.data === 'string' && ev.format !== Format.TEXT && ev.format !== Format.JSON;
 }
 
 /** json returns an event's data as a JSON value (parsed from text or bytes); undefined when it is empty. @param {HeraldEvent} ev */
 export function json(ev) {
-  if (ev?.format === Format.JSON) return ev.data;
+  if (isJSON(ev)) return ev.data;
   const t = text(ev);
   return t === '' ? undefined : JSON.parse(t);
 }

@@ -27,7 +27,7 @@ func TestEventDataByFormat(t *testing.T) {
 		format eventlog.Format
 		want   string // the data member
 	}{
-		{"json object", `{"text":"hi","n":[1,2]}`, eventlog.FormatJSON, `"data":{"text":"hi","n":[1,2]},"format":"DATA_FORMAT_JSON"`},
+		{"json object", `{"text":"hi","n":[1,2]}`, eventlog.FormatJSON, `"data":{"text":"hi","n":[1,2]},"kind"`},
 		{"json string", `"hi"`, eventlog.FormatJSON, `"data":"hi","format":"DATA_FORMAT_JSON"`},
 		{"json big number", `12345678901234567890`, eventlog.FormatJSON, `"data":12345678901234567890,`},
 		{"json over lines", "{\n  \"a\": 1\n}", eventlog.FormatJSON, `"data":{"a":1},`},

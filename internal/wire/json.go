@@ -32,13 +32,16 @@ func AppendEventJSON(dst []byte, ev *heraldv1.Event) []byte {
 	}
 	if len(ev.Data) > 0 {
 		w.key("data")
+		start := len(w.b)
 		w.b = appendData(w.b, ev.Data, ev.Format)
-	}
-	// Without data (a deletion erased it, or empty text) the format says
-	// nothing: it is left out, as data is.
-	if ev.Format != 0 && len(ev.Data) > 0 {
-		w.key("format")
-		w.b = appendEnum(w.b, ev.Format.String(), int32(ev.Format))
+		// The format is written only where the data alone does not say it:
+		// a JSON object, array, number or boolean is JSON; a string is
+		// text, a JSON string or (without a format) base64. Without data
+		// (a deletion erased it) there is nothing to say.
+		if ev.Format != 0 && w.b[start] == '"' {
+			w.key("format")
+			w.b = appendEnum(w.b, ev.Format.String(), int32(ev.Format))
+		}
 	}
 	if ev.Kind != 0 {
 		w.key("kind")
