@@ -480,7 +480,7 @@ func (ss *Session) unsubscribe(id, subID string) {
 	ss.mu.Unlock()
 	if entry == nil {
 		ss.emit(ss.errorFrame(id, "connect", connect.NewError(connect.CodeNotFound,
-			fmt.Errorf("no open subscription %q", subID))))
+			fmt.Errorf("no open subscription %q: it has ended already, or was never opened on this connection", subID))))
 		return
 	}
 	ss.end(entry, msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Unsubscribed{Unsubscribed: &heraldv1.Unsubscribed{}}}))
