@@ -305,3 +305,59 @@ func TestNamespaceAuthorEdits(t *testing.T) {
 		t.Fatalf("delete of a missing event: %v", err)
 	}
 }
+
+// TestRefusedPublishCreatesNoChannel: a publish refused as too large for
+// the channel it would create (a namespace with retention but no size)
+// creates nothing.
+func TestRefusedPublishCreatesNoChannel(t *testing.T) {
+	t.Parallel()
+	set, err := namespace.Parse([]byte(`{"namespaces":{"chat":{"maxEvents":500}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, key := authInstance(t, func(c *server.Config) { c.Services.Namespaces = set })
+	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
+	admin := newClients(in.base, h2cClient(), connect.WithGRPC(),
+		bearer(token(t, "root", time.Hour, jwt.MapClaims{"scopes": []string{"admin"}})))
+	_, err = svc.events.Publish(t.Context(), connect.NewRequest(&heraldv1.PublishRequest{Channel: "chat:new", Data: []byte(strings.Repeat("x", 70000))}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("oversized publish: %v", err)
+	}
+	if _, err := admin.channels.GetChannel(t.Context(), connect.NewRequest(&heraldv1.GetChannelRequest{Name: "chat:new"})); err == nil {
+		t.Errorf("a refused publish created channel chat:new")
+	}
+}
+
+// TestNamespaceChannelRecreatedAfterDelete: a namespace channel deleted and
+// published to again (on the same instance) is created again with the
+// namespace's settings, not the server defaults.
+func TestNamespaceChannelRecreatedAfterDelete(t *testing.T) {
+	t.Parallel()
+	set, err := namespace.Parse([]byte(`{"namespaces":{"chat":{"maxEvents":500,"maxAge":"24h","maxEventSize":4096}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, key := authInstance(t, func(c *server.Config) { c.Services.Namespaces = set })
+	svc := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(key))
+	admin := newClients(in.base, h2cClient(), connect.WithGRPC(),
+		bearer(token(t, "root", time.Hour, jwt.MapClaims{"scopes": []string{"admin"}})))
+	settings := func() *heraldv1.ChannelSettings {
+		r, err := admin.channels.GetChannel(t.Context(), connect.NewRequest(&heraldv1.GetChannelRequest{Name: "chat:x"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Msg.Channel.Settings
+	}
+	mustPublish(t, svc.events, "chat:x", "one")
+	before := settings()
+	if before.GetMaxEvents() != 500 {
+		t.Fatalf("first creation: %v", before)
+	}
+	if _, err := admin.channels.DeleteChannel(t.Context(), connect.NewRequest(&heraldv1.DeleteChannelRequest{Name: "chat:x"})); err != nil {
+		t.Fatal(err)
+	}
+	mustPublish(t, svc.events, "chat:x", "two")
+	if after := settings(); after.GetMaxEvents() != before.GetMaxEvents() || after.GetMaxAge().AsDuration() != before.GetMaxAge().AsDuration() || after.GetMaxEventSize() != before.GetMaxEventSize() {
+		t.Errorf("recreated on the same instance with %v; the namespace gives %v", after, before)
+	}
+}

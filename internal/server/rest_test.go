@@ -18,7 +18,11 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"connectrpc.com/connect"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
+	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/fanout"
+	"github.com/heraldrt/herald/internal/server"
 	"github.com/heraldrt/herald/internal/wire"
 )
 
@@ -875,6 +879,63 @@ func walkRefs(v any, fn func(string)) {
 	case []any:
 		for _, e := range x {
 			walkRefs(e, fn)
+		}
+	}
+}
+
+// TestUnroutedV1: a path under /v1/ that no route serves, or a method a
+// route does not take, is answered in the one JSON error shape like every
+// other refusal, pointing to the API's description.
+func TestUnroutedV1(t *testing.T) {
+	t.Parallel()
+	in := memoryInstance(t)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+		words        []string
+	}{
+		{http.MethodGet, "/v1/", http.StatusNotFound, "not_found", []string{"GET /v1/", "/v1/openapi.json"}},
+		{http.MethodGet, "/v1/nope", http.StatusNotFound, "not_found", []string{"/v1/nope", "/v1/openapi.json"}},
+		{http.MethodPost, "/v1/chanels", http.StatusNotFound, "not_found", []string{"POST /v1/chanels", "/v1/openapi.json"}},
+		{http.MethodGet, "/v1/events/extra", http.StatusNotFound, "not_found", []string{"/v1/openapi.json"}},
+		{http.MethodPost, "/v1/sse", http.StatusMethodNotAllowed, "unimplemented", []string{"POST", "GET"}},
+		{http.MethodPut, "/v1/ws", http.StatusMethodNotAllowed, "unimplemented", []string{"PUT", "GET"}},
+		{http.MethodDelete, "/v1/events", http.StatusMethodNotAllowed, "unimplemented", []string{"DELETE", "GET"}},
+	} {
+		t.Run(tc.method+tc.path, func(t *testing.T) {
+			r := restCall(t, tc.method, in.base+tc.path, "", nil)
+			r.fails(t, tc.status, tc.code, tc.words...)
+			if tc.status == http.StatusMethodNotAllowed && r.header.Get("Allow") == "" {
+				t.Fatalf("405 without Allow")
+			}
+		})
+	}
+}
+
+// TestPollWithoutWaitDoesNotStall: a poll without wait lets the hub catch
+// up with the log first; that must not stall when the log's head is a
+// position no entry will reach (removed before this hub read it, seen here
+// from a second instance). (Regression: CatchUp compared positions and
+// spun for its full second.)
+func TestPollWithoutWaitDoesNotStall(t *testing.T) {
+	dsn, schema := database(t)
+	a := startInstance(t, server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}})
+	// b does not hear a's notifications and polls the log rarely: a hub
+	// lagging by a moment, made deterministic.
+	b := startInstance(t, server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema + "_b"}, Hub: fanout.Options{PollInterval: time.Hour}})
+	ca, cb := grpcClients(a), grpcClients(b)
+	mustPublish(t, ca.events, "eph", "x")
+	if _, err := ca.channels.DeleteChannel(t.Context(), connect.NewRequest(&heraldv1.DeleteChannelRequest{Name: "eph"})); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		start := time.Now()
+		if _, err := cb.events.Poll(t.Context(), connect.NewRequest(&heraldv1.PollRequest{Channels: []string{"other"}})); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Errorf("poll %d without wait took %v", i, d)
 		}
 	}
 }
