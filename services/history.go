@@ -92,9 +92,13 @@ func (a *App) UpdateEvent(ctx context.Context, m *heraldv1.UpdateEventRequest) (
 		if err != nil {
 			return nil, toConnect(a.logger, "update event", err)
 		}
-		if err := checkData(heraldv1.DataFormat(ev.Format), m.Data); err != nil {
+		format = heraldv1.DataFormat(ev.Format)
+		if err := checkData(format, m.Data); err != nil {
 			return nil, err
 		}
+		// Store the format the data was checked against, so that an edit
+		// racing this one (and changing the format) cannot leave this
+		// data under a format it was never checked for.
 	} else if err := checkData(format, m.Data); err != nil {
 		return nil, err
 	}
