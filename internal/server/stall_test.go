@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +26,38 @@ import (
 // allows, so that a client that stops reading stalls the server's writes
 // after a few kilobytes in flight.
 func tinyReceiveBuffer(ctx context.Context, network, addr string) (net.Conn, error) {
+	return dialTiny(ctx, network, addr, nil)
+}
+
+// lastReadConn records when a read from the connection last returned a
+// chunk of data: the moment the server's writes to it last made progress.
+// (Reads of 64 bytes or less are left out: the frames an HTTP/2 server
+// sends when it
+// drops the stream, RST_STREAM or GOAWAY, are a few dozen bytes.)
+type lastReadConn struct {
+	net.Conn
+	last *atomic.Int64 // UnixNano
+}
+
+func (c lastReadConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 64 {
+		c.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// dialTiny is tinyReceiveBuffer, recording into last (when not nil) when
+// the connection last received data.
+func dialTiny(ctx context.Context, network, addr string, last *atomic.Int64) (net.Conn, error) {
+	conn, err := dialTinyConn(ctx, network, addr)
+	if err != nil || last == nil {
+		return conn, err
+	}
+	return lastReadConn{conn, last}, nil
+}
+
+func dialTinyConn(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
@@ -39,8 +72,10 @@ func tinyReceiveBuffer(ctx context.Context, network, addr string) (net.Conn, err
 // stalledHTTPClient is an HTTP client over tiny-buffer connections;
 // HTTP/2 (prior knowledge) when h2. (Go's HTTP/2 client buffers
 // megabytes of a stream before flow control stops the server.)
-func stalledHTTPClient(t *testing.T, h2 bool) *http.Client {
-	tr := &http.Transport{DialContext: tinyReceiveBuffer, TLSClientConfig: &tls.Config{}}
+func stalledHTTPClient(t *testing.T, h2 bool, last *atomic.Int64) *http.Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialTiny(ctx, network, addr, last)
+	}, TLSClientConfig: &tls.Config{}}
 	t.Cleanup(tr.CloseIdleConnections)
 	if h2 {
 		var p http.Protocols
@@ -53,9 +88,9 @@ func stalledHTTPClient(t *testing.T, h2 bool) *http.Client {
 // stalledGRPC is a grpc-go client over a tiny-buffer connection with the
 // smallest HTTP/2 windows (64 KiB, which also turns off grpc-go's
 // window growth).
-func stalledGRPC(t *testing.T, base string) heraldv1.EventServiceClient {
+func stalledGRPC(t *testing.T, base string, last *atomic.Int64) heraldv1.EventServiceClient {
 	conn, err := grpc.NewClient(strings.TrimPrefix(base, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return tinyReceiveBuffer(ctx, "tcp", addr) }),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dialTiny(ctx, "tcp", addr, last) }),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	if err != nil {
 		t.Fatal(err)
@@ -75,10 +110,10 @@ func TestStalledClientDropped(t *testing.T) {
 	const writeTimeout = 2 * time.Second
 	for _, tc := range []struct {
 		name string
-		open func(t *testing.T, ctx context.Context, base string) // subscribes to "stall", reads the first answer, then reads no more
+		open func(t *testing.T, ctx context.Context, base string, last *atomic.Int64) // subscribes to "stall", reads the first answer, then reads no more
 	}{
-		{"ws", func(t *testing.T, ctx context.Context, base string) {
-			c, _, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{HTTPClient: stalledHTTPClient(t, false), Subprotocols: []string{gateway.SubprotocolProto}})
+		{"ws", func(t *testing.T, ctx context.Context, base string, last *atomic.Int64) {
+			c, _, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{HTTPClient: stalledHTTPClient(t, false, last), Subprotocols: []string{gateway.SubprotocolProto}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,14 +126,14 @@ func TestStalledClientDropped(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"sse", func(t *testing.T, ctx context.Context, base string) {
-			getSSE(t, stalledHTTPClient(t, false), base+"/v1/sse?channel=stall", nil).next(t)
+		{"sse", func(t *testing.T, ctx context.Context, base string, last *atomic.Int64) {
+			getSSE(t, stalledHTTPClient(t, false, last), base+"/v1/sse?channel=stall", nil).next(t)
 		}},
-		{"sse-h2", func(t *testing.T, ctx context.Context, base string) {
-			getSSE(t, stalledHTTPClient(t, true), base+"/v1/sse?channel=stall", nil).next(t)
+		{"sse-h2", func(t *testing.T, ctx context.Context, base string, last *atomic.Int64) {
+			getSSE(t, stalledHTTPClient(t, true, last), base+"/v1/sse?channel=stall", nil).next(t)
 		}},
-		{"grpc", func(t *testing.T, ctx context.Context, base string) {
-			st, err := stalledGRPC(t, base).Subscribe(ctx, &heraldv1.SubscribeRequest{Channels: []string{"stall"}})
+		{"grpc", func(t *testing.T, ctx context.Context, base string, last *atomic.Int64) {
+			st, err := stalledGRPC(t, base, last).Subscribe(ctx, &heraldv1.SubscribeRequest{Channels: []string{"stall"}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,8 +141,8 @@ func TestStalledClientDropped(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"grpc-bidi", func(t *testing.T, ctx context.Context, base string) {
-			st, err := stalledGRPC(t, base).Connect(ctx)
+		{"grpc-bidi", func(t *testing.T, ctx context.Context, base string, last *atomic.Int64) {
+			st, err := stalledGRPC(t, base, last).Connect(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,7 +165,8 @@ func TestStalledClientDropped(t *testing.T) {
 			})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			tc.open(t, ctx, in.base)
+			var last atomic.Int64
+			tc.open(t, ctx, in.base, &last)
 			if n := in.srv.Hub().Subscribers(); n != 1 {
 				t.Fatalf("%d subscribers, want 1", n)
 			}
@@ -149,20 +185,28 @@ func TestStalledClientDropped(t *testing.T) {
 				}
 				time.Sleep(2 * time.Millisecond)
 			}
-			took := time.Since(start)
-			t.Logf("stalled %s subscriber dropped %v after publishing began (write timeout %v)", tc.name, took.Round(10*time.Millisecond), writeTimeout)
-			// The write timeout, plus the time the buffers take to fill
-			// and this loop's polling.
-			// grpc-go keeps reading into its own buffers for a while after
-			// the application stopped (measured: ~16 MB, 1.4 s at this
-			// rate) before flow control stalls the server: its stall starts
-			// later.
-			slack := time.Second
-			if strings.HasPrefix(tc.name, "grpc") {
-				slack = 3 * time.Second
+			gone := time.Now()
+			// The stall began when the client last received data, or when
+			// publishing began if it was already full by then. An HTTP/2
+			// client (grpc-go, Go's) keeps reading into its own buffers
+			// for a while after the application stopped reading (measured:
+			// ~1.4 s at this rate on a quiet machine, several seconds on a
+			// loaded one) before flow control stops the server: its stall
+			// starts then, not when publishing began.
+			stall := start
+			if l := time.Unix(0, last.Load()); l.After(stall) {
+				stall = l
 			}
-			if took > writeTimeout+slack {
-				t.Fatalf("dropped after %v, want within the write timeout (%v) of the stall", took, writeTimeout)
+			took := gone.Sub(stall)
+			t.Logf("stalled %s subscriber dropped %v after its last read (%v after publishing began; write timeout %v)",
+				tc.name, took.Round(10*time.Millisecond), gone.Sub(start).Round(10*time.Millisecond), writeTimeout)
+			// The write timeout, plus this loop's polling and the time the
+			// server's own buffers take to fill.
+			if took > writeTimeout+time.Second {
+				t.Fatalf("dropped %v after the stall, want within the write timeout (%v) of it", took, writeTimeout)
+			}
+			if took < writeTimeout/2 {
+				t.Fatalf("dropped %v after the stall, before the write timeout (%v) could have run out", took, writeTimeout)
 			}
 			waitFor(t, func() bool { return in.srv.App().OpenConnections() == 0 })
 		})

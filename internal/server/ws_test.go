@@ -530,7 +530,7 @@ func TestWSSlowConsumerCloseCode(t *testing.T) {
 		Hub:     fanout.Options{QueueSize: 1 << 20, QueueBytes: 1 << 30}, // the hub does not end it first
 	})
 	ctx := t.Context()
-	ws, _, err := websocket.Dial(ctx, wsURL(in.base), &websocket.DialOptions{HTTPClient: stalledHTTPClient(t, false), Subprotocols: []string{gateway.SubprotocolProto}})
+	ws, _, err := websocket.Dial(ctx, wsURL(in.base), &websocket.DialOptions{HTTPClient: stalledHTTPClient(t, false, nil), Subprotocols: []string{gateway.SubprotocolProto}})
 	if err != nil {
 		t.Fatal(err)
 	}
