@@ -32,8 +32,8 @@ func tinyReceiveBuffer(ctx context.Context, network, addr string) (net.Conn, err
 // lastReadConn records when a read from the connection last returned a
 // chunk of data: the moment the server's writes to it last made progress.
 // (Reads of 64 bytes or less are left out: the frames an HTTP/2 server
-// sends when it
-// drops the stream, RST_STREAM or GOAWAY, are a few dozen bytes.)
+// sends when it drops the stream, RST_STREAM or GOAWAY, are a few dozen
+// bytes.)
 type lastReadConn struct {
 	net.Conn
 	last *atomic.Int64 // UnixNano
