@@ -9,8 +9,8 @@ import (
 )
 
 // ListEvents returns a page of a channel's log. With wait (forward, log
-// view) an empty page is held until the first entry after the cursor
-// arrives: the page is then read by a short-lived stream of the
+// view) a page that would be empty is held until the first entry after
+// the cursor arrives: the page is then read by a short-lived stream of the
 // subscription core, which is the same forward log read.
 func (a *App) ListEvents(ctx context.Context, m *heraldv1.ListEventsRequest) (*heraldv1.ListEventsResponse, error) {
 	if err := a.authorize(ctx, actHistory, m.Channel); err != nil {
@@ -26,7 +26,28 @@ func (a *App) ListEvents(ctx context.Context, m *heraldv1.ListEventsRequest) (*h
 		return nil, toConnect(a.logger, "list events", err)
 	}
 	resp := &heraldv1.ListEventsResponse{NextCursor: m.Cursor, TruncatedThrough: ch.TruncatedThrough}
-	if wait > 0 {
+	// The log first, wait or not: what is committed after the cursor is
+	// answered at once, including what this client has just published
+	// (the stream below sees an entry only once this instance's hub has
+	// it, a few ms after its commit).
+	page, err := a.log.History(ctx, eventlog.HistoryQuery{
+		Channel:     m.Channel,
+		Cursor:      m.Cursor,
+		Backward:    m.Direction == heraldv1.Direction_DIRECTION_BACKWARD,
+		Limit:       limit,
+		CurrentOnly: m.View == heraldv1.HistoryView_HISTORY_VIEW_CURRENT,
+	})
+	if err != nil {
+		return nil, toConnect(a.logger, "list events", err)
+	}
+	resp.HasMore = page.HasMore
+	resp.Events = make([]*heraldv1.Event, len(page.Events))
+	for i := range page.Events {
+		resp.Events[i] = wire.EventProto(&page.Events[i])
+	}
+	if wait > 0 && len(resp.Events) == 0 {
+		// Nothing yet: wait on a stream from the cursor, which replays
+		// what was committed since the read above, so nothing is missed.
 		cursor := m.Cursor
 		st, err := a.openAdmitted(ctx, []string{m.Channel}, &cursor)
 		if err != nil {
@@ -40,22 +61,6 @@ func (a *App) ListEvents(ctx context.Context, m *heraldv1.ListEventsRequest) (*h
 		resp.Events, resp.HasMore = got.Events, got.HasMore
 		if got.Subscribed.GetHistoryTruncated() {
 			resp.TruncatedThrough = max(resp.TruncatedThrough, got.Subscribed.TruncatedThrough)
-		}
-	} else {
-		page, err := a.log.History(ctx, eventlog.HistoryQuery{
-			Channel:     m.Channel,
-			Cursor:      m.Cursor,
-			Backward:    m.Direction == heraldv1.Direction_DIRECTION_BACKWARD,
-			Limit:       limit,
-			CurrentOnly: m.View == heraldv1.HistoryView_HISTORY_VIEW_CURRENT,
-		})
-		if err != nil {
-			return nil, toConnect(a.logger, "list events", err)
-		}
-		resp.HasMore = page.HasMore
-		resp.Events = make([]*heraldv1.Event, len(page.Events))
-		for i := range page.Events {
-			resp.Events[i] = wire.EventProto(&page.Events[i])
 		}
 	}
 	if n := len(resp.Events); n > 0 {
