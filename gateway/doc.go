@@ -15,9 +15,8 @@
 //   - The embedded browser client and demo pages (package web).
 //
 // The gateway imports services, the generated API and the embedded pages
-// (web) only: admission,
-// authorization, replay and live delivery, end reasons and the events'
-// encodings are the application's.
+// (web) only: admission, authorization, replay and live delivery, end
+// reasons and the events' encodings are the application's.
 //
 // # Concurrency
 //
