@@ -48,7 +48,7 @@ func testSeqPerChannel(t *testing.T, open Open) {
 	big := make([]byte, eventlog.DefaultMaxEventSize+1)
 	res, errs := appendSome(t, l,
 		pub("a", "1"), pub("b", "1"), pub("a", "2"),
-		eventlog.Publish{Channel: "a", Data: big}, // too large: no seq
+		eventlog.Publish{Channel: "a", Data: big},  // too large: no seq
 		keyed("a", "k", "3"), keyed("a", "k", "3"), // the second is a duplicate
 		pub("b", "2"))
 	if errs[3] == nil {
