@@ -11,8 +11,7 @@ import (
 	"github.com/heraldrt/herald/internal/metrics"
 )
 
-// catchUpTimeout bounds how long a poll without wait lets the hub catch up
-// with the log.
+// catchUpTimeout bounds how long a poll lets the hub catch up with the log.
 const catchUpTimeout = time.Second
 
 // Poll answers a long-poll: the events of the channels after the cursor at
@@ -28,9 +27,9 @@ func (a *App) Poll(ctx context.Context, req *heraldv1.PollRequest) (*heraldv1.Po
 		return nil, err
 	}
 	wait := req.Wait.AsDuration()
-	if wait == 0 {
-		a.catchUp(ctx)
-	}
+	// Waiting or not, what is committed now is answered at once: a poll
+	// right after the client's own publish has it.
+	a.catchUp(ctx)
 	st, err := a.openAdmitted(ctx, channels, req.Cursor, req.Filter)
 	if err != nil {
 		return nil, err
@@ -40,8 +39,8 @@ func (a *App) Poll(ctx context.Context, req *heraldv1.PollRequest) (*heraldv1.Po
 }
 
 // catchUp lets the hub dispatch what is already committed (it runs a moment
-// behind the log) before a poll that does not wait, or a poll right after
-// a publish would miss it. Bounded: at worst the next poll has it.
+// behind the log) before a poll, or a poll right after a publish would
+// miss it. Bounded: at worst the next poll has it.
 func (a *App) catchUp(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
