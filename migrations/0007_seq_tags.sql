@@ -3,25 +3,35 @@
 -- seq: every entry of a channel (published, UPDATED and DELETED entries
 -- alike) gets 1, 2, 3, ... within its channel, gap-free and in the order of
 -- positions, so that a client can show "message #N", detect a gap per
--- channel and address history by seq. The last number a channel handed out
--- is herald_channels.seq; it is only ever advanced under the write lock
--- (n = 1, see 0001_init.sql), in the same transaction as the positions, so
--- seq and position order agree. A channel deleted and created again goes on
--- counting where it stopped (a client holding #N sees the gap, as it
--- should: the events are gone).
+-- channel and address history by seq. Every insert into herald_events
+-- holds the write lock (n = 1, see 0001_init.sql), so numbering under it
+-- makes seq and position order agree.
+--
+-- The next seq of a channel is 1 + the greater of the highest seq among
+-- its entries (one backward step on the (channel, seq) index) and
+-- herald_channels.seq, the highest seq of the channel's entries that were
+-- removed (raised by the statement trigger herald_events_seq_floor
+-- whenever entries are deleted: retention, channel deletion). So the
+-- writer reads, and never writes, a per-channel counter: no row update
+-- per channel per batch (measured in docs/benchmarks.md). A channel
+-- trimmed to nothing, or deleted and created again, goes on counting
+-- where it stopped (a client holding #N sees the gap, as it should: the
+-- events are gone).
+--
+-- Retention does not hold the write lock, but it deletes entries and
+-- raises herald_channels.seq in one transaction: a writer's snapshot sees
+-- either the entries or the raised floor, never neither.
 --
 -- How seq is assigned:
 --   * the batched writer (herald_publish below, the overload with tags)
 --     numbers a whole batch in its one statement: each written row gets
---     its channel's counter plus its rank among the batch's rows of that
---     channel, and the counter of each channel the batch touched is
---     advanced once by the batch's count (one row update per channel per
---     batch, not per event);
+--     its channel's next seq plus its rank among the batch's rows of that
+--     channel;
 --   * every other insert (herald_edit's UPDATED/DELETED entries, the
 --     outbox drain, and instances of the previous release during a
 --     rollout, whose herald_publish overloads do not set seq) leaves seq
---     NULL and the trigger herald_events_seq numbers the row from the same
---     counter. Those inserts hold the write lock too.
+--     NULL and the trigger herald_events_seq numbers the row the same way
+--     (it sees the rows its own statement inserted before).
 --
 -- tags: a small string map set at publish ({"room":"42"}), NULL when none;
 -- subscriptions filter on it. UPDATED and DELETED entries carry the tags
@@ -29,9 +39,8 @@
 -- subscription receives the edits of the events it receives.
 --
 -- Backfill: entries already in the log are numbered in position order per
--- channel (what retention already removed is not counted), and each
--- channel's counter is set to its highest number. It runs under the write
--- lock: no publish of an old instance interleaves.
+-- channel (what retention already removed is not counted). It runs under
+-- the write lock: no publish of an old instance interleaves.
 --
 -- Locks and plans: as in 0001_init.sql.
 
@@ -46,10 +55,6 @@ UPDATE herald_events e SET seq = n.seq
 FROM (SELECT id, row_number() OVER (PARTITION BY channel ORDER BY id) AS seq FROM herald_events) n
 WHERE e.id = n.id;
 
-UPDATE herald_channels c SET seq = m.seq
-FROM (SELECT channel, max(seq) AS seq FROM herald_events GROUP BY channel) m
-WHERE c.name = m.channel AND c.deleted_at IS NULL;
-
 -- History addressed by seq (ListEvents from_seq).
 CREATE INDEX herald_events_channel_seq ON herald_events (channel, seq);
 
@@ -59,9 +64,9 @@ CREATE FUNCTION herald_events_seq() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    UPDATE herald_channels c SET seq = c.seq + 1
-    WHERE c.name = NEW.channel AND c.deleted_at IS NULL
-    RETURNING c.seq INTO NEW.seq;
+    NEW.seq := 1 + greatest(
+        coalesce((SELECT c.seq FROM herald_channels c WHERE c.name = NEW.channel), 0),
+        coalesce((SELECT max(e.seq) FROM herald_events e WHERE e.channel = NEW.channel), 0));
     IF NEW.target <> 0 AND NEW.tags IS NULL THEN
         SELECT t.tags INTO NEW.tags FROM herald_events t WHERE t.id = NEW.target;
     END IF;
@@ -72,6 +77,26 @@ $$;
 
 CREATE TRIGGER herald_events_seq BEFORE INSERT ON herald_events
     FOR EACH ROW WHEN (NEW.seq IS NULL) EXECUTE FUNCTION herald_events_seq();
+
+-- herald_events_seq_floor keeps, per channel, the highest seq of entries
+-- that were deleted (once per DELETE statement, from its transition
+-- table).
+-- +goose StatementBegin
+CREATE FUNCTION herald_events_seq_floor() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    UPDATE herald_channels c SET seq = g.seq
+    FROM (SELECT o.channel, max(o.seq) AS seq FROM herald_seq_gone o GROUP BY o.channel) g
+    WHERE c.name = g.channel AND c.seq < g.seq;
+    RETURN NULL;
+END;
+$$;
+-- +goose StatementEnd
+
+CREATE TRIGGER herald_events_seq_floor AFTER DELETE ON herald_events
+    REFERENCING OLD TABLE AS herald_seq_gone
+    FOR EACH STATEMENT EXECUTE FUNCTION herald_events_seq_floor();
 
 -- herald_publish is 0004's herald_publish with p_tags (each a JSON object
 -- of strings as text, NULL for none) and two more columns in what it
@@ -130,7 +155,7 @@ BEGIN
             WHERE c.deleted_at IS NOT NULL;
     END IF;
 
-    -- One statement: classify, number, insert, advance the counters, answer.
+    -- One statement: classify, number, insert, answer.
     RETURN QUERY
     WITH input AS (
         SELECT i.ord, i.channel, coalesce(i.type, '') AS type, coalesce(i.data, '') AS data,
@@ -142,7 +167,8 @@ BEGIN
              WITH ORDINALITY AS i(channel, type, data, key, author, digest, format, tags, ord)
     ),
     classified AS (
-        SELECT i.*, c.max_event_size, c.seq AS chan_seq,
+        SELECT i.*, c.max_event_size,
+               greatest(c.seq, coalesce((SELECT max(s.seq) FROM herald_events s WHERE s.channel = i.channel), 0)) AS chan_seq,
                e.id AS dup_id, e.created_at AS dup_created_at, e.type AS dup_type,
                e.data AS dup_data, e.updated_at AS dup_updated_at, e.deleted AS dup_deleted,
                e.author AS dup_author, e.format AS dup_format, e.seq AS dup_seq, e.tags AS dup_tags,
@@ -193,13 +219,6 @@ BEGIN
         FROM numbered nb CROSS JOIN ids
         WHERE nb.write
         RETURNING 1
-    ),
-    counters AS (
-        -- One row update per channel per batch.
-        UPDATE herald_channels c SET seq = c.seq + w.k
-        FROM (SELECT nb.channel, count(*) AS k FROM numbered nb WHERE nb.write GROUP BY nb.channel) w
-        WHERE c.name = w.channel AND c.deleted_at IS NULL
-        RETURNING 1
     )
     SELECT nb.ord,
            (CASE WHEN nb.write THEN 0 WHEN nb.clash THEN 4 WHEN nb.status = 0 THEN 1
@@ -221,6 +240,8 @@ $$;
 
 -- +goose Down
 DROP FUNCTION herald_publish(text[], text[], bytea[], text[], text[], bytea[], smallint[], text[], boolean);
+DROP TRIGGER herald_events_seq_floor ON herald_events;
+DROP FUNCTION herald_events_seq_floor();
 DROP TRIGGER herald_events_seq ON herald_events;
 DROP FUNCTION herald_events_seq();
 DROP INDEX herald_events_channel_seq;

@@ -247,8 +247,8 @@ func testSeqFromSeq(t *testing.T, open Open) {
 	}
 }
 
-// testSeqChannelRecreated: a deleted channel created again goes on
-// counting where it stopped.
+// testSeqChannelRecreated: a deleted channel created again, and a channel
+// retention emptied, go on counting where they stopped.
 func testSeqChannelRecreated(t *testing.T, open Open) {
 	l := open(t, eventlog.Options{AutoCreate: true})
 	appendNew(t, l, pub("r", "1"), pub("r", "2"))
@@ -258,6 +258,17 @@ func testSeqChannelRecreated(t *testing.T, open Open) {
 	evs := appendNew(t, l, pub("r", "3"))
 	if evs[0].Seq != 3 {
 		t.Errorf("first event after re-creation: seq %d, want 3", evs[0].Seq)
+	}
+	// Retention removing every entry of a channel does not restart it.
+	second := time.Second
+	if _, err := l.UpdateChannel(t.Context(), "r", eventlog.SettingsPatch{MaxAge: &second}); err != nil {
+		t.Fatal(err)
+	}
+	if n := trim(t, l, time.Now().Add(time.Hour)); n != 1 {
+		t.Fatalf("trim removed %d entries, want 1", n)
+	}
+	if evs := appendNew(t, l, pub("r", "4"), pub("r", "5")); evs[0].Seq != 4 || evs[1].Seq != 5 {
+		t.Errorf("after trimming the channel to nothing: seqs %d %d, want 4 5", evs[0].Seq, evs[1].Seq)
 	}
 }
 
