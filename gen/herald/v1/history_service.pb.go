@@ -150,8 +150,8 @@ type ListEventsRequest struct {
 	Wait *durationpb.Duration `protobuf:"bytes,6,opt,name=wait,proto3" json:"wait,omitempty"`
 	// Start the page at the channel's entry with this seq (Event.seq), or
 	// the first after it still retained, instead of after cursor. Only with
-	// the FORWARD direction and cursor 0 (invalid_argument otherwise); page
-	// on with next_cursor as usual.
+	// the FORWARD direction, cursor 0 and no wait (invalid_argument
+	// otherwise); page on with next_cursor as usual.
 	FromSeq       int64 `protobuf:"varint,7,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
