@@ -8,7 +8,8 @@
 -- makes seq and position order agree.
 --
 -- The next seq of a channel is 1 + the greater of the highest seq among
--- its entries (one backward step on the (channel, seq) index) and
+-- its entries (one backward step on the (channel, seq) index, once per
+-- channel of a batch) and
 -- herald_channels.seq, the highest seq of the channel's entries that were
 -- removed (raised by the statement trigger herald_events_seq_floor
 -- whenever entries are deleted: retention, channel deletion). So the
@@ -168,7 +169,7 @@ BEGIN
     ),
     classified AS (
         SELECT i.*, c.max_event_size,
-               greatest(c.seq, coalesce((SELECT max(s.seq) FROM herald_events s WHERE s.channel = i.channel), 0)) AS chan_seq,
+               greatest(c.seq, b.last_seq) AS chan_seq,
                e.id AS dup_id, e.created_at AS dup_created_at, e.type AS dup_type,
                e.data AS dup_data, e.updated_at AS dup_updated_at, e.deleted AS dup_deleted,
                e.author AS dup_author, e.format AS dup_format, e.seq AS dup_seq, e.tags AS dup_tags,
@@ -183,6 +184,11 @@ BEGIN
         FROM input i
         LEFT JOIN herald_channels c ON c.name = i.channel AND c.deleted_at IS NULL
         LEFT JOIN herald_events e ON e.channel = i.channel AND e.idempotency_key = i.key
+        -- The highest seq of each channel of the batch: one index lookup
+        -- per channel, not per event.
+        LEFT JOIN (SELECT d.channel,
+                          coalesce((SELECT max(s.seq) FROM herald_events s WHERE s.channel = d.channel), 0) AS last_seq
+                   FROM (SELECT DISTINCT x.channel FROM input x) d) b ON b.channel = i.channel
     ),
     ranked AS (
         SELECT cl.*,
