@@ -20,6 +20,10 @@ import (
 const (
 	sseSubscribed = "@subscribed"
 	sseEnd        = "@end"
+	// Signals and presence changes carry no id: they have no position,
+	// and an EventSource keeps its Last-Event-ID from the last event.
+	sseSignal   = "@signal"
+	ssePresence = "@presence"
 )
 
 // An SSE burst (events written before one flush) holds at most this many
@@ -35,6 +39,7 @@ type sseRequest struct {
 	channels []string // none: the token's (services.Open)
 	cursor   *int64
 	untyped  bool // event=message: every event is named "message"
+	presence bool // presence=1: joins and leaves (services.OpenRequest.Presence)
 }
 
 // parseSSERequest decodes the query and the Last-Event-ID header. The
@@ -53,6 +58,14 @@ func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
 				}
 			}
 		case "last_event_id":
+		case "presence":
+			switch q.Get("presence") {
+			case "1", "true":
+				req.presence = true
+			case "0", "false", "":
+			default:
+				return req, invalid(`presence: must be "1" or "true" (receive joins and leaves), or "0"`)
+			}
 		case "event":
 			switch v := q.Get("event"); v {
 			case "message":
@@ -62,7 +75,7 @@ func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
 				return req, invalid(`event: must be "type" (the default: the SSE event name is the event's type) or "message"`)
 			}
 		default:
-			return req, invalid("unknown query parameter " + strconv.Quote(k) + "; use channel, last_event_id and event")
+			return req, invalid("unknown query parameter " + strconv.Quote(k) + "; use channel, last_event_id, event and presence")
 		}
 	}
 	id, name := lastEventID, "Last-Event-ID"
@@ -102,7 +115,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	st, err := g.app.Open(ctx, services.OpenRequest{Channels: req.channels, Cursor: req.cursor})
+	st, err := g.app.Open(ctx, services.OpenRequest{Channels: req.channels, Cursor: req.cursor, Presence: req.presence})
 	if err != nil {
 		writeError(w, err)
 		return
@@ -183,6 +196,18 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 // item writes an event, with its shared JSON encoding, or a truncation
 // notice.
 func (s *sseWriter) item(it services.Item, untyped bool) {
+	if sig := it.Signal(); sig != nil {
+		s.field("event", sseSignal)
+		s.data(mustJSON(sig))
+		s.end()
+		return
+	}
+	if p := it.Presence(); p != nil {
+		s.field("event", ssePresence)
+		s.data(mustJSON(p))
+		s.end()
+		return
+	}
 	if n := it.Notice(); n != nil {
 		s.field("event", sseSubscribed)
 		s.data(mustJSON(n))

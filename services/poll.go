@@ -53,6 +53,9 @@ func (a *App) catchUp(ctx context.Context) {
 func (a *App) poll(ctx context.Context, st *Stream, wait time.Duration, limit int) (*heraldv1.PollResponse, error) {
 	resp := &heraldv1.PollResponse{Subscribed: st.Subscribed()}
 	take := func(it Item) {
+		if !it.IsEvent() && it.Notice() == nil {
+			return // a signal: long-poll carries none (no position to resume by)
+		}
 		if n := it.Notice(); n != nil {
 			resp.Subscribed.HistoryTruncated = true
 			resp.Subscribed.TruncatedThrough = max(resp.Subscribed.TruncatedThrough, n.TruncatedThrough)
