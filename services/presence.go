@@ -236,6 +236,16 @@ func (a *App) joinPresence(ctx context.Context, sub *fanout.Subscription, want b
 	return m, nil
 }
 
+// PresenceMissed ends every subscription that receives presence: joins or
+// leaves may have been missed (the signal listener lost its connection).
+// They end as unavailable with their last position; a client resumes
+// from it, and gets the sets afresh.
+func (a *App) PresenceMissed() {
+	if n := a.hub.EndPresence(); n > 0 {
+		a.logger.Warn("presence: subscriptions receiving presence ended after the signal listener reconnected (changes may have been missed); clients resume", "count", n)
+	}
+}
+
 // Abandon makes the application stop leaving presence sets: the instance
 // is being killed (a crash, in failure tests), and its members are left to
 // the other instances to remove once its heartbeat stops.

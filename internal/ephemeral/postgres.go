@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,6 +29,9 @@ type Postgres struct {
 	instance string
 	deliver  func(Message)
 	logger   *slog.Logger
+	relisten func()
+
+	listening atomic.Bool
 }
 
 // PostgresOptions configure a Postgres.
@@ -42,6 +46,10 @@ type PostgresOptions struct {
 	// pool's database (a direct connection past a transaction pooler).
 	ListenURL string
 	Logger    *slog.Logger
+	// Relistened is called after the listener is back from a lost
+	// connection: the joins and leaves sent meanwhile were missed, so
+	// whoever holds a view of presence sets must rebuild it.
+	Relistened func()
 }
 
 // NewPostgres returns a Postgres over pool that hands every message it
@@ -58,7 +66,7 @@ func NewPostgres(pool *pgxpool.Pool, opts PostgresOptions, deliver func(Message)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Postgres{pool: pool, listen: cfg, channel: opts.NotifyChannel, instance: opts.Instance, deliver: deliver, logger: opts.Logger}, nil
+	return &Postgres{pool: pool, listen: cfg, channel: opts.NotifyChannel, instance: opts.Instance, deliver: deliver, logger: opts.Logger, relisten: opts.Relistened}, nil
 }
 
 // Send notifies every instance of a signal. It takes no lock and writes
@@ -171,6 +179,11 @@ FROM herald_presence WHERE channel = $1 AND client_id > $2 ORDER BY client_id LI
 	return pg, nil
 }
 
+// Listening reports whether the listener is connected and listening: an
+// instance whose listener is not misses other instances' signals, joins
+// and leaves (readiness says so).
+func (p *Postgres) Listening() bool { return p.listening.Load() }
+
 // Run listens for messages on a dedicated connection and delivers them
 // until ctx ends, reconnecting with backoff. Messages sent while it is
 // disconnected are lost (signals are ephemeral; see the README for what
@@ -178,8 +191,17 @@ FROM herald_presence WHERE channel = $1 AND client_id > $2 ORDER BY client_id LI
 func (p *Postgres) Run(ctx context.Context) error {
 	listen := "LISTEN " + pgx.Identifier{p.channel}.Sanitize()
 	backoff := 50 * time.Millisecond
+	first := true
 	for {
-		err := p.listenOnce(ctx, listen, func() { backoff = 50 * time.Millisecond })
+		err := p.listenOnce(ctx, listen, func() {
+			backoff = 50 * time.Millisecond
+			p.listening.Store(true)
+			if !first && p.relisten != nil {
+				p.relisten()
+			}
+			first = false
+		})
+		p.listening.Store(false)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -344,6 +344,27 @@ func (h *Hub) Broadcast(channel string, v any, presence bool) int {
 	return n
 }
 
+// EndPresence ends every subscription that receives presence
+// (WantPresence) with ReasonUnavailable, and returns how many: presence
+// changes may have been missed, and resuming gives a fresh snapshot.
+func (h *Hub) EndPresence() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := map[*Subscription]struct{}{}
+	for _, set := range h.subs {
+		for s := range set {
+			if s.presence.Load() {
+				seen[s] = struct{}{}
+			}
+		}
+	}
+	for s := range seen {
+		s.end(ReasonUnavailable)
+		h.removeLocked(s)
+	}
+	return len(seen)
+}
+
 // intern returns the window's entry for ev when it holds ev as read now
 // (same position and edit state), else a new entry: replays of recent
 // positions then share the entries, and encodings, of live delivery.

@@ -224,6 +224,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		eph, err := ephemeral.NewPostgres(s.pool, ephemeral.PostgresOptions{
 			NotifyChannel: nc + ephemeral.ChannelSuffix, Instance: s.inst.id,
 			ListenURL: cfg.ListenDatabaseURL, Logger: cfg.Logger,
+			Relistened: func() {
+				if app := s.appRef.Load(); app != nil {
+					app.PresenceMissed()
+				}
+			},
 		}, func(m ephemeral.Message) {
 			if app := s.appRef.Load(); app != nil {
 				app.Deliver(m)
