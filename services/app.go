@@ -2,8 +2,8 @@ package services
 
 import (
 	"log/slog"
-	"sync/atomic"
 	"net/http"
+	"sync/atomic"
 
 	"connectrpc.com/connect"
 
