@@ -88,7 +88,9 @@ func TestPostgres(t *testing.T) {
 	}
 	want := []string{"m0", "m1", "m2", "m3", "m4"}
 	for i := range recs {
-		waitFor(t, func() bool { return slices.Equal(recs[i].kinds(ephemeral.Join), want) && len(recs[i].kinds(ephemeral.Signal)) == 1 })
+		waitFor(t, func() bool {
+			return slices.Equal(recs[i].kinds(ephemeral.Join), want) && len(recs[i].kinds(ephemeral.Signal)) == 1
+		})
 	}
 	var paged []string
 	after := ""
