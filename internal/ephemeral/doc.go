@@ -19,7 +19,8 @@
 //
 // # Concurrency
 //
-// Run is the only goroutine the package starts (Postgres: the listener;
+// Run is the only goroutine the package starts (Postgres: the listener and
+// the signal sender, which batches concurrent Sends into one statement;
 // Memory: none, Run waits for ctx). deliver is called from Run's goroutine
 // (Postgres) or from the sender's (Memory) and must not block. Every method
 // is safe for concurrent use.

@@ -32,7 +32,23 @@ type Postgres struct {
 	relisten func()
 
 	listening atomic.Bool
+	signals   chan signalReq // Send -> the sender (Run), which batches them
 }
+
+// signalReq is one Send waiting for its notification to be queued.
+type signalReq struct {
+	payload string
+	done    chan error
+}
+
+// Signals sent while others are being notified go out together, in one
+// statement and transaction (up to signalBatch): NOTIFY takes a
+// database-wide lock at commit, so fewer, larger transactions interfere
+// less with the event log's own notifications.
+const (
+	signalBatch = 256
+	signalQueue = 4096
+)
 
 // PostgresOptions configure a Postgres.
 type PostgresOptions struct {
@@ -66,21 +82,74 @@ func NewPostgres(pool *pgxpool.Pool, opts PostgresOptions, deliver func(Message)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Postgres{pool: pool, listen: cfg, channel: opts.NotifyChannel, instance: opts.Instance, deliver: deliver, logger: opts.Logger, relisten: opts.Relistened}, nil
+	return &Postgres{pool: pool, listen: cfg, channel: opts.NotifyChannel, instance: opts.Instance, deliver: deliver, logger: opts.Logger, relisten: opts.Relistened,
+		signals: make(chan signalReq, signalQueue)}, nil
 }
 
-// Send notifies every instance of a signal. It takes no lock and writes
-// nothing but the notification; the commit does not wait for the WAL.
+// Send notifies every instance of a signal, and returns once PostgreSQL
+// has queued the notification. It takes no lock of the event log and
+// writes nothing but the notification; the commit does not wait for the
+// WAL. Signals sent concurrently share a statement. Run must be running.
 func (p *Postgres) Send(ctx context.Context, m Message) error {
 	payload, err := encode(m)
 	if err != nil {
 		return err
 	}
-	_, err = p.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, p.channel, payload)
-	if err != nil {
-		return fmt.Errorf("send signal: %w", err)
+	r := signalReq{payload: payload, done: make(chan error, 1)}
+	select {
+	case p.signals <- r:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// send notifies batches of queued signals until ctx ends.
+func (p *Postgres) send(ctx context.Context) {
+	batch := make([]signalReq, 0, signalBatch)
+	payloads := make([]string, 0, signalBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			for {
+				select {
+				case r := <-p.signals:
+					r.done <- ctx.Err()
+				default:
+					return
+				}
+			}
+		case r := <-p.signals:
+			batch = append(batch[:0], r)
+		}
+	fill:
+		for len(batch) < signalBatch {
+			select {
+			case r := <-p.signals:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		payloads = payloads[:0]
+		for _, r := range batch {
+			payloads = append(payloads, r.payload)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := p.pool.Exec(sctx, `SELECT set_config('synchronous_commit', 'off', true), count(pg_notify($1, x)) FROM unnest($2::text[]) AS x`, p.channel, payloads)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("send signal: %w", err)
+		}
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
 }
 
 // Join adds mem to channel's presence set and announces it, in one
@@ -184,11 +253,14 @@ FROM herald_presence WHERE channel = $1 AND client_id > $2 ORDER BY client_id LI
 // and leaves (readiness says so).
 func (p *Postgres) Listening() bool { return p.listening.Load() }
 
-// Run listens for messages on a dedicated connection and delivers them
-// until ctx ends, reconnecting with backoff. Messages sent while it is
+// Run sends the queued signals and listens for messages on a dedicated
+// connection and delivers them until ctx ends, reconnecting with backoff. Messages sent while it is
 // disconnected are lost (signals are ephemeral; see the README for what
 // that means for presence).
 func (p *Postgres) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { defer close(done); p.send(ctx) }()
+	defer func() { <-done }()
 	listen := "LISTEN " + pgx.Identifier{p.channel}.Sanitize()
 	backoff := 50 * time.Millisecond
 	first := true

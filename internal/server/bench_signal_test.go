@@ -141,10 +141,10 @@ func BenchmarkStoredWithSignals(b *testing.B) {
 						}
 					}
 				})
-				// 8 senders, each paced at rate/8 per second.
-				for range 8 {
+				// 32 senders, each paced at rate/32 per second.
+				for range 32 {
 					wg.Go(func() {
-						t := time.NewTicker(time.Second * 8 / time.Duration(rate))
+						t := time.NewTicker(time.Second * 32 / time.Duration(rate))
 						defer t.Stop()
 						for {
 							select {
