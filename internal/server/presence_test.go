@@ -491,3 +491,95 @@ func sseSkipRetry(t *testing.T, c *sseConn) sseEvent {
 		}
 	}
 }
+
+// TestPresenceIdentity: with authentication, a member shows its token's
+// subject and info claim; "presence": "authenticated" refuses anonymous
+// readers of the set (RPC, REST and a subscription asking for presence),
+// while their subscriptions still count as members.
+func TestPresenceIdentity(t *testing.T) {
+	t.Parallel()
+	set, err := namespace.Parse([]byte(`{"namespaces": {"room": {"subscribe": "anonymous", "presence": "authenticated"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn, schema := database(t)
+	in, _ := authInstance(t, func(c *server.Config) {
+		c.Services.Namespaces = set
+		c.DatabaseURL, c.Postgres.NotifyChannel = dsn, schema
+	})
+	const ch = "room:id"
+	ann := token(t, "ann", time.Hour, map[string]any{"subscribe": []string{"room:>"}, "info": map[string]any{"name": "Ann"}})
+	annEvents := newClients(in.base, h2cClient(), connect.WithGRPC(), bearer(ann)).events
+	st, err := annEvents.Subscribe(t.Context(), connect.NewRequest(&heraldv1.SubscribeRequest{Channels: []string{ch}, Presence: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if !st.Receive() {
+		t.Fatal(st.Err())
+	}
+	self := st.Msg().GetSubscribed().GetClientId()
+	if !st.Receive() {
+		t.Fatal(st.Err())
+	}
+	if p := st.Msg().GetPresence(); p.GetMember().GetClientId() != self || p.GetMember().GetUser() != "ann" || p.GetMember().GetInfo() != `{"name":"Ann"}` {
+		t.Fatalf("ann's own join: %v", st.Msg())
+	}
+	// An anonymous subscriber is a member, but may not read the set.
+	anon := subscribe(t, newClients(in.base, http.DefaultClient).events, []string{ch}, nil)
+	anonID := anon.next(t).GetSubscribed().GetClientId()
+	for {
+		if !st.Receive() {
+			t.Fatal(st.Err())
+		}
+		m := st.Msg().GetPresence().GetMember()
+		if m.GetClientId() == self {
+			continue // ann's own join, in the snapshot and as it happened
+		}
+		if m.GetClientId() != anonID || m.GetUser() != "" || m.GetInfo() != "" {
+			t.Fatalf("the anonymous join: %v", st.Msg())
+		}
+		break
+	}
+	_, err = heraldv1connect.NewPresenceServiceClient(http.DefaultClient, in.base).GetPresence(t.Context(), connect.NewRequest(&heraldv1.GetPresenceRequest{Channel: ch}))
+	if codeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("anonymous GetPresence: %v", err)
+	}
+	resp, err := http.Get(in.base + "/v1/channels/" + ch + "/presence")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("anonymous REST presence: %d", resp.StatusCode)
+	}
+	refused, err := newClients(in.base, http.DefaultClient).events.Subscribe(t.Context(), connect.NewRequest(&heraldv1.SubscribeRequest{Channels: []string{ch}, Presence: true}))
+	if err == nil {
+		// A server stream reports its refusal on the first receive.
+		if refused.Receive() {
+			t.Fatalf("anonymous subscription with presence got %v", refused.Msg())
+		}
+		err = refused.Err()
+		refused.Close()
+	}
+	if codeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("anonymous subscription with presence: %v", err)
+	}
+	got := getPresenceAuth(t, in, ch, ann)
+	if !slices.Equal(got, slices.Sorted(slices.Values([]string{self, anonID}))) {
+		t.Fatalf("ann reads %v", got)
+	}
+}
+
+func getPresenceAuth(t *testing.T, in *instance, ch, tok string) []string {
+	t.Helper()
+	resp, err := heraldv1connect.NewPresenceServiceClient(http.DefaultClient, in.base, bearer(tok)).GetPresence(t.Context(), connect.NewRequest(&heraldv1.GetPresenceRequest{Channel: ch}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range resp.Msg.Members {
+		ids = append(ids, m.ClientId)
+	}
+	return ids
+}
