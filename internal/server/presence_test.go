@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldrt/herald/gateway"
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
@@ -21,6 +23,7 @@ import (
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/limits"
 	"github.com/heraldrt/herald/internal/namespace"
+	"github.com/heraldrt/herald/internal/pgtest"
 	"github.com/heraldrt/herald/internal/server"
 	"github.com/heraldrt/herald/services"
 )
@@ -582,4 +585,75 @@ func getPresenceAuth(t *testing.T, in *instance, ch, tok string) []string {
 		ids = append(ids, m.ClientId)
 	}
 	return ids
+}
+
+// TestSignalListenerLoss: when the signal listeners lose their connection
+// (terminated by PostgreSQL), subscriptions receiving presence end as
+// unavailable (changes may have been missed) while other streams go on;
+// signals flow again once the listeners are back, and a new presence
+// subscription starts from the current set.
+func TestSignalListenerLoss(t *testing.T) {
+	t.Parallel()
+	dsn, schema := database(t)
+	var nodes []*instance
+	for range 2 {
+		cfg := server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}}
+		presenceConfig(t, &cfg)
+		nodes = append(nodes, startInstance(t, cfg))
+	}
+	a, b := nodes[0], nodes[1]
+	const ch = "room:loss"
+	w := subscribe(t, grpcClients(b).events, []string{ch}, nil)
+	w.next(t)
+	st, err := grpcClients(b).events.Subscribe(t.Context(), connect.NewRequest(&heraldv1.SubscribeRequest{Channels: []string{ch}, Presence: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if !st.Receive() || st.Msg().GetSubscribed() == nil {
+		t.Fatal(st.Err())
+	}
+
+	admin, err := pgx.Connect(t.Context(), pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	var n int
+	if err := admin.QueryRow(t.Context(), `
+		SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = 'herald-signals' AND query ILIKE '%' || $1 || '%'`, schema+"_sig").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("terminated %d signal listeners, want 2", n)
+	}
+	for st.Receive() {
+		if st.Msg().GetPresence() == nil {
+			t.Fatalf("unexpected %v", st.Msg())
+		}
+	}
+	if codeOf(st.Err()) != connect.CodeUnavailable {
+		t.Fatalf("presence stream after the listener loss: %v", st.Err())
+	}
+	// The stream without presence goes on, and gets signals again once
+	// the listeners are back.
+	deadline := time.Now().Add(15 * time.Second)
+	for got := false; !got; {
+		if time.Now().After(deadline) {
+			t.Fatal("no signal after the listeners came back")
+		}
+		if _, err := grpcClients(a).events.Signal(t.Context(), connect.NewRequest(&heraldv1.SignalRequest{Channel: ch, Data: []byte("x")})); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-w.msgs:
+			got = m.GetSignal() != nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// A new presence subscription starts from the current set: w and
+	// itself (the ended one left).
+	v, self := watch(t, b, ch)
+	waitFor(t, func() bool { return len(v.ids()) == 2 && slices.Contains(v.ids(), self) })
 }
