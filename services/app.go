@@ -3,6 +3,7 @@ package services
 import (
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"connectrpc.com/connect"
@@ -44,6 +45,9 @@ type App struct {
 	eph         Ephemeral     // signals and presence
 	signalRates *limits.Keyed // each user's signal rate
 	abandoned   atomic.Bool   // Abandon: presence is left to other instances
+
+	leavesMu     sync.Mutex
+	failedLeaves []failedLeave // presence leaves to retry (RetryLeaves)
 }
 
 // New returns the application over log and hub. It starts no goroutines;

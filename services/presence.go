@@ -269,12 +269,47 @@ func (m *membership) leave() {
 	defer cancel()
 	for _, ch := range m.channels {
 		if err := m.a.eph.Leave(ctx, ch, m.clientID); err != nil {
-			// PostgreSQL: the row stays until this instance's heartbeat
-			// stops (other instances then reap it) or it is retried.
-			m.a.logger.Warn("presence leave failed", "channel", ch, "err", err)
+			// Retried by RetryLeaves (every heartbeat); should this
+			// instance die first, the others remove the member.
+			m.a.logger.Warn("presence leave failed; retrying at the next heartbeat", "channel", ch, "err", err)
+			m.a.leavesMu.Lock()
+			m.a.failedLeaves = append(m.a.failedLeaves, failedLeave{ch, m.clientID})
+			m.a.leavesMu.Unlock()
 		}
 	}
 	m.channels = nil
+}
+
+// failedLeave is a leave to retry.
+type failedLeave struct{ channel, clientID string }
+
+// maxFailedLeaves bounds the leaves kept for retry; past it the oldest are
+// left to the other instances (after this one stops heartbeating).
+const maxFailedLeaves = 100_000
+
+// RetryLeaves retries the leaves that failed (the database was
+// unreachable), so that members of closed subscriptions do not stay in the
+// set while this instance lives. The server calls it at every heartbeat.
+func (a *App) RetryLeaves(ctx context.Context) {
+	a.leavesMu.Lock()
+	todo := a.failedLeaves
+	a.failedLeaves = nil
+	a.leavesMu.Unlock()
+	var again []failedLeave
+	for i, l := range todo {
+		if err := a.eph.Leave(ctx, l.channel, l.clientID); err != nil {
+			again = todo[i:]
+			break
+		}
+	}
+	if len(again) > 0 {
+		a.leavesMu.Lock()
+		a.failedLeaves = append(again, a.failedLeaves...)
+		if n := len(a.failedLeaves); n > maxFailedLeaves {
+			a.failedLeaves = a.failedLeaves[n-maxFailedLeaves:]
+		}
+		a.leavesMu.Unlock()
+	}
 }
 
 type presenceService struct{ a *App }

@@ -167,6 +167,7 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), connections = $7, subscript
 	// heartbeats): removed, and their leaves sent, by whichever instance
 	// gets there first.
 	if s.eph != nil {
+		s.app.RetryLeaves(ctx)
 		if n, err := s.eph.Reap(ctx, 3*s.cfg.HeartbeatInterval); err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Warn("presence: removing the members of dead instances failed", "err", err)
 		} else if n > 0 {
