@@ -112,7 +112,7 @@ func TestSignals(t *testing.T) {
 		if _, err := rpc.Signal(t.Context(), connect.NewRequest(&heraldv1.SignalRequest{Channel: ch, Type: "typing", Data: []byte(`{"who":"rpc"}`), Format: heraldv1.DataFormat_DATA_FORMAT_JSON})); err != nil {
 			t.Fatal(err)
 		}
-		wsA := openWS(t, a.base, gateway.SubprotocolProto)
+		wsA := openWS(t, a.base, gateway.SubprotocolJSON) // Herald's JSON mapping: data as a JSON value
 		wsA.send(t, &heraldv1.ConnectRequest{Id: "sig", Command: &heraldv1.ConnectRequest_Signal{Signal: &heraldv1.SignalRequest{Channel: ch, Type: "typing", Data: []byte(`{"who":"ws"}`), Format: heraldv1.DataFormat_DATA_FORMAT_JSON}}})
 		if m := wsA.next(t); m.GetSignaled() == nil || m.Id != "sig" {
 			t.Fatalf("ws signal answered %v", m)
