@@ -233,6 +233,8 @@ func TestAsyncAPIMessages(t *testing.T) {
 		"SSESubscribed":   {sseSubscribed, "herald.v1.Subscribed"},
 		"SSEEvent":        {"event", "herald.v1.Event"},
 		"SSEEnd":          {sseEnd, "herald.v1.Error"},
+		"SSESignal":       {sseSignal, "herald.v1.Signal"},
+		"SSEPresence":     {ssePresence, "herald.v1.PresenceChange"},
 	} {
 		m := doc.Components.Messages[msg]
 		ref := strings.TrimPrefix(m.Payload.Ref, "#/components/schemas/")

@@ -308,6 +308,38 @@ var restRoutes = []*route{
 		call:   rpc((*services.App).Poll),
 	},
 	{
+		method: http.MethodPost, path: "/v1/channels/{channel}/signals", op: "Signal", tag: tagEvents,
+		summary: "Send an ephemeral signal",
+		description: "Fans the signal out to the channel's current subscribers on every instance (WebSocket, Connect/gRPC " +
+			"streams and SSE as an `@signal` event without an id); it is never stored, has no position and is never replayed, " +
+			"and long-poll does not carry it. The channel's namespace must allow signals (`\"signals\": true`, else 400 " +
+			"failed_precondition); at most 4096 bytes of data; rate limited per user (429).\n\n" + rawBodyDesc,
+		req:        typeOf(&heraldv1.SignalRequest{}),
+		resp:       typeOf(&heraldv1.SignalResponse{}),
+		pathParams: []param{{name: "channel", field: "channel", desc: channelParamDesc}},
+		query: []param{{name: "type", field: "type",
+			desc: "Signal type (0 to 64 characters from `[A-Za-z0-9_.:/-]`)."}},
+		body:     rawOrJSON,
+		rawField: "data",
+		errors:   []int{http.StatusRequestEntityTooLarge},
+		call:     rpc((*services.App).Signal),
+	},
+	{
+		method: http.MethodGet, path: "/v1/channels/{channel}/presence", op: "GetPresence", tag: tagChannels,
+		summary: "Who is subscribed to a channel",
+		description: "The channel's presence set (every open subscription on every instance), ordered by client id, a page " +
+			"at a time: pass `nextPageToken` as `pageToken` for the next page. `count` is the size of the whole set. The " +
+			"namespace must turn presence on (`\"presence\"` in its policy, else 400 failed_precondition), which also says who may read it.",
+		req:        typeOf(&heraldv1.GetPresenceRequest{}),
+		resp:       typeOf(&heraldv1.GetPresenceResponse{}),
+		pathParams: []param{{name: "channel", field: "channel", desc: channelParamDesc}},
+		query: []param{
+			{name: "limit", field: "limit", desc: "Page size, 0 (the default: 100) to 1000."},
+			{name: "pageToken", field: "page_token", desc: "`nextPageToken` of the previous page."},
+		},
+		call: rpc((*services.App).GetPresence),
+	},
+	{
 		method: http.MethodGet, path: "/v1/openapi.json", op: "GetOpenAPI", tag: tagMeta,
 		summary:     "This OpenAPI document",
 		description: "The OpenAPI 3.1 description of the REST API, generated from the same table that serves it.",

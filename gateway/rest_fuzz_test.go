@@ -222,6 +222,14 @@ func checkRules(t *testing.T, msg proto.Message) {
 		}
 		between("limit", int64(m.Limit), 0, math.MaxInt32)
 		wait(m.Wait, m.Wait != nil)
+	case *heraldv1.SignalRequest:
+		name("channel", m.Channel)
+		text("type", m.Type, 64, typeRE)
+		between("data", int64(len(m.Data)), 0, 4096)
+	case *heraldv1.GetPresenceRequest:
+		name("channel", m.Channel)
+		between("limit", int64(m.Limit), 0, 1000)
+		text("page_token", m.PageToken, 64, nil)
 	default:
 		t.Fatalf("no rules written for %T", msg)
 	}

@@ -21,6 +21,10 @@ const (
 	sseSubscribed = "@subscribed"
 	sseEnd        = "@end"
 	sseCheckpoint = "@checkpoint"
+	// Signals and presence changes carry no id: they have no position,
+	// and an EventSource keeps its Last-Event-ID from the last event.
+	sseSignal   = "@signal"
+	ssePresence = "@presence"
 )
 
 // An SSE burst (events written before one flush) holds at most this many
@@ -37,6 +41,7 @@ type sseRequest struct {
 	cursor   *int64
 	untyped  bool // event=message: every event is named "message"
 	filter   *heraldv1.EventFilter
+	presence bool // presence=1: joins and leaves (services.OpenRequest.Presence)
 }
 
 // parseSSERequest decodes the query and the Last-Event-ID header. The
@@ -75,6 +80,14 @@ func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
 			}
 			req.filter.Tags = tags
 		case "last_event_id":
+		case "presence":
+			switch q.Get("presence") {
+			case "1", "true":
+				req.presence = true
+			case "0", "false", "":
+			default:
+				return req, invalid(`presence: must be "1" or "true" (receive joins and leaves), or "0"`)
+			}
 		case "event":
 			switch v := q.Get("event"); v {
 			case "message":
@@ -84,7 +97,7 @@ func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
 				return req, invalid(`event: must be "type" (the default: the SSE event name is the event's type) or "message"`)
 			}
 		default:
-			return req, invalid("unknown query parameter " + strconv.Quote(k) + "; use channel, last_event_id, event, type and tag")
+			return req, invalid("unknown query parameter " + strconv.Quote(k) + "; use channel, last_event_id, event, type, tag and presence")
 		}
 	}
 	id, name := lastEventID, "Last-Event-ID"
@@ -150,7 +163,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	st, err := g.app.Open(ctx, services.OpenRequest{Channels: req.channels, Cursor: req.cursor, Filter: req.filter})
+	st, err := g.app.Open(ctx, services.OpenRequest{Channels: req.channels, Cursor: req.cursor, Filter: req.filter, Presence: req.presence})
 	if err != nil {
 		writeError(w, err)
 		return
@@ -239,6 +252,18 @@ func (s *sseWriter) item(it services.Item, untyped bool) {
 		s.buf = append(s.buf, '\n')
 		s.field("event", sseCheckpoint)
 		s.data(mustJSON(&heraldv1.Checkpoint{Position: c}))
+		s.end()
+		return
+	}
+	if sig := it.Signal(); sig != nil {
+		s.field("event", sseSignal)
+		s.data(mustJSON(sig))
+		s.end()
+		return
+	}
+	if p := it.Presence(); p != nil {
+		s.field("event", ssePresence)
+		s.data(mustJSON(p))
 		s.end()
 		return
 	}

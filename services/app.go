@@ -3,10 +3,13 @@ package services
 import (
 	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 
 	"connectrpc.com/connect"
 
 	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
+	"github.com/heraldrt/herald/internal/ephemeral"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/limits"
@@ -38,6 +41,13 @@ type App struct {
 	userRates *limits.Keyed // end users' and anonymous addresses' publish rate; nil: unlimited
 	creator   *channelCreator
 	registry  connRegistry // long-lived connections, for the admin API
+
+	eph         Ephemeral     // signals and presence
+	signalRates *limits.Keyed // each user's signal rate
+	abandoned   atomic.Bool   // Abandon: presence is left to other instances
+
+	leavesMu     sync.Mutex
+	failedLeaves []failedLeave // presence leaves to retry (RetryLeaves)
 }
 
 // New returns the application over log and hub. It starts no goroutines;
@@ -56,6 +66,11 @@ func New(log eventlog.Log, hub *fanout.Hub, cfg Config) (*App, error) {
 		met:       cfg.Metrics,
 		conns:     lim.NewConns(),
 		userRates: lim.NewUserBuckets(),
+		eph:       cfg.Ephemeral,
+	}
+	a.signalRates = limits.NewKeyed(cfg.SignalRate, 100_000)
+	if a.eph == nil {
+		a.eph = ephemeral.NewMemory(a.Deliver)
 	}
 	if !cfg.NoAutoCreate {
 		a.creator = &channelCreator{log: log, known: make(map[string]struct{})}
@@ -87,6 +102,7 @@ var ServiceNames = []string{
 	heraldv1connect.EventServiceName,
 	heraldv1connect.HistoryServiceName,
 	heraldv1connect.ChannelServiceName,
+	heraldv1connect.PresenceServiceName,
 }
 
 // Register mounts the RPC services (gRPC, gRPC-Web and Connect) on mux,
@@ -108,4 +124,5 @@ func (a *App) Register(mux *http.ServeMux, opts ...connect.HandlerOption) {
 	mux.Handle(heraldv1connect.NewEventServiceHandler(eventService{a}, all...))
 	mux.Handle(heraldv1connect.NewHistoryServiceHandler(historyService{a}, all...))
 	mux.Handle(heraldv1connect.NewChannelServiceHandler(channelService{a}, all...))
+	mux.Handle(heraldv1connect.NewPresenceServiceHandler(presenceService{a}, all...))
 }

@@ -73,6 +73,15 @@ type Config struct {
 	// the default policy.
 	Namespaces *namespace.Set
 
+	// Ephemeral carries signals and presence between instances; its
+	// messages must come back through App.Deliver. Nil: in process only
+	// (ephemeral.Memory, for the embedded single instance).
+	Ephemeral Ephemeral
+	// SignalRate bounds each end user's signals (anonymous callers: per
+	// network address; API keys are not limited). Default
+	// DefaultSignalRate.
+	SignalRate limits.Rate
+
 	Logger *slog.Logger
 	// Metrics receives admissions, publishes and deliveries; nil records
 	// nothing.
@@ -110,6 +119,9 @@ func (c Config) withDefaults() (Config, limits.Limits, error) {
 	orDefault(&c.MaxPageSize, max(MaxPageSize, c.PageSize))
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.SignalRate == (limits.Rate{}) {
+		c.SignalRate = DefaultSignalRate
 	}
 
 	unlimited := func(n int) int { return max(n, 0) }

@@ -16,11 +16,20 @@ type Item struct {
 	entry      *wire.Entry
 	notice     *heraldv1.Subscribed
 	checkpoint int64
+	// A signal or a presence change (shared: do not modify): no position.
+	signal   *heraldv1.Signal
+	presence *heraldv1.PresenceChange
 }
 
 func itemOf(channels []string, m fanout.Message) Item {
 	if m.Checkpoint != 0 {
 		return Item{checkpoint: m.Checkpoint}
+	}
+	switch v := m.Ephemeral.(type) {
+	case *heraldv1.Signal:
+		return Item{signal: v}
+	case *heraldv1.PresenceChange:
+		return Item{presence: v}
 	}
 	if m.Truncation != nil {
 		return Item{notice: subscribedProto(channels, *m.Truncation)}
@@ -67,6 +76,26 @@ func (it Item) Notice() *heraldv1.Subscribed { return it.notice }
 // as from an event's position.
 func (it Item) Checkpoint() int64 { return it.checkpoint }
 
+// Signal is the item's signal, nil when it is not one. Signals have no
+// position: a transport must not move its cursor for them.
+func (it Item) Signal() *heraldv1.Signal { return it.signal }
+
+// Presence is the item's presence change, nil when it is not one (no
+// position either).
+func (it Item) Presence() *heraldv1.PresenceChange { return it.presence }
+
+// ephemeralFrame is the item's signal or presence change as a
+// ConnectResponse for subscription id, or nil.
+func (it Item) ephemeralFrame(id string) *Frame {
+	switch {
+	case it.signal != nil:
+		return msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Signal{Signal: it.signal}})
+	case it.presence != nil:
+		return msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Presence{Presence: it.presence}})
+	}
+	return nil
+}
+
 // Field numbers used when splicing a pre-encoded event into a message:
 // protobuf messages concatenate field by field.
 const (
@@ -80,9 +109,14 @@ const (
 type subscribeFrame struct{ Item }
 
 func (f subscribeFrame) proto() *heraldv1.SubscribeResponse {
-	if f.checkpoint != 0 {
+	switch {
+	case f.checkpoint != 0:
 		return &heraldv1.SubscribeResponse{Message: &heraldv1.SubscribeResponse_Checkpoint{
 			Checkpoint: &heraldv1.Checkpoint{Position: f.checkpoint}}}
+	case f.signal != nil:
+		return &heraldv1.SubscribeResponse{Message: &heraldv1.SubscribeResponse_Signal{Signal: f.signal}}
+	case f.presence != nil:
+		return &heraldv1.SubscribeResponse{Message: &heraldv1.SubscribeResponse_Presence{Presence: f.presence}}
 	}
 	if f.entry == nil {
 		return &heraldv1.SubscribeResponse{Message: &heraldv1.SubscribeResponse_Subscribed{Subscribed: f.notice}}

@@ -57,6 +57,9 @@ func (a *App) poll(ctx context.Context, st *Stream, wait time.Duration, limit in
 			// for one that matches.
 			return
 		}
+		if !it.IsEvent() && it.Notice() == nil {
+			return // a signal: long-poll carries none (no position to resume by)
+		}
 		if n := it.Notice(); n != nil {
 			resp.Subscribed.HistoryTruncated = true
 			resp.Subscribed.TruncatedThrough = max(resp.Subscribed.TruncatedThrough, n.TruncatedThrough)

@@ -24,9 +24,13 @@ func (s eventService) Poll(ctx context.Context, req *connect.Request[heraldv1.Po
 	return respond(s.a.Poll(ctx, req.Msg))
 }
 
+func (s eventService) Signal(ctx context.Context, req *connect.Request[heraldv1.SignalRequest]) (*connect.Response[heraldv1.SignalResponse], error) {
+	return respond(s.a.Signal(ctx, req.Msg))
+}
+
 // Subscribe streams replay then live events: a loop over Open.
 func (s eventService) Subscribe(ctx context.Context, req *connect.Request[heraldv1.SubscribeRequest], stream *connect.ServerStream[heraldv1.SubscribeResponse]) error {
-	st, err := s.a.Open(ctx, OpenRequest{Channels: req.Msg.Channels, Cursor: req.Msg.Cursor, Filter: req.Msg.Filter})
+	st, err := s.a.Open(ctx, OpenRequest{Channels: req.Msg.Channels, Cursor: req.Msg.Cursor, Filter: req.Msg.Filter, Presence: req.Msg.Presence})
 	if err != nil {
 		return err
 	}

@@ -100,7 +100,8 @@ type Session struct {
 
 type sessionSub struct {
 	sub    *fanout.Subscription
-	closed bool // guarded by Session.sendMu: no frame for it after Unsubscribed
+	closed bool        // guarded by Session.sendMu: no frame for it after Unsubscribed
+	member *membership // its presence; left when the subscription's goroutine ends
 }
 
 // NewSession admits a bidirectional connection for the caller in ctx: it
@@ -376,6 +377,14 @@ func (ss *Session) handle(req *heraldv1.ConnectRequest) {
 			return
 		}
 		ss.pub.enqueue(pubCmd{id: req.Id, req: publishReq{req: c.Publish, pol: pol}})
+	case *heraldv1.ConnectRequest_Signal:
+		// Answered in order with the other commands; a signal takes no
+		// lock and waits for no commit, only for PostgreSQL to queue it.
+		if _, err := ss.app.Signal(ss.authCtx(), c.Signal); err != nil {
+			ss.emit(ss.errorFrame(req.Id, "signal", err))
+			return
+		}
+		ss.emit(msgFrame(&heraldv1.ConnectResponse{Id: req.Id, Message: &heraldv1.ConnectResponse_Signaled{Signaled: &heraldv1.SignalResponse{}}}))
 	case *heraldv1.ConnectRequest_Ping:
 		ss.emit(msgFrame(&heraldv1.ConnectResponse{Id: req.Id, Message: &heraldv1.ConnectResponse_Pong{Pong: &heraldv1.Pong{}}}))
 	case *heraldv1.ConnectRequest_Refresh:
@@ -417,25 +426,33 @@ func (ss *Session) subscribe(id string, req *heraldv1.SubscribeRequest) {
 		ss.emit(ss.errorFrame(id, "subscribe", err))
 		return
 	}
-	entry := &sessionSub{sub: sub}
+	member, err := ss.app.joinPresence(ss.authCtx(), sub, req.Presence)
+	if err != nil {
+		sub.Close()
+		ss.emit(ss.errorFrame(id, "subscribe", err))
+		return
+	}
+	entry := &sessionSub{sub: sub, member: member}
 	ss.mu.Lock()
 	if ss.closing {
 		ss.mu.Unlock()
 		sub.Close()
+		member.leave()
 		return
 	}
 	ss.subs[id] = entry
 	ss.subsWG.Add(1)
 	ss.mu.Unlock()
-	ss.emit(msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Subscribed{
-		Subscribed: subscribedProto(sub.Channels(), sub.Start()),
-	}}))
+	sp := subscribedProto(sub.Channels(), sub.Start())
+	sp.ClientId = member.ClientID()
+	ss.emit(msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Subscribed{Subscribed: sp}}))
 	go ss.stream(id, entry)
 }
 
 // stream delivers one subscription until it ends.
 func (ss *Session) stream(id string, entry *sessionSub) {
 	defer ss.subsWG.Done()
+	defer entry.member.leave()
 	defer entry.sub.Close()
 	for {
 		msg, err := entry.sub.Next(ss.ctx)
@@ -460,6 +477,8 @@ func (ss *Session) stream(id string, entry *sessionSub) {
 			f = msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Checkpoint{
 				Checkpoint: &heraldv1.Checkpoint{Position: msg.Checkpoint},
 			}})
+		} else if msg.Ephemeral != nil {
+			f = itemOf(nil, msg).ephemeralFrame(id)
 		} else if msg.Truncation != nil {
 			f = msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Subscribed{
 				Subscribed: subscribedProto(entry.sub.Channels(), *msg.Truncation),

@@ -27,6 +27,9 @@ type OpenRequest struct {
 	// Filter selects the events delivered (nil: all); the stream then
 	// also delivers checkpoints.
 	Filter *heraldv1.EventFilter
+	// Presence: receive the presence of the channels whose namespace has
+	// it on (the current members as joins, then joins and leaves).
+	Presence bool
 }
 
 // ErrWouldBlock is returned by Stream.TryNext when nothing is ready.
@@ -43,6 +46,7 @@ type Stream struct {
 	expiry  *time.Timer
 	logger  *slog.Logger
 	closed  bool
+	member  *membership // nil: in no presence set
 }
 
 // Open admits and opens a subscription for the caller in ctx: it checks the
@@ -59,7 +63,15 @@ func (a *App) Open(ctx context.Context, req OpenRequest) (*Stream, error) {
 		a.met.ConnRefused(ctx, connect.CodeOf(err).String())
 		return nil, err
 	}
-	return a.openAdmitted(ctx, channels, req.Cursor, req.Filter)
+	st, err := a.openAdmitted(ctx, channels, req.Cursor, req.Filter)
+	if err != nil {
+		return nil, err
+	}
+	if st.member, err = a.joinPresence(ctx, st.sub, req.Presence); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
 }
 
 // filterOf is the subscription core's form of an API filter: nil when it
@@ -183,7 +195,9 @@ func (a *App) count(ctx context.Context) (release func(), err error) {
 // Subscribed describes where the stream starts (the cursor, and whether
 // history after it was truncated): send it before the first item.
 func (st *Stream) Subscribed() *heraldv1.Subscribed {
-	return subscribedProto(st.sub.Channels(), st.sub.Start())
+	sp := subscribedProto(st.sub.Channels(), st.sub.Start())
+	sp.ClientId = st.member.ClientID()
+	return sp
 }
 
 // Channels returns the subscribed channels, sorted.
@@ -218,7 +232,7 @@ func (st *Stream) TryNext(ctx context.Context) (Item, error) {
 
 // handOut remembers an event handed to the transport, for Written.
 func (st *Stream) handOut(m fanout.Message) {
-	if st.lag.Enabled() && m.Entry != nil {
+	if st.lag.Enabled() && m.Entry != nil && m.Ephemeral == nil {
 		st.written = append(st.written, m.Entry.Event().CreatedAt)
 	}
 }
@@ -260,6 +274,7 @@ func (st *Stream) Close() {
 		st.expiry.Stop()
 	}
 	st.sub.Close()
+	st.member.leave()
 	st.release()
 }
 

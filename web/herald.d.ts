@@ -134,6 +134,41 @@ export interface SubscribeOptions {
   onSubscribed?: (info: SubscribedInfo) => void;
   /** The subscription failed for good and was closed. */
   onError?: (err: HeraldError) => void;
+  /** An ephemeral signal: never stored, no position (WebSocket and SSE; not long-poll). */
+  onSignal?: (sig: HeraldSignal, sub: Subscription) => void;
+  /** Receive presence (namespaces with presence on): sub.members(), onJoin, onLeave. */
+  presence?: boolean;
+  onJoin?: (m: PresenceMember, sub: Subscription) => void;
+  onLeave?: (m: PresenceMember, sub: Subscription) => void;
+}
+
+/** An ephemeral signal as subscribers receive it. */
+export interface HeraldSignal {
+  channel: string;
+  type?: string;
+  /** By format, as an event's data. */
+  data?: unknown;
+  format?: string;
+  author?: string;
+  time?: string;
+}
+
+/** One subscription in a channel's presence set. */
+export interface PresenceMember {
+  clientId: string;
+  user?: string;
+  /** The token's info claim, as JSON text. */
+  info?: string;
+  joinTime?: string;
+  /** The channel whose set it joined or left (callbacks and members()). */
+  channel?: string;
+}
+
+/** A page of a presence set (protojson GetPresenceResponse). */
+export interface PresencePage {
+  members?: PresenceMember[];
+  count?: string;
+  nextPageToken?: string;
 }
 
 export type Transport = 'websocket' | 'sse' | 'longpoll';
@@ -232,6 +267,10 @@ export declare class Herald {
   delete(channel: string, position: string | number | bigint): Promise<{ entry: HeraldEvent }>;
   /** Reads one page of a channel. */
   history(channel: string, opts?: HistoryOptions): Promise<HistoryPage>;
+  /** Sends an ephemeral signal to the channel's current subscribers (not stored, not retried). */
+  signal(channel: string, data?: PublishData, opts?: { type?: string }): Promise<void>;
+  /** Reads one page of a channel's presence set. */
+  presence(channel: string, opts?: { limit?: number; pageToken?: string }): Promise<PresencePage>;
   /** Ends every subscription and connection; pending publishes reject with 'canceled'. */
   close(): void;
 }
@@ -244,6 +283,10 @@ export declare class Subscription {
   readonly channels: string[];
   /** Position of the last event delivered (or the start cursor); undefined until known. */
   readonly lastPosition: Position | undefined;
+  /** This subscription's client id in presence sets (namespaces with presence on). */
+  readonly clientId: string | undefined;
+  /** The presence set of its channels (with the presence option), itself included. */
+  members(): PresenceMember[];
   /** Stops the subscription; no event is delivered after it returns. */
   close(): void;
 }

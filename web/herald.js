@@ -107,6 +107,31 @@ export class HeraldError extends Error {
  *   events up to truncatedThrough were removed by retention before they could be delivered
  * @property {(info: object) => void} [onSubscribed]  the server confirmed a (re)subscription
  * @property {(err: HeraldError) => void} [onError]  the subscription failed for good and was closed
+ * @property {(sig: HeraldSignal, sub: Subscription) => void} [onSignal]  an ephemeral signal
+ *   (never stored, no position: WebSocket and SSE only, not long-poll)
+ * @property {boolean} [presence]  receive the channels' presence (namespaces with presence on):
+ *   sub.members() is the set, onJoin/onLeave follow its changes (WebSocket and SSE only)
+ * @property {(m: PresenceMember, sub: Subscription) => void} [onJoin]
+ * @property {(m: PresenceMember, sub: Subscription) => void} [onLeave]
+ */
+
+/**
+ * @typedef {object} HeraldSignal
+ * @property {string} channel
+ * @property {string} [type]
+ * @property {any} [data]    by format, as an event's
+ * @property {string} [format]
+ * @property {string} [author]
+ * @property {string} [time]
+ */
+
+/**
+ * @typedef {object} PresenceMember
+ * @property {string} clientId  one per subscription
+ * @property {string} [user]    the subscriber's token subject
+ * @property {string} [info]    the token's info claim, as JSON text
+ * @property {string} [joinTime]
+ * @property {string} [channel] the channel whose set it joined or left
  */
 
 /**
@@ -150,6 +175,7 @@ export class Herald {
     this.state = 'idle';
     this._subs = new Map(); // id -> Subscription
     this._pending = new Map(); // publish id -> {id, req, resolve, reject, timer, rest}
+    this._signals = new Map(); // signal id -> {resolve, reject, timer} (WebSocket)
     this._failed = new Set(); // transports given up on ('auto' only)
     this._session = null;
     this._seq = 0;
@@ -259,6 +285,76 @@ export class Herald {
       if (opts[k] !== undefined && opts[k] !== '') q.set(k, String(opts[k]));
     }
     return this._request('GET', `/v1/channels?${q}`);
+  }
+
+  /**
+   * signal sends an ephemeral signal (typing indicators, cursors) to the
+   * current subscribers of channel on every instance: never stored, no
+   * position, not retried. Over the WebSocket when one is open, else REST.
+   * The channel's namespace must allow signals; they are rate limited.
+   * @param {string} channel
+   * @param {any} data  as publish()'s (at most 4096 bytes)
+   * @param {{type?: string}} [opts]
+   * @returns {Promise<void>}
+   */
+  signal(channel, data, opts = {}) {
+    if (this._closed) return Promise.reject(new HeraldError('canceled', 'client is closed'));
+    const req = { ...payloadOf(data) };
+    if (opts.type) req.type = opts.type;
+    const session = this._session;
+    if (session instanceof WSSession && session.open) {
+      return new Promise((resolve, reject) => {
+        const id = `g${++this._seq}`;
+        const timer = setTimeout(() => { this._signals.delete(id); reject(new HeraldError('deadline_exceeded', 'signal not acknowledged')); }, this.publishTimeout);
+        this._signals.set(id, { resolve, reject, timer });
+        session._send({ id, signal: { channel, ...req } });
+      });
+    }
+    return this._request('POST', `/v1/channels/${encodeURIComponent(channel)}/signals`, req).then(() => undefined);
+  }
+
+  /**
+   * presence reads one page of a channel's presence set (REST GET): who is
+   * subscribed, on every instance. Pass nextPageToken as pageToken for the
+   * next page.
+   * @param {string} channel
+   * @param {{limit?: number, pageToken?: string}} [opts]
+   * @returns {Promise<{members?: PresenceMember[], count?: string, nextPageToken?: string}>}
+   */
+  presence(channel, opts = {}) {
+    const q = new URLSearchParams();
+    for (const k of ['limit', 'pageToken']) {
+      if (opts[k] !== undefined && opts[k] !== '') q.set(k, String(opts[k]));
+    }
+    return this._request('GET', `/v1/channels/${encodeURIComponent(channel)}/presence?${q}`);
+  }
+
+  _signalAnswered(id, err) {
+    const g = this._signals.get(id);
+    if (!g) return false;
+    this._signals.delete(id);
+    clearTimeout(g.timer);
+    if (err) g.reject(err);
+    else g.resolve();
+    return true;
+  }
+
+  _signal(sub, sig) {
+    if (sub._active) safely(sub._opts.onSignal, sig, sub);
+  }
+
+  _presence(sub, change) {
+    if (!sub._active || !change.member) return;
+    const m = { ...change.member, channel: change.channel };
+    const key = `${change.channel}\u0000${m.clientId}`;
+    if (change.action === 'PRESENCE_ACTION_JOIN') {
+      if (sub._members.has(key)) return; // the snapshot and the live join overlap
+      sub._members.set(key, m);
+      safely(sub._opts.onJoin, m, sub);
+    } else if (change.action === 'PRESENCE_ACTION_LEAVE') {
+      if (!sub._members.delete(key)) return;
+      safely(sub._opts.onLeave, m, sub);
+    }
   }
 
   /** close ends every subscription and connection; pending publishes reject with "canceled". */
@@ -378,6 +474,9 @@ export class Herald {
 
   _subscribed(sub, info) {
     if (!sub._active) return;
+    sub.clientId = info.clientId;
+    // A (re)subscription with presence starts with the whole set again.
+    if (sub._opts.presence) sub._members.clear();
     const cursor = info.cursor ?? '0';
     if (sub.lastPosition === undefined) sub.lastPosition = cursor;
     if (info.historyTruncated) {
@@ -491,7 +590,17 @@ export class Subscription {
     this.lastPosition = opts.cursor === undefined || opts.cursor === null ? undefined : String(opts.cursor);
     /** The server-side filter (types, tags), or undefined for every event. */
     this.filter = filterOf(opts);
+    /** This subscription's client id in presence sets (namespaces with presence on). @type {string|undefined} */
+    this.clientId = undefined;
+    this._members = new Map();
   }
+
+  /**
+   * members returns the presence set of the subscription's channels (with
+   * the presence option): who is subscribed now, this subscription included.
+   * @returns {PresenceMember[]}
+   */
+  members() { return [...this._members.values()]; }
 
   /** close stops the subscription; no event is delivered after it returns. */
   close() { this._client._unsubscribe(this); }
@@ -704,6 +813,7 @@ class WSSession {
     const subscribe = { channels: sub.channels };
     if (sub.lastPosition !== undefined) subscribe.cursor = sub.lastPosition;
     if (sub.filter) subscribe.filter = sub.filter;
+    if (sub._opts.presence) subscribe.presence = true;
     this._send({ id, subscribe });
   }
 
@@ -729,6 +839,12 @@ class WSSession {
     } else if (f.checkpoint) {
       // The filter dropped events up to there: resume after them.
       if (sub) this.c._advance(sub, f.checkpoint.position);
+    } else if (f.signal) {
+      if (sub) this.c._signal(sub, f.signal);
+    } else if (f.presence) {
+      if (sub) this.c._presence(sub, f.presence);
+    } else if (f.signaled) {
+      this.c._signalAnswered(f.id);
     } else if (f.subscribed) {
       this.backoff.reset();
       if (sub) this.c._subscribed(sub, f.subscribed);
@@ -737,6 +853,7 @@ class WSSession {
       this.c._settle(f.id, f.published);
     } else if (f.error) {
       const err = new HeraldError(f.error.code || 'unknown', f.error.message || '');
+      if (this.c._signalAnswered(f.id, err)) return;
       if (sub) {
         this.wire.delete(f.id);
         this.ids.delete(sub);
@@ -804,6 +921,7 @@ class SSESession {
     const q = new URLSearchParams();
     for (const ch of sub.channels) q.append('channel', ch);
     q.set('event', 'message');
+    if (sub._opts.presence) q.set('presence', '1');
     if (sub.lastPosition !== undefined) q.set('last_event_id', sub.lastPosition);
     filterQuery(q, sub.filter);
     if (st.token) q.set('access_token', st.token);
@@ -822,6 +940,10 @@ class SSESession {
     });
     es.onmessage = (m) => c._deliver(sub, JSON.parse(m.data));
     es.addEventListener('@checkpoint', (m) => c._advance(sub, JSON.parse(m.data).position));
+    // Signals and presence changes come without an id: Last-Event-ID stays
+    // the last event's.
+    es.addEventListener('@signal', (m) => c._signal(sub, JSON.parse(m.data)));
+    es.addEventListener('@presence', (m) => c._presence(sub, JSON.parse(m.data)));
     // The server closes next; onerror reconnects.
     es.addEventListener('@end', (m) => { try { ended = JSON.parse(m.data); } catch { /* keep undefined */ } });
     // We reconnect ourselves rather than let EventSource retry at a fixed

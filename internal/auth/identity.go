@@ -85,7 +85,15 @@ type Identity struct {
 	publish   []Pattern
 	channels  []string
 	expires   time.Time
+	info      string // the token's info claim (JSON), for presence
 }
+
+// MaxInfoBytes bounds a token's info claim.
+const MaxInfoBytes = 1024
+
+// Info returns the token's "info" claim as JSON text, "" when none: what
+// presence shows other subscribers about this user.
+func (id Identity) Info() string { return id.info }
 
 // Kind returns how the identity authenticated.
 func (id Identity) Kind() Kind { return id.kind }

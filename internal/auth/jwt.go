@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -209,6 +210,8 @@ type claims struct {
 	Publish   []string `json:"publish,omitempty"`
 	Channels  []string `json:"channels,omitempty"`
 	Scopes    []string `json:"scopes,omitempty"`
+	// Info is shown to other subscribers in presence sets (any JSON).
+	Info json.RawMessage `json:"info,omitempty"`
 }
 
 // keyFor selects the verification key for a token. Each key serves exactly
@@ -314,6 +317,12 @@ func (v *Verifier) verify(token string) (Identity, *claims, error) {
 		return Identity{}, nil, e
 	}
 	id := Identity{kind: User, name: c.Subject, expires: c.ExpiresAt.Time}
+	if len(c.Info) > 0 && string(c.Info) != "null" {
+		if len(c.Info) > MaxInfoBytes {
+			return Identity{}, nil, newError(ErrInvalidCredential, fmt.Sprintf("info claim is larger than %d bytes", MaxInfoBytes))
+		}
+		id.info = string(c.Info)
+	}
 	if c.Scopes == nil {
 		id.scopes = bitPublish | bitSubscribe | bitHistory
 	}

@@ -583,9 +583,12 @@ func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Publish
 
 // notify wakes every instance's listener. It is a hint sent after the
 // commit, outside the insert: a lost one only delays readers until their
-// safety poll.
+// safety poll. Its own commit does not wait for the WAL
+// (synchronous_commit off: a hint needs no durability), so the writer is
+// not held by an fsync while it holds NOTIFY's database-wide commit lock,
+// which signals (internal/ephemeral) take too.
 func (p *Postgres) notify(ctx context.Context, pos int64) {
-	if _, err := p.pool.Exec(ctx, "SELECT pg_notify($1, $2)", p.opts.NotifyChannel, strconv.FormatInt(pos, 10)); err != nil {
+	if _, err := p.pool.Exec(ctx, "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)", p.opts.NotifyChannel, strconv.FormatInt(pos, 10)); err != nil {
 		p.opts.Logger.Warn("eventlog: notify failed; readers catch up on their next poll",
 			"channel", p.opts.NotifyChannel, "err", err)
 	}

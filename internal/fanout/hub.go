@@ -25,6 +25,9 @@ const (
 	DefaultQueueBytes   = 8 << 20
 	DefaultWindowSize   = 4096
 	DefaultWindowBytes  = 32 << 20
+	// DefaultEphemeralQueue bounds each subscription's queue of signals
+	// and presence changes.
+	DefaultEphemeralQueue = 1024
 )
 
 // Options tune a Hub. Zero values take the defaults.
@@ -56,6 +59,10 @@ type Options struct {
 	// DefaultWindowSize and DefaultWindowBytes.
 	WindowSize  int
 	WindowBytes int
+	// EphemeralQueue bounds each subscription's queue of signals and
+	// presence changes (Broadcast); a full one ends the subscription as a
+	// slow consumer. Default DefaultEphemeralQueue.
+	EphemeralQueue int
 	// Logger receives read errors. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics receives the hub's reads, subscriptions and replays; nil
@@ -90,6 +97,9 @@ func (o *Options) defaults() {
 	}
 	if o.WindowBytes <= 0 {
 		o.WindowBytes = DefaultWindowBytes
+	}
+	if o.EphemeralQueue <= 0 {
+		o.EphemeralQueue = DefaultEphemeralQueue
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -310,6 +320,49 @@ func (h *Hub) dispatch(evs []eventlog.Event) {
 		}
 		h.head = e.Position()
 	}
+}
+
+// Broadcast hands v (a signal or a presence change: anything but a log
+// entry) to the subscriptions of channel now registered: every one, or with
+// presence set only those that asked for presence (WantPresence). It has
+// no position and is never replayed; it reaches each subscription once,
+// before the entries queued for it. Safe from any goroutine; never blocks.
+func (h *Hub) Broadcast(channel string, v any, presence bool) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for s := range h.subs[channel] {
+		if presence && !s.presence.Load() {
+			continue
+		}
+		if !s.pushEphemeral(v) {
+			h.removeLocked(s)
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// EndPresence ends every subscription that receives presence
+// (WantPresence) with ReasonUnavailable, and returns how many: presence
+// changes may have been missed, and resuming gives a fresh snapshot.
+func (h *Hub) EndPresence() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := map[*Subscription]struct{}{}
+	for _, set := range h.subs {
+		for s := range set {
+			if s.presence.Load() {
+				seen[s] = struct{}{}
+			}
+		}
+	}
+	for s := range seen {
+		s.end(ReasonUnavailable)
+		h.removeLocked(s)
+	}
+	return len(seen)
 }
 
 // intern returns the window's entry for ev when it holds ev as read now

@@ -145,6 +145,9 @@ type Message struct {
 	// has advanced to past entries its filter dropped: a client resumes
 	// from it as from an entry's position.
 	Checkpoint int64
+	// Ephemeral, when non-nil, is what Hub.Broadcast was given (a signal or
+	// a presence change): not an entry, no position, LastPosition unmoved.
+	Ephemeral any
 }
 
 // Subscription delivers the entries of its channels after a cursor, each
@@ -177,6 +180,9 @@ type Subscription struct {
 	endCause   error // with ReasonStopped: Stop's cause
 	closed     bool
 	signal     chan struct{} // cap 1: queue or state changed
+	eph        []any         // ephemeral messages (Broadcast), delivered before entries
+
+	presence atomic.Bool // receives presence broadcasts (WantPresence)
 
 	untrack  func() // counts the subscription closed in the metrics
 	replayed bool   // the replay was counted
@@ -330,6 +336,9 @@ func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 		if s.closedFlag.Load() {
 			return Message{}, s.fail(ErrClosed)
 		}
+		if v, ok := s.popEphemeral(); ok {
+			return Message{Ephemeral: v}, nil
+		}
 		if len(s.page) > 0 {
 			e := s.page[0]
 			s.page[0] = nil
@@ -364,6 +373,9 @@ func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 		e, err := s.nextLive(ctx, block, due)
 		if timer != nil {
 			timer.Stop()
+		}
+		if err == errEphemeral {
+			continue
 		}
 		if err == ErrWouldBlock {
 			return Message{}, err
@@ -506,6 +518,9 @@ func (s *Subscription) nextLive(ctx context.Context, block bool, due <-chan time
 			reason := s.ended
 			s.mu.Unlock()
 			return nil, s.endError(reason)
+		case len(s.eph) > 0:
+			s.mu.Unlock()
+			return nil, errEphemeral
 		case len(s.queue) > 0:
 			e := s.queue[0]
 			s.queue[0] = nil
@@ -562,6 +577,64 @@ func (s *Subscription) push(e *wire.Entry) bool {
 	}
 	s.queue = append(s.queue, e)
 	s.queued += c
+	s.mu.Unlock()
+	s.notify()
+	return true
+}
+
+// errEphemeral: nextLive found an ephemeral message queued; next takes it.
+var errEphemeral = errors.New("ephemeral message queued")
+
+// WantPresence makes the subscription receive presence broadcasts from now
+// on. Call it before reading the presence set the client starts from.
+func (s *Subscription) WantPresence() { s.presence.Store(true) }
+
+// Prepend queues messages ahead of every ephemeral message queued so far
+// (a presence snapshot read after WantPresence: changes that arrived
+// meanwhile follow it, and replaying them over it is harmless).
+func (s *Subscription) Prepend(vs []any) {
+	if len(vs) == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.eph = append(append(make([]any, 0, len(vs)+len(s.eph)), vs...), s.eph...)
+	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *Subscription) popEphemeral() (any, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.eph) == 0 || s.closed || s.ended != 0 {
+		return nil, false
+	}
+	v := s.eph[0]
+	s.eph[0] = nil
+	s.eph = s.eph[1:]
+	if len(s.eph) == 0 {
+		s.eph = nil
+	}
+	return v, true
+}
+
+// pushEphemeral queues v; called by the hub under Hub.mu, never blocks. A
+// full ephemeral queue ends the subscription as a slow consumer (nothing
+// is dropped silently; resuming loses no event). It returns false when the
+// subscription must be removed from the hub.
+func (s *Subscription) pushEphemeral(v any) bool {
+	s.mu.Lock()
+	if s.closed || s.ended != 0 {
+		s.mu.Unlock()
+		return false
+	}
+	if len(s.eph) >= s.hub.opts.EphemeralQueue {
+		s.ended = ReasonSlowConsumer
+		s.queue, s.queued, s.eph = nil, 0, nil
+		s.mu.Unlock()
+		s.notify()
+		return false
+	}
+	s.eph = append(s.eph, v)
 	s.mu.Unlock()
 	s.notify()
 	return true

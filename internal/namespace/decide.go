@@ -10,6 +10,8 @@ const (
 	Subscribe Action = iota
 	History
 	Publish
+	// ReadPresence: read the presence set, receive joins and leaves.
+	ReadPresence
 )
 
 // Verdict is a policy decision.
@@ -31,6 +33,8 @@ func (p *Policy) access(a Action) Access {
 		return p.Subscribe
 	case History:
 		return p.History
+	case ReadPresence:
+		return p.Presence
 	}
 	return p.Publish
 }
@@ -42,6 +46,8 @@ func tokenAllows(id auth.Identity, a Action, channel string) bool {
 		return id.CanSubscribe(channel)
 	case History:
 		return id.CanReadHistory(channel)
+	case ReadPresence:
+		return id.CanSubscribe(channel)
 	}
 	return id.CanPublish(channel)
 }

@@ -104,6 +104,15 @@ type Policy struct {
 	// it later).
 	MaxEvents int64
 	MaxAge    time.Duration
+	// Signals allows ephemeral signals (EventService.Signal) on the
+	// namespace's channels, to whoever may publish there. Default off.
+	Signals bool
+	// Presence, when set, turns presence on for the namespace's channels
+	// (every subscription is a member of its channels' presence sets) and
+	// says who may read the sets and receive joins and leaves: one of the
+	// access levels, applied like Subscribe (token: whoever may subscribe).
+	// Empty: presence is off.
+	Presence Access
 }
 
 // HasChannelDefaults reports whether channels of the namespace are created
@@ -209,7 +218,8 @@ func (e *UnknownError) Error() string {
 //	  "default": {"subscribe": "token", "publish": "token"},
 //	  "namespaces": {
 //	    "news": {"subscribe": "anonymous", "publish": "services", "maxAge": "168h"},
-//	    "chat": {"edit": "author", "maxEventSize": 4096, "maxEvents": 10000}
+//	    "chat": {"edit": "author", "maxEventSize": 4096, "maxEvents": 10000,
+//	             "signals": true, "presence": "token"}
 //	  },
 //	  "refuseUnknown": false
 //	}
@@ -231,6 +241,8 @@ type PolicyConfig struct {
 	MaxEventSize int32  `json:"maxEventSize"`
 	MaxEvents    int64  `json:"maxEvents"`
 	MaxAge       string `json:"maxAge"`
+	Signals      bool   `json:"signals"`
+	Presence     Access `json:"presence"`
 }
 
 // Limits the policies must respect (they mirror the event log's).
@@ -243,12 +255,15 @@ const (
 
 func (c PolicyConfig) policy(name string) (*Policy, error) {
 	p := &Policy{Name: name, Subscribe: c.Subscribe, History: c.History, Publish: c.Publish, Edit: c.Edit,
-		MaxEventSize: c.MaxEventSize, MaxEvents: c.MaxEvents}
+		MaxEventSize: c.MaxEventSize, MaxEvents: c.MaxEvents, Signals: c.Signals, Presence: c.Presence}
 	var errs []error
 	for field, a := range map[string]Access{"subscribe": c.Subscribe, "history": c.History, "publish": c.Publish} {
 		if a != "" && !a.valid() {
 			errs = append(errs, fmt.Errorf("%s: %q is not one of anonymous, authenticated, token, services", field, a))
 		}
+	}
+	if c.Presence != "" && !c.Presence.valid() {
+		errs = append(errs, fmt.Errorf("presence: %q is not one of anonymous, authenticated, token, services (or leave it out: presence off)", c.Presence))
 	}
 	if c.Edit != "" && !c.Edit.valid() {
 		errs = append(errs, fmt.Errorf("edit: %q is not one of publishers, author, services, none", c.Edit))

@@ -247,3 +247,35 @@ func BenchmarkAllow(b *testing.B) {
 		}
 	}
 }
+
+// TestPresenceAndSignals: both are off unless a namespace turns them on;
+// "presence" is who may read the sets, applied like subscribe; a value
+// that is not an access level is refused.
+func TestPresenceAndSignals(t *testing.T) {
+	ids := identities(t)
+	s := mustParse(t, `{"namespaces": {
+		"room": {"signals": true, "presence": "authenticated"},
+		"chat": {"presence": "token"},
+		"news": {}
+	}}`)
+	order := []string{"anonymous", "bob", "ann", "key", "admin"}
+	for ch, want := range map[string]string{"room:1": "caaaa", "chat:1": "cdaaa", "news:1": "cddda"} {
+		pol, _ := s.For(ch)
+		got := ""
+		for _, n := range order {
+			got += string("acd"[pol.Allow(ids[n], ReadPresence, ch)])
+		}
+		if got != want {
+			t.Errorf("%s read presence: %s, want %s", ch, got, want)
+		}
+	}
+	if p, _ := s.For("room:1"); !p.Signals || p.Presence != Authenticated {
+		t.Errorf("room: %+v", p)
+	}
+	if p, _ := s.For("news:1"); p.Signals || p.Presence != "" {
+		t.Errorf("news: %+v", p)
+	}
+	if _, err := Parse([]byte(`{"namespaces": {"x": {"presence": "everyone"}}}`)); err == nil || !strings.Contains(err.Error(), "presence") {
+		t.Errorf("presence: everyone accepted: %v", err)
+	}
+}

@@ -163,6 +163,17 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), connections = $7, subscript
 	if err != nil {
 		return err
 	}
+	// Presence members of instances that stopped beating (three missed
+	// heartbeats): removed, and their leaves sent, by whichever instance
+	// gets there first.
+	if s.eph != nil {
+		s.app.RetryLeaves(ctx)
+		if n, err := s.eph.Reap(ctx, 3*s.cfg.HeartbeatInterval); err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Warn("presence: removing the members of dead instances failed", "err", err)
+		} else if n > 0 {
+			s.cfg.Logger.Info("presence: removed the members of dead instances", "count", n)
+		}
+	}
 	// Rows of instances that died long ago; cheap, and any instance may.
 	_, err = s.pool.Exec(ctx, `DELETE FROM herald_instances WHERE heartbeat_at < now() - interval '1 hour'`)
 	if errors.Is(err, context.Canceled) {

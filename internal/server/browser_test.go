@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/heraldrt/herald/internal/eventlog"
+	"github.com/heraldrt/herald/internal/namespace"
 	"github.com/heraldrt/herald/internal/server"
 )
 
@@ -63,6 +64,48 @@ func TestBrowser(t *testing.T) {
 		t.Parallel()
 		testBrowserHistory(t, b)
 	})
+	t.Run("chat-presence", func(t *testing.T) {
+		t.Parallel()
+		testBrowserChatPresence(t, b)
+	})
+}
+
+// testBrowserChatPresence: the chat page shows who is in the room and who
+// is typing, across two PostgreSQL instances: alice on one over WebSocket,
+// bob on the other over SSE (his typing signal goes over REST). When bob's
+// page goes away, alice's list drops him.
+func testBrowserChatPresence(t *testing.T, b context.Context) {
+	dsn, schema := database(t)
+	var nodes []*instance
+	for range 2 {
+		cfg := server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}}
+		presenceConfig(t, &cfg)
+		set, err := namespace.Parse([]byte(`{"namespaces": {"chat": {"presence": "anonymous", "signals": true}}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Services.Namespaces = set
+		nodes = append(nodes, startInstance(t, cfg))
+	}
+	room := fmt.Sprintf("/demo/chat.html?room=p%d", time.Now().UnixNano())
+	alice := openPage(t, b, nodes[0].base+room+"&name=alice&transport=websocket")
+	bob := openPage(t, b, nodes[1].base+room+"&name=bob&transport=sse")
+	count := `document.querySelectorAll('#members li').length`
+	for _, p := range []*page{alice, bob} {
+		p.wait(t, "two members, presence on", `document.body.dataset.subscribed === 'true' && `+count+` === 2 && document.querySelector('#presence-off').hidden`)
+	}
+	if got := eval[int](t, alice, `document.querySelectorAll('#members li').length`); got != 2 {
+		t.Fatalf("alice sees %d members", got)
+	}
+	bob.do(t, chromedp.SendKeys(chromedp.CSS("#text"), "h"))
+	alice.wait(t, "bob typing", `document.querySelector('#typing').textContent === 'bob is typing…'`)
+	// The tab closes (navigating away could keep the page in the
+	// back-forward cache, its stream open).
+	if err := chromedp.Cancel(bob.ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice.wait(t, "bob gone", count+` === 1 && document.querySelector('#members li').textContent.endsWith('(you)')`)
+	alice.expectClean(t)
 }
 
 // testBrowserChat: two chat pages exchange messages over WebSocket; an edit

@@ -140,6 +140,10 @@ func (s *Server) probe(ctx context.Context) readiness {
 		target = head
 	}
 	r.HubHead = s.hub.Head()
+	if s.eph != nil && !s.eph.Listening() {
+		r.Reason = "signals: the listener for signals and presence is not connected"
+		return r
+	}
 	if r.HubHead < target {
 		r.Reason = fmt.Sprintf("hub: behind the log (hub at %d; the log was at %d a probe ago and is at %d now)", r.HubHead, target, head)
 		return r

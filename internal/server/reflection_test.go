@@ -30,6 +30,7 @@ func TestReflectionListsEveryService(t *testing.T) {
 		"herald.v1.ChannelService",
 		"herald.v1.EventService",
 		"herald.v1.HistoryService",
+		"herald.v1.PresenceService",
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("reflection lists\n%v\nwant\n%v", got, want)

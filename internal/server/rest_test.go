@@ -665,6 +665,8 @@ var restRoutes = []string{
 	"PATCH /v1/channels/{channel}",
 	"DELETE /v1/channels/{channel}",
 	"GET /v1/events",
+	"POST /v1/channels/{channel}/signals",
+	"GET /v1/channels/{channel}/presence",
 	"GET /v1/openapi.json",
 	"GET /v1/asyncapi.json",
 	"GET /v1/sse",

@@ -34,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/heraldrt/herald/gateway"
+	"github.com/heraldrt/herald/internal/ephemeral"
 	"github.com/heraldrt/herald/internal/eventlog"
 	"github.com/heraldrt/herald/internal/fanout"
 	"github.com/heraldrt/herald/internal/metrics"
@@ -174,6 +175,11 @@ type Server struct {
 
 	killOnce sync.Once
 	kill     chan struct{}
+
+	// eph carries signals and presence between instances (nil with the
+	// memory log: the application keeps them in process).
+	eph    *ephemeral.Postgres
+	appRef atomic.Pointer[services.App]
 }
 
 // reflectedNames are every service the server answers, listed by
@@ -210,12 +216,38 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Logger.Warn("event log: embedded in-memory (no DATABASE_URL): single instance, events are lost when it stops")
 	}
 	s.hub = fanout.NewHub(s.log, cfg.Hub)
+	if s.pool != nil {
+		nc := cfg.Postgres.NotifyChannel
+		if nc == "" {
+			nc = eventlog.DefaultNotifyChannel
+		}
+		eph, err := ephemeral.NewPostgres(s.pool, ephemeral.PostgresOptions{
+			NotifyChannel: nc + ephemeral.ChannelSuffix, Instance: s.inst.id,
+			ListenURL: cfg.ListenDatabaseURL, Logger: cfg.Logger,
+			Relistened: func() {
+				if app := s.appRef.Load(); app != nil {
+					app.PresenceMissed()
+				}
+			},
+		}, func(m ephemeral.Message) {
+			if app := s.appRef.Load(); app != nil {
+				app.Deliver(m)
+			}
+		})
+		if err != nil {
+			s.closePool()
+			return nil, err
+		}
+		s.eph = eph
+		cfg.Services.Ephemeral = eph
+	}
 	app, err := services.New(s.log, s.hub, cfg.Services)
 	if err != nil {
 		s.closePool()
 		return nil, err
 	}
 	s.app = app
+	s.appRef.Store(app)
 
 	s.health = grpchealth.NewStaticChecker(services.ServiceNames...)
 	s.health.SetStatus("", grpchealth.StatusNotServing) // until the first readiness probe
@@ -324,7 +356,10 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 // Kill stops the instance abruptly: every connection is dropped without a
 // goodbye, as if the process died. Run then returns.
 func (s *Server) Kill() {
-	s.killOnce.Do(func() { close(s.kill) })
+	s.killOnce.Do(func() {
+		s.app.Abandon() // a dead process sends no leaves
+		close(s.kill)
+	})
 }
 
 // Run serves until ctx ends (graceful shutdown) or Kill is called.
@@ -352,6 +387,9 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.retention(retCtx) })
 	wg.Go(func() { s.monitor(retCtx) })
 	wg.Go(func() { s.heartbeat(retCtx) })
+	if s.eph != nil {
+		wg.Go(func() { _ = s.eph.Run(retCtx) })
+	}
 	wg.Go(func() { // reloads JWKS keys; returns at once without them
 		if err := s.cfg.Services.Auth.Run(retCtx); err != nil {
 			errc <- fmt.Errorf("auth: %w", err)
@@ -427,6 +465,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	<-adminDone
 	stopHub()
+	if s.eph != nil && !killed {
+		// Members whose leave did not happen (a subscription still
+		// closing): their leaves now, not after the heartbeat expires.
+		lctx, cancel := context.WithTimeout(base, 2*time.Second)
+		if err := s.eph.LeaveInstance(lctx); err != nil {
+			s.cfg.Logger.Warn("presence: leaving on shutdown failed; other instances remove the members after the heartbeat expires", "err", err)
+		}
+		cancel()
+	}
 	stopRetention()
 	stopLog()
 	wg.Wait()

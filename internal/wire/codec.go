@@ -32,6 +32,10 @@ const (
 	eventName   protoreflect.FullName = "herald.v1.Event"
 	publishName protoreflect.FullName = "herald.v1.PublishRequest"
 	updateName  protoreflect.FullName = "herald.v1.UpdateEventRequest"
+	// Signals carry data by format too: what subscribers receive, what
+	// senders send.
+	signalName    protoreflect.FullName = "herald.v1.Signal"
+	signalReqName protoreflect.FullName = "herald.v1.SignalRequest"
 )
 
 // MarshalJSON encodes m in Herald's JSON mapping.
@@ -49,7 +53,7 @@ func appendMessage(b []byte, m protoreflect.Message) ([]byte, error) {
 		if ev, ok := m.Interface().(*heraldv1.Event); ok {
 			return AppendEventJSON(b, ev), nil
 		}
-	case publishName, updateName:
+	case publishName, updateName, signalName, signalReqName:
 		return appendWithData(b, m)
 	}
 	if md.FullName().Parent() == "google.protobuf" {
@@ -248,7 +252,7 @@ func holdsData(md protoreflect.MessageDescriptor) bool {
 
 func holdsDataVisit(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) bool {
 	switch md.FullName() {
-	case eventName, publishName, updateName:
+	case eventName, publishName, updateName, signalName, signalReqName:
 		return true
 	}
 	if seen[md.FullName()] {
@@ -278,8 +282,8 @@ func rewriteData(raw []byte, md protoreflect.MessageDescriptor) ([]byte, error) 
 	}
 	changed := false
 	switch md.FullName() {
-	case eventName, publishName, updateName:
-		ok, err := fixData(obj, md.FullName() == eventName)
+	case eventName, publishName, updateName, signalName, signalReqName:
+		ok, err := fixData(obj, md.FullName() == eventName || md.FullName() == signalName)
 		if err != nil {
 			return nil, err
 		}

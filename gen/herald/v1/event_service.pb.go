@@ -350,7 +350,11 @@ type SubscribeRequest struct {
 	Cursor *int64 `protobuf:"varint,2,opt,name=cursor,proto3,oneof" json:"cursor,omitempty"`
 	// Deliver only the events that match (see EventFilter); absent: all.
 	// The stream then also carries checkpoints.
-	Filter        *EventFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	Filter *EventFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Receive the channels' presence: a join for every current member, then
+	// every join and leave. Needs the namespace's presence permission; for a
+	// channel whose namespace has presence off, nothing is sent.
+	Presence      bool `protobuf:"varint,20,opt,name=presence,proto3" json:"presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -406,6 +410,13 @@ func (x *SubscribeRequest) GetFilter() *EventFilter {
 	return nil
 }
 
+func (x *SubscribeRequest) GetPresence() bool {
+	if x != nil {
+		return x.Presence
+	}
+	return false
+}
+
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Message:
@@ -413,6 +424,8 @@ type SubscribeResponse struct {
 	//	*SubscribeResponse_Subscribed
 	//	*SubscribeResponse_Event
 	//	*SubscribeResponse_Checkpoint
+	//	*SubscribeResponse_Signal
+	//	*SubscribeResponse_Presence
 	Message       isSubscribeResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -482,6 +495,24 @@ func (x *SubscribeResponse) GetCheckpoint() *Checkpoint {
 	return nil
 }
 
+func (x *SubscribeResponse) GetSignal() *Signal {
+	if x != nil {
+		if x, ok := x.Message.(*SubscribeResponse_Signal); ok {
+			return x.Signal
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetPresence() *PresenceChange {
+	if x != nil {
+		if x, ok := x.Message.(*SubscribeResponse_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Message interface {
 	isSubscribeResponse_Message()
 }
@@ -499,11 +530,25 @@ type SubscribeResponse_Checkpoint struct {
 	Checkpoint *Checkpoint `protobuf:"bytes,3,opt,name=checkpoint,proto3,oneof"`
 }
 
+type SubscribeResponse_Signal struct {
+	// An ephemeral signal: no position; a cursor never covers it.
+	Signal *Signal `protobuf:"bytes,20,opt,name=signal,proto3,oneof"`
+}
+
+type SubscribeResponse_Presence struct {
+	// A presence join or leave (with SubscribeRequest.presence).
+	Presence *PresenceChange `protobuf:"bytes,21,opt,name=presence,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Subscribed) isSubscribeResponse_Message() {}
 
 func (*SubscribeResponse_Event) isSubscribeResponse_Message() {}
 
 func (*SubscribeResponse_Checkpoint) isSubscribeResponse_Message() {}
+
+func (*SubscribeResponse_Signal) isSubscribeResponse_Message() {}
+
+func (*SubscribeResponse_Presence) isSubscribeResponse_Message() {}
 
 // Subscribed opens every subscription.
 type Subscribed struct {
@@ -518,8 +563,11 @@ type Subscribed struct {
 	HistoryTruncated bool `protobuf:"varint,3,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
 	// With history_truncated: the position replay effectively resumes after.
 	TruncatedThrough int64 `protobuf:"varint,4,opt,name=truncated_through,json=truncatedThrough,proto3" json:"truncated_through,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The subscription's client id in the presence sets of its channels
+	// (empty when none of its channels' namespaces has presence on).
+	ClientId      string `protobuf:"bytes,20,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Subscribed) Reset() {
@@ -580,6 +628,13 @@ func (x *Subscribed) GetTruncatedThrough() int64 {
 	return 0
 }
 
+func (x *Subscribed) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
 // ConnectRequest is one command from the client. `id` is chosen by the
 // client and echoed on every response the command causes; for subscribe it
 // names the subscription (events carry it) and must be unique among the
@@ -596,6 +651,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Publish
 	//	*ConnectRequest_Ping
 	//	*ConnectRequest_Refresh
+	//	*ConnectRequest_Signal
 	Command       isConnectRequest_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -690,6 +746,15 @@ func (x *ConnectRequest) GetRefresh() *RefreshCommand {
 	return nil
 }
 
+func (x *ConnectRequest) GetSignal() *SignalRequest {
+	if x != nil {
+		if x, ok := x.Command.(*ConnectRequest_Signal); ok {
+			return x.Signal
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Command interface {
 	isConnectRequest_Command()
 }
@@ -714,6 +779,11 @@ type ConnectRequest_Refresh struct {
 	Refresh *RefreshCommand `protobuf:"bytes,6,opt,name=refresh,proto3,oneof"`
 }
 
+type ConnectRequest_Signal struct {
+	// Send an ephemeral signal; answered with `signaled` or an error.
+	Signal *SignalRequest `protobuf:"bytes,20,opt,name=signal,proto3,oneof"`
+}
+
 func (*ConnectRequest_Subscribe) isConnectRequest_Command() {}
 
 func (*ConnectRequest_Unsubscribe) isConnectRequest_Command() {}
@@ -723,6 +793,8 @@ func (*ConnectRequest_Publish) isConnectRequest_Command() {}
 func (*ConnectRequest_Ping) isConnectRequest_Command() {}
 
 func (*ConnectRequest_Refresh) isConnectRequest_Command() {}
+
+func (*ConnectRequest_Signal) isConnectRequest_Command() {}
 
 // RefreshCommand swaps the stream's token for a fresh one before it expires,
 // without reconnecting. The new token must be valid and name the same
@@ -869,6 +941,9 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Error
 	//	*ConnectResponse_Refreshed
 	//	*ConnectResponse_Checkpoint
+	//	*ConnectResponse_Signal
+	//	*ConnectResponse_Presence
+	//	*ConnectResponse_Signaled
 	Message       isConnectResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -990,6 +1065,33 @@ func (x *ConnectResponse) GetCheckpoint() *Checkpoint {
 	return nil
 }
 
+func (x *ConnectResponse) GetSignal() *Signal {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectResponse_Signal); ok {
+			return x.Signal
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetPresence() *PresenceChange {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectResponse_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetSignaled() *SignalResponse {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectResponse_Signaled); ok {
+			return x.Signaled
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Message interface {
 	isConnectResponse_Message()
 }
@@ -1031,6 +1133,21 @@ type ConnectResponse_Checkpoint struct {
 	Checkpoint *Checkpoint `protobuf:"bytes,9,opt,name=checkpoint,proto3,oneof"`
 }
 
+type ConnectResponse_Signal struct {
+	// A signal on a subscription (id: the subscription's).
+	Signal *Signal `protobuf:"bytes,20,opt,name=signal,proto3,oneof"`
+}
+
+type ConnectResponse_Presence struct {
+	// A presence join or leave on a subscription that asked for presence.
+	Presence *PresenceChange `protobuf:"bytes,21,opt,name=presence,proto3,oneof"`
+}
+
+type ConnectResponse_Signaled struct {
+	// Acknowledges a signal command.
+	Signaled *SignalResponse `protobuf:"bytes,22,opt,name=signaled,proto3,oneof"`
+}
+
 func (*ConnectResponse_Subscribed) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Event) isConnectResponse_Message() {}
@@ -1046,6 +1163,12 @@ func (*ConnectResponse_Error) isConnectResponse_Message() {}
 func (*ConnectResponse_Refreshed) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Checkpoint) isConnectResponse_Message() {}
+
+func (*ConnectResponse_Signal) isConnectResponse_Message() {}
+
+func (*ConnectResponse_Presence) isConnectResponse_Message() {}
+
+func (*ConnectResponse_Signaled) isConnectResponse_Message() {}
 
 // Refreshed: the stream now runs under the new token.
 type Refreshed struct {
@@ -1234,7 +1357,7 @@ var File_herald_v1_event_service_proto protoreflect.FileDescriptor
 
 const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15herald/v1/event.proto\"\x9b\x02\n" +
+	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15herald/v1/event.proto\x1a\x18herald/v1/presence.proto\"\x9b\x02\n" +
 	"\vPollRequest\x12O\n" +
 	"\bchannels\x18\x01 \x03(\tB3\xbaH0\x92\x01-\x10d\")r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\bchannels\x12$\n" +
 	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x06cursor\x88\x01\x01\x12;\n" +
@@ -1262,12 +1385,13 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
 	"\x0fPublishResponse\x12&\n" +
 	"\x05event\x18\x01 \x01(\v2\x10.herald.v1.EventR\x05event\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xc8\x01\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xe4\x01\n" +
 	"\x10SubscribeRequest\x12S\n" +
 	"\bchannels\x18\x01 \x03(\tB7\xbaH4\x92\x011\b\x01\x10d\x18\x01\")r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\bchannels\x12$\n" +
 	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x06cursor\x88\x01\x01\x12.\n" +
-	"\x06filter\x18\x03 \x01(\v2\x16.herald.v1.EventFilterR\x06filterB\t\n" +
-	"\a_cursor\"\xba\x01\n" +
+	"\x06filter\x18\x03 \x01(\v2\x16.herald.v1.EventFilterR\x06filter\x12\x1a\n" +
+	"\bpresence\x18\x14 \x01(\bR\bpresenceB\t\n" +
+	"\a_cursor\"\xa0\x02\n" +
 	"\x11SubscribeResponse\x127\n" +
 	"\n" +
 	"subscribed\x18\x01 \x01(\v2\x15.herald.v1.SubscribedH\x00R\n" +
@@ -1275,28 +1399,32 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\x05event\x18\x02 \x01(\v2\x10.herald.v1.EventH\x00R\x05event\x127\n" +
 	"\n" +
 	"checkpoint\x18\x03 \x01(\v2\x15.herald.v1.CheckpointH\x00R\n" +
-	"checkpointB\t\n" +
-	"\amessage\"\x9a\x01\n" +
+	"checkpoint\x12+\n" +
+	"\x06signal\x18\x14 \x01(\v2\x11.herald.v1.SignalH\x00R\x06signal\x127\n" +
+	"\bpresence\x18\x15 \x01(\v2\x19.herald.v1.PresenceChangeH\x00R\bpresenceB\t\n" +
+	"\amessage\"\xb7\x01\n" +
 	"\n" +
 	"Subscribed\x12\x1a\n" +
 	"\bchannels\x18\x01 \x03(\tR\bchannels\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\x03R\x06cursor\x12+\n" +
 	"\x11history_truncated\x18\x03 \x01(\bR\x10historyTruncated\x12+\n" +
-	"\x11truncated_through\x18\x04 \x01(\x03R\x10truncatedThrough\"\xd7\x02\n" +
+	"\x11truncated_through\x18\x04 \x01(\x03R\x10truncatedThrough\x12\x1b\n" +
+	"\tclient_id\x18\x14 \x01(\tR\bclientId\"\x8b\x03\n" +
 	"\x0eConnectRequest\x12\x17\n" +
 	"\x02id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\x02id\x12;\n" +
 	"\tsubscribe\x18\x02 \x01(\v2\x1b.herald.v1.SubscribeRequestH\x00R\tsubscribe\x12A\n" +
 	"\vunsubscribe\x18\x03 \x01(\v2\x1d.herald.v1.UnsubscribeCommandH\x00R\vunsubscribe\x125\n" +
 	"\apublish\x18\x04 \x01(\v2\x19.herald.v1.PublishRequestH\x00R\apublish\x12,\n" +
 	"\x04ping\x18\x05 \x01(\v2\x16.herald.v1.PingCommandH\x00R\x04ping\x125\n" +
-	"\arefresh\x18\x06 \x01(\v2\x19.herald.v1.RefreshCommandH\x00R\arefreshB\x10\n" +
+	"\arefresh\x18\x06 \x01(\v2\x19.herald.v1.RefreshCommandH\x00R\arefresh\x122\n" +
+	"\x06signal\x18\x14 \x01(\v2\x18.herald.v1.SignalRequestH\x00R\x06signalB\x10\n" +
 	"\acommand\x12\x05\xbaH\x02\b\x01\"2\n" +
 	"\x0eRefreshCommand\x12 \n" +
 	"\x05token\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80@R\x05token\"H\n" +
 	"\x12UnsubscribeCommand\x122\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x0esubscriptionId\"\r\n" +
-	"\vPingCommand\"\xca\x03\n" +
+	"\vPingCommand\"\xe9\x04\n" +
 	"\x0fConnectResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\n" +
@@ -1310,7 +1438,10 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\trefreshed\x18\b \x01(\v2\x14.herald.v1.RefreshedH\x00R\trefreshed\x127\n" +
 	"\n" +
 	"checkpoint\x18\t \x01(\v2\x15.herald.v1.CheckpointH\x00R\n" +
-	"checkpointB\t\n" +
+	"checkpoint\x12+\n" +
+	"\x06signal\x18\x14 \x01(\v2\x11.herald.v1.SignalH\x00R\x06signal\x127\n" +
+	"\bpresence\x18\x15 \x01(\v2\x19.herald.v1.PresenceChangeH\x00R\bpresence\x127\n" +
+	"\bsignaled\x18\x16 \x01(\v2\x19.herald.v1.SignalResponseH\x00R\bsignaledB\t\n" +
 	"\amessage\"H\n" +
 	"\tRefreshed\x12;\n" +
 	"\vexpire_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1320,12 +1451,13 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12&\n" +
-	"\x03end\x18\x03 \x01(\v2\x14.herald.v1.StreamEndR\x03end2\x99\x02\n" +
+	"\x03end\x18\x03 \x01(\v2\x14.herald.v1.StreamEndR\x03end2\xd8\x02\n" +
 	"\fEventService\x12@\n" +
 	"\aPublish\x12\x19.herald.v1.PublishRequest\x1a\x1a.herald.v1.PublishResponse\x12H\n" +
 	"\tSubscribe\x12\x1b.herald.v1.SubscribeRequest\x1a\x1c.herald.v1.SubscribeResponse0\x01\x12D\n" +
 	"\aConnect\x12\x19.herald.v1.ConnectRequest\x1a\x1a.herald.v1.ConnectResponse(\x010\x01\x127\n" +
-	"\x04Poll\x12\x16.herald.v1.PollRequest\x1a\x17.herald.v1.PollResponseB3Z1github.com/heraldrt/herald/gen/herald/v1;heraldv1b\x06proto3"
+	"\x04Poll\x12\x16.herald.v1.PollRequest\x1a\x17.herald.v1.PollResponse\x12=\n" +
+	"\x06Signal\x12\x18.herald.v1.SignalRequest\x1a\x19.herald.v1.SignalResponseB3Z1github.com/heraldrt/herald/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_event_service_proto_rawDescOnce sync.Once
@@ -1363,8 +1495,12 @@ var file_herald_v1_event_service_proto_goTypes = []any{
 	(*Event)(nil),                 // 19: herald.v1.Event
 	(DataFormat)(0),               // 20: herald.v1.DataFormat
 	(*Checkpoint)(nil),            // 21: herald.v1.Checkpoint
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*StreamEnd)(nil),             // 23: herald.v1.StreamEnd
+	(*Signal)(nil),                // 22: herald.v1.Signal
+	(*PresenceChange)(nil),        // 23: herald.v1.PresenceChange
+	(*SignalRequest)(nil),         // 24: herald.v1.SignalRequest
+	(*SignalResponse)(nil),        // 25: herald.v1.SignalResponse
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*StreamEnd)(nil),             // 27: herald.v1.StreamEnd
 }
 var file_herald_v1_event_service_proto_depIdxs = []int32{
 	17, // 0: herald.v1.PollRequest.wait:type_name -> google.protobuf.Duration
@@ -1378,34 +1514,42 @@ var file_herald_v1_event_service_proto_depIdxs = []int32{
 	6,  // 8: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
 	19, // 9: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
 	21, // 10: herald.v1.SubscribeResponse.checkpoint:type_name -> herald.v1.Checkpoint
-	4,  // 11: herald.v1.ConnectRequest.subscribe:type_name -> herald.v1.SubscribeRequest
-	9,  // 12: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
-	2,  // 13: herald.v1.ConnectRequest.publish:type_name -> herald.v1.PublishRequest
-	10, // 14: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
-	8,  // 15: herald.v1.ConnectRequest.refresh:type_name -> herald.v1.RefreshCommand
-	6,  // 16: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
-	19, // 17: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
-	3,  // 18: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
-	13, // 19: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
-	14, // 20: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
-	15, // 21: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
-	12, // 22: herald.v1.ConnectResponse.refreshed:type_name -> herald.v1.Refreshed
-	21, // 23: herald.v1.ConnectResponse.checkpoint:type_name -> herald.v1.Checkpoint
-	22, // 24: herald.v1.Refreshed.expire_time:type_name -> google.protobuf.Timestamp
-	23, // 25: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
-	2,  // 26: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
-	4,  // 27: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	7,  // 28: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
-	0,  // 29: herald.v1.EventService.Poll:input_type -> herald.v1.PollRequest
-	3,  // 30: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
-	5,  // 31: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	11, // 32: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
-	1,  // 33: herald.v1.EventService.Poll:output_type -> herald.v1.PollResponse
-	30, // [30:34] is the sub-list for method output_type
-	26, // [26:30] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	22, // 11: herald.v1.SubscribeResponse.signal:type_name -> herald.v1.Signal
+	23, // 12: herald.v1.SubscribeResponse.presence:type_name -> herald.v1.PresenceChange
+	4,  // 13: herald.v1.ConnectRequest.subscribe:type_name -> herald.v1.SubscribeRequest
+	9,  // 14: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
+	2,  // 15: herald.v1.ConnectRequest.publish:type_name -> herald.v1.PublishRequest
+	10, // 16: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
+	8,  // 17: herald.v1.ConnectRequest.refresh:type_name -> herald.v1.RefreshCommand
+	24, // 18: herald.v1.ConnectRequest.signal:type_name -> herald.v1.SignalRequest
+	6,  // 19: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
+	19, // 20: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
+	3,  // 21: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
+	13, // 22: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
+	14, // 23: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
+	15, // 24: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
+	12, // 25: herald.v1.ConnectResponse.refreshed:type_name -> herald.v1.Refreshed
+	21, // 26: herald.v1.ConnectResponse.checkpoint:type_name -> herald.v1.Checkpoint
+	22, // 27: herald.v1.ConnectResponse.signal:type_name -> herald.v1.Signal
+	23, // 28: herald.v1.ConnectResponse.presence:type_name -> herald.v1.PresenceChange
+	25, // 29: herald.v1.ConnectResponse.signaled:type_name -> herald.v1.SignalResponse
+	26, // 30: herald.v1.Refreshed.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 31: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
+	2,  // 32: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
+	4,  // 33: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	7,  // 34: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
+	0,  // 35: herald.v1.EventService.Poll:input_type -> herald.v1.PollRequest
+	24, // 36: herald.v1.EventService.Signal:input_type -> herald.v1.SignalRequest
+	3,  // 37: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
+	5,  // 38: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	11, // 39: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
+	1,  // 40: herald.v1.EventService.Poll:output_type -> herald.v1.PollResponse
+	25, // 41: herald.v1.EventService.Signal:output_type -> herald.v1.SignalResponse
+	37, // [37:42] is the sub-list for method output_type
+	32, // [32:37] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_event_service_proto_init() }
@@ -1414,12 +1558,15 @@ func file_herald_v1_event_service_proto_init() {
 		return
 	}
 	file_herald_v1_event_proto_init()
+	file_herald_v1_presence_proto_init()
 	file_herald_v1_event_service_proto_msgTypes[0].OneofWrappers = []any{}
 	file_herald_v1_event_service_proto_msgTypes[4].OneofWrappers = []any{}
 	file_herald_v1_event_service_proto_msgTypes[5].OneofWrappers = []any{
 		(*SubscribeResponse_Subscribed)(nil),
 		(*SubscribeResponse_Event)(nil),
 		(*SubscribeResponse_Checkpoint)(nil),
+		(*SubscribeResponse_Signal)(nil),
+		(*SubscribeResponse_Presence)(nil),
 	}
 	file_herald_v1_event_service_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectRequest_Subscribe)(nil),
@@ -1427,6 +1574,7 @@ func file_herald_v1_event_service_proto_init() {
 		(*ConnectRequest_Publish)(nil),
 		(*ConnectRequest_Ping)(nil),
 		(*ConnectRequest_Refresh)(nil),
+		(*ConnectRequest_Signal)(nil),
 	}
 	file_herald_v1_event_service_proto_msgTypes[11].OneofWrappers = []any{
 		(*ConnectResponse_Subscribed)(nil),
@@ -1437,6 +1585,9 @@ func file_herald_v1_event_service_proto_init() {
 		(*ConnectResponse_Error)(nil),
 		(*ConnectResponse_Refreshed)(nil),
 		(*ConnectResponse_Checkpoint)(nil),
+		(*ConnectResponse_Signal)(nil),
+		(*ConnectResponse_Presence)(nil),
+		(*ConnectResponse_Signaled)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -23,6 +23,7 @@ const (
 	EventService_Subscribe_FullMethodName = "/herald.v1.EventService/Subscribe"
 	EventService_Connect_FullMethodName   = "/herald.v1.EventService/Connect"
 	EventService_Poll_FullMethodName      = "/herald.v1.EventService/Poll"
+	EventService_Signal_FullMethodName    = "/herald.v1.EventService/Signal"
 )
 
 // EventServiceClient is the client API for EventService service.
@@ -58,6 +59,12 @@ type EventServiceClient interface {
 	// cursor to the next Poll: like Subscribe, each event arrives exactly once
 	// and in position order, and history_truncated is reported the same way.
 	Poll(ctx context.Context, in *PollRequest, opts ...grpc.CallOption) (*PollResponse, error)
+	// Signal sends an ephemeral publish to the channel's current subscribers
+	// on every instance: never stored, no position, never replayed. The
+	// channel's namespace must allow signals ("signals": true), the caller
+	// must be allowed to publish there, and signals are rate limited per user
+	// (resource_exhausted).
+	Signal(ctx context.Context, in *SignalRequest, opts ...grpc.CallOption) (*SignalResponse, error)
 }
 
 type eventServiceClient struct {
@@ -120,6 +127,16 @@ func (c *eventServiceClient) Poll(ctx context.Context, in *PollRequest, opts ...
 	return out, nil
 }
 
+func (c *eventServiceClient) Signal(ctx context.Context, in *SignalRequest, opts ...grpc.CallOption) (*SignalResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignalResponse)
+	err := c.cc.Invoke(ctx, EventService_Signal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EventServiceServer is the server API for EventService service.
 // All implementations must embed UnimplementedEventServiceServer
 // for forward compatibility.
@@ -153,6 +170,12 @@ type EventServiceServer interface {
 	// cursor to the next Poll: like Subscribe, each event arrives exactly once
 	// and in position order, and history_truncated is reported the same way.
 	Poll(context.Context, *PollRequest) (*PollResponse, error)
+	// Signal sends an ephemeral publish to the channel's current subscribers
+	// on every instance: never stored, no position, never replayed. The
+	// channel's namespace must allow signals ("signals": true), the caller
+	// must be allowed to publish there, and signals are rate limited per user
+	// (resource_exhausted).
+	Signal(context.Context, *SignalRequest) (*SignalResponse, error)
 	mustEmbedUnimplementedEventServiceServer()
 }
 
@@ -174,6 +197,9 @@ func (UnimplementedEventServiceServer) Connect(grpc.BidiStreamingServer[ConnectR
 }
 func (UnimplementedEventServiceServer) Poll(context.Context, *PollRequest) (*PollResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Poll not implemented")
+}
+func (UnimplementedEventServiceServer) Signal(context.Context, *SignalRequest) (*SignalResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Signal not implemented")
 }
 func (UnimplementedEventServiceServer) mustEmbedUnimplementedEventServiceServer() {}
 func (UnimplementedEventServiceServer) testEmbeddedByValue()                      {}
@@ -250,6 +276,24 @@ func _EventService_Poll_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EventService_Signal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventServiceServer).Signal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventService_Signal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventServiceServer).Signal(ctx, req.(*SignalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EventService_ServiceDesc is the grpc.ServiceDesc for EventService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -264,6 +308,10 @@ var EventService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Poll",
 			Handler:    _EventService_Poll_Handler,
+		},
+		{
+			MethodName: "Signal",
+			Handler:    _EventService_Signal_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

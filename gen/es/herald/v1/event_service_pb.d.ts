@@ -6,6 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import type { Message } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Checkpoint, DataFormat, Event, EventFilter, StreamEnd } from "./event_pb.js";
+import type { PresenceChange, Signal, SignalRequest, SignalRequestSchema, SignalResponse, SignalResponseSchema } from "./presence_pb.js";
 
 /**
  * Describes the file herald/v1/event_service.proto.
@@ -217,6 +218,15 @@ export declare type SubscribeRequest = Message<"herald.v1.SubscribeRequest"> & {
    * @generated from field: herald.v1.EventFilter filter = 3;
    */
   filter?: EventFilter | undefined;
+
+  /**
+   * Receive the channels' presence: a join for every current member, then
+   * every join and leave. Needs the namespace's presence permission; for a
+   * channel whose namespace has presence off, nothing is sent.
+   *
+   * @generated from field: bool presence = 20;
+   */
+  presence: boolean;
 };
 
 /**
@@ -252,6 +262,22 @@ export declare type SubscribeResponse = Message<"herald.v1.SubscribeResponse"> &
      */
     value: Checkpoint;
     case: "checkpoint";
+  } | {
+    /**
+     * An ephemeral signal: no position; a cursor never covers it.
+     *
+     * @generated from field: herald.v1.Signal signal = 20;
+     */
+    value: Signal;
+    case: "signal";
+  } | {
+    /**
+     * A presence join or leave (with SubscribeRequest.presence).
+     *
+     * @generated from field: herald.v1.PresenceChange presence = 21;
+     */
+    value: PresenceChange;
+    case: "presence";
   } | { case: undefined; value?: undefined };
 };
 
@@ -295,6 +321,14 @@ export declare type Subscribed = Message<"herald.v1.Subscribed"> & {
    * @generated from field: int64 truncated_through = 4;
    */
   truncatedThrough: bigint;
+
+  /**
+   * The subscription's client id in the presence sets of its channels
+   * (empty when none of its channels' namespaces has presence on).
+   *
+   * @generated from field: string client_id = 20;
+   */
+  clientId: string;
 };
 
 /**
@@ -352,6 +386,14 @@ export declare type ConnectRequest = Message<"herald.v1.ConnectRequest"> & {
      */
     value: RefreshCommand;
     case: "refresh";
+  } | {
+    /**
+     * Send an ephemeral signal; answered with `signaled` or an error.
+     *
+     * @generated from field: herald.v1.SignalRequest signal = 20;
+     */
+    value: SignalRequest;
+    case: "signal";
   } | { case: undefined; value?: undefined };
 };
 
@@ -485,6 +527,30 @@ export declare type ConnectResponse = Message<"herald.v1.ConnectResponse"> & {
      */
     value: Checkpoint;
     case: "checkpoint";
+  } | {
+    /**
+     * A signal on a subscription (id: the subscription's).
+     *
+     * @generated from field: herald.v1.Signal signal = 20;
+     */
+    value: Signal;
+    case: "signal";
+  } | {
+    /**
+     * A presence join or leave on a subscription that asked for presence.
+     *
+     * @generated from field: herald.v1.PresenceChange presence = 21;
+     */
+    value: PresenceChange;
+    case: "presence";
+  } | {
+    /**
+     * Acknowledges a signal command.
+     *
+     * @generated from field: herald.v1.SignalResponse signaled = 22;
+     */
+    value: SignalResponse;
+    case: "signaled";
   } | { case: undefined; value?: undefined };
 };
 
@@ -636,6 +702,20 @@ export declare const EventService: GenService<{
     methodKind: "unary";
     input: typeof PollRequestSchema;
     output: typeof PollResponseSchema;
+  },
+  /**
+   * Signal sends an ephemeral publish to the channel's current subscribers
+   * on every instance: never stored, no position, never replayed. The
+   * channel's namespace must allow signals ("signals": true), the caller
+   * must be allowed to publish there, and signals are rate limited per user
+   * (resource_exhausted).
+   *
+   * @generated from rpc herald.v1.EventService.Signal
+   */
+  signal: {
+    methodKind: "unary";
+    input: typeof SignalRequestSchema;
+    output: typeof SignalResponseSchema;
   },
 }>;
 

@@ -41,6 +41,8 @@ const (
 	EventServiceConnectProcedure = "/herald.v1.EventService/Connect"
 	// EventServicePollProcedure is the fully-qualified name of the EventService's Poll RPC.
 	EventServicePollProcedure = "/herald.v1.EventService/Poll"
+	// EventServiceSignalProcedure is the fully-qualified name of the EventService's Signal RPC.
+	EventServiceSignalProcedure = "/herald.v1.EventService/Signal"
 )
 
 // EventServiceClient is a client for the herald.v1.EventService service.
@@ -72,6 +74,12 @@ type EventServiceClient interface {
 	// cursor to the next Poll: like Subscribe, each event arrives exactly once
 	// and in position order, and history_truncated is reported the same way.
 	Poll(context.Context, *connect.Request[v1.PollRequest]) (*connect.Response[v1.PollResponse], error)
+	// Signal sends an ephemeral publish to the channel's current subscribers
+	// on every instance: never stored, no position, never replayed. The
+	// channel's namespace must allow signals ("signals": true), the caller
+	// must be allowed to publish there, and signals are rate limited per user
+	// (resource_exhausted).
+	Signal(context.Context, *connect.Request[v1.SignalRequest]) (*connect.Response[v1.SignalResponse], error)
 }
 
 // NewEventServiceClient constructs a client for the herald.v1.EventService service. By default, it
@@ -109,6 +117,12 @@ func NewEventServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(eventServiceMethods.ByName("Poll")),
 			connect.WithClientOptions(opts...),
 		),
+		signal: connect.NewClient[v1.SignalRequest, v1.SignalResponse](
+			httpClient,
+			baseURL+EventServiceSignalProcedure,
+			connect.WithSchema(eventServiceMethods.ByName("Signal")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -118,6 +132,7 @@ type eventServiceClient struct {
 	subscribe *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
 	connect   *connect.Client[v1.ConnectRequest, v1.ConnectResponse]
 	poll      *connect.Client[v1.PollRequest, v1.PollResponse]
+	signal    *connect.Client[v1.SignalRequest, v1.SignalResponse]
 }
 
 // Publish calls herald.v1.EventService.Publish.
@@ -138,6 +153,11 @@ func (c *eventServiceClient) Connect(ctx context.Context) *connect.BidiStreamFor
 // Poll calls herald.v1.EventService.Poll.
 func (c *eventServiceClient) Poll(ctx context.Context, req *connect.Request[v1.PollRequest]) (*connect.Response[v1.PollResponse], error) {
 	return c.poll.CallUnary(ctx, req)
+}
+
+// Signal calls herald.v1.EventService.Signal.
+func (c *eventServiceClient) Signal(ctx context.Context, req *connect.Request[v1.SignalRequest]) (*connect.Response[v1.SignalResponse], error) {
+	return c.signal.CallUnary(ctx, req)
 }
 
 // EventServiceHandler is an implementation of the herald.v1.EventService service.
@@ -169,6 +189,12 @@ type EventServiceHandler interface {
 	// cursor to the next Poll: like Subscribe, each event arrives exactly once
 	// and in position order, and history_truncated is reported the same way.
 	Poll(context.Context, *connect.Request[v1.PollRequest]) (*connect.Response[v1.PollResponse], error)
+	// Signal sends an ephemeral publish to the channel's current subscribers
+	// on every instance: never stored, no position, never replayed. The
+	// channel's namespace must allow signals ("signals": true), the caller
+	// must be allowed to publish there, and signals are rate limited per user
+	// (resource_exhausted).
+	Signal(context.Context, *connect.Request[v1.SignalRequest]) (*connect.Response[v1.SignalResponse], error)
 }
 
 // NewEventServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -202,6 +228,12 @@ func NewEventServiceHandler(svc EventServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(eventServiceMethods.ByName("Poll")),
 		connect.WithHandlerOptions(opts...),
 	)
+	eventServiceSignalHandler := connect.NewUnaryHandler(
+		EventServiceSignalProcedure,
+		svc.Signal,
+		connect.WithSchema(eventServiceMethods.ByName("Signal")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/herald.v1.EventService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case EventServicePublishProcedure:
@@ -212,6 +244,8 @@ func NewEventServiceHandler(svc EventServiceHandler, opts ...connect.HandlerOpti
 			eventServiceConnectHandler.ServeHTTP(w, r)
 		case EventServicePollProcedure:
 			eventServicePollHandler.ServeHTTP(w, r)
+		case EventServiceSignalProcedure:
+			eventServiceSignalHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -235,4 +269,8 @@ func (UnimplementedEventServiceHandler) Connect(context.Context, *connect.BidiSt
 
 func (UnimplementedEventServiceHandler) Poll(context.Context, *connect.Request[v1.PollRequest]) (*connect.Response[v1.PollResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.v1.EventService.Poll is not implemented"))
+}
+
+func (UnimplementedEventServiceHandler) Signal(context.Context, *connect.Request[v1.SignalRequest]) (*connect.Response[v1.SignalResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.v1.EventService.Signal is not implemented"))
 }
