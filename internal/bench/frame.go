@@ -30,8 +30,8 @@ const (
 
 // frame is what the load tool needs from one server message.
 type frame struct {
-	kind frameKind
-	pos  int64 // frameEvent: the event's position
+	kind   frameKind
+	pos    int64 // frameEvent: the event's position
 	sent   int64 // frameEvent: publish time carried in the data (unix ns), 0 if none
 	cursor int64 // frameSubscribed: the cursor the subscription starts after
 	err    string
@@ -123,7 +123,7 @@ type wsMessage struct {
 	Subscribed *struct {
 		Cursor string `json:"cursor"`
 	} `json:"subscribed"`
-	Error      *struct {
+	Error *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 		End     *struct {
