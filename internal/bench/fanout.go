@@ -200,8 +200,9 @@ func publishOne(ctx context.Context, c heraldv1connect.EventServiceClient, chann
 // calls in flight; each event's slot is fixed in advance (open loop), so a
 // slow server shows as late slots and latency, not as a lower offered
 // rate. sent counts publishes as they are acknowledged, for the progress
-// line.
-func publishLoad(ctx context.Context, cfg *Config, d time.Duration, c heraldv1connect.EventServiceClient, errs *errorSet, sent *atomic.Int64) (acked []int64, st publishStats) {
+// line. After d, publishing goes on at the same rate while more (if not
+// nil) says so.
+func publishLoad(ctx context.Context, cfg *Config, d time.Duration, c heraldv1connect.EventServiceClient, errs *errorSet, sent *atomic.Int64, more func() bool) (acked []int64, st publishStats) {
 	total := int(cfg.Rate * d.Seconds())
 	interval := time.Duration(float64(time.Second) / cfg.Rate)
 	slots := make(chan struct{}, cfg.Publishers)
@@ -230,7 +231,7 @@ func publishLoad(ctx context.Context, cfg *Config, d time.Duration, c heraldv1co
 		})
 	}
 	start := time.Now()
-	for i := range total {
+	for i := 0; i < total || more != nil && more(); i++ {
 		due := start.Add(time.Duration(i) * interval)
 		if wait := time.Until(due); wait > 0 {
 			time.Sleep(wait)
@@ -410,7 +411,7 @@ func runFanout(ctx context.Context, e *env) (*fanoutReport, error) {
 	stop := e.progress(func() string {
 		return fmt.Sprintf("published %d, delivered %d (of %d subscribers)", sent.Load(), delivered(subs), cst.Subscribed)
 	})
-	acked, pst := publishLoad(ctx, cfg, cfg.Duration, pub, &errs, &sent)
+	acked, pst := publishLoad(ctx, cfg, cfg.Duration, pub, &errs, &sent, nil)
 	r.Publish = pst
 	e.logf("published %d (%d errors, %d late); draining", pst.Acked, pst.Errors, pst.Late)
 	r.Delivered.DrainTimeout = drain(ctx, subs, len(acked), cfg.Drain)

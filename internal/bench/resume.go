@@ -19,7 +19,7 @@ type resumeReport struct {
 	Channel    string           `json:"channel"`
 	Rate       float64          `json:"rate"`
 	Before     float64          `json:"before_s"` // publishing before the drop
-	After      float64          `json:"after_s"`  // and after it
+	After      float64          `json:"after_s"`  // and at least this long after it, until every subscriber is live again (at most --drain more)
 	Connect    connectStats     `json:"connect"`
 	Publish    publishStats     `json:"publish"`
 	Delivered  deliveredStats   `json:"delivered"`
@@ -118,7 +118,23 @@ func runResume(ctx context.Context, e *env, cut func([]*subscriber) error) (*res
 		acked []int64
 		pwg   sync.WaitGroup
 	)
-	pwg.Go(func() { acked, r.Publish = publishLoad(ctx, cfg, cfg.Before+cfg.After, pub, &errs, &sent) })
+	// Publishing goes on after Before+After until every subscriber is live
+	// again (it needs an event published after its resubscription to show
+	// it), for at most Drain more.
+	var cutAt atomic.Int64
+	more := func() bool {
+		c := cutAt.Load()
+		if c == 0 || time.Since(time.Unix(0, c)) > cfg.After+cfg.Drain {
+			return false
+		}
+		for _, s := range subs {
+			if s.subscribed.Load() && !s.ended.Load() && s.liveAfter.Load() == 0 {
+				return true
+			}
+		}
+		return false
+	}
+	pwg.Go(func() { acked, r.Publish = publishLoad(ctx, cfg, cfg.Before+cfg.After, pub, &errs, &sent, more) })
 	if err := sleepCtx(ctx, cfg.Before); err != nil {
 		pwg.Wait()
 		return nil, err
@@ -126,6 +142,7 @@ func runResume(ctx context.Context, e *env, cut func([]*subscriber) error) (*res
 	e.logf("%s: cutting %d subscribers", cfg.Scenario, len(subs))
 	dropAt := time.Now().UnixNano()
 	d.dropAt.Store(dropAt)
+	cutAt.Store(dropAt)
 	if err := cut(subs); err != nil {
 		errs.add(fmt.Errorf("kill: %w", err))
 		r.NotResumed = len(subs)
@@ -149,8 +166,8 @@ func runResume(ctx context.Context, e *env, cut func([]*subscriber) error) (*res
 		if s.firstAfter > 0 {
 			first = append(first, s.firstAfter-dropAt)
 		}
-		if s.liveAfter > 0 {
-			live = append(live, s.liveAfter-dropAt)
+		if l := s.liveAfter.Load(); l > 0 {
+			live = append(live, l-dropAt)
 			r.Resumed++
 		} else if r.NotResumed < len(subs) {
 			r.NotResumed++

@@ -113,7 +113,7 @@ type subscriber struct {
 	connStart  int64 // unix ns the current connection was dialled
 	resubAt    int64 // unix ns its subscription was confirmed
 	firstAfter int64 // receipt of the first event
-	liveAfter  int64 // receipt of the first event published after resubAt
+	liveAfter  atomic.Int64 // receipt of the first event published after resubAt (read while running)
 }
 
 // drop closes the current connection (storm); the subscriber resumes.
@@ -211,8 +211,8 @@ func (s *subscriber) onEvent(f frame) {
 		if s.firstAfter == 0 {
 			s.firstAfter = now
 		}
-		if s.liveAfter == 0 && s.resubAt > 0 && f.sent > s.resubAt {
-			s.liveAfter = now
+		if s.liveAfter.Load() == 0 && s.resubAt > 0 && f.sent > s.resubAt {
+			s.liveAfter.Store(now)
 		}
 	}
 }
