@@ -110,9 +110,9 @@ type subscriber struct {
 	reconnects  int
 
 	// After the drop (dialer.dropAt), on a connection opened after it:
-	connStart  int64 // unix ns the current connection was dialled
-	resubAt    int64 // unix ns its subscription was confirmed
-	firstAfter int64 // receipt of the first event
+	connStart  int64        // unix ns the current connection was dialled
+	resubAt    int64        // unix ns its subscription was confirmed
+	firstAfter int64        // receipt of the first event
 	liveAfter  atomic.Int64 // receipt of the first event published after resubAt (read while running)
 }
 
