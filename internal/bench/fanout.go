@@ -264,14 +264,21 @@ func publishLoad(ctx context.Context, cfg *Config, d time.Duration, c heraldv1co
 	return acked, st
 }
 
-// drain waits until every live subscriber has n events (ended ones never
-// will), or d has passed; it reports whether some were still behind.
-func drain(ctx context.Context, subs []*subscriber, n int, d time.Duration) (timedOut bool) {
+// drain waits until every live subscriber has the n acknowledged events,
+// and the warm-up one when its subscription started before it (ended
+// subscribers never will), or d has passed; it reports whether some were
+// still behind. A subscriber's startCursor was written before it reported
+// on ready, which openSubscribers received.
+func drain(ctx context.Context, subs []*subscriber, warm int64, n int, d time.Duration) (timedOut bool) {
 	deadline := time.Now().Add(d)
 	for {
 		behind := 0
 		for _, s := range subs {
-			if s.subscribed.Load() && !s.ended.Load() && s.count.Load() < int64(n) {
+			want := int64(n)
+			if s.startCursor < warm {
+				want++
+			}
+			if s.subscribed.Load() && !s.ended.Load() && s.count.Load() < want {
 				behind++
 			}
 		}
@@ -414,7 +421,7 @@ func runFanout(ctx context.Context, e *env) (*fanoutReport, error) {
 	acked, pst := publishLoad(ctx, cfg, cfg.Duration, pub, &errs, &sent, nil)
 	r.Publish = pst
 	e.logf("published %d (%d errors, %d late); draining", pst.Acked, pst.Errors, pst.Late)
-	r.Delivered.DrainTimeout = drain(ctx, subs, len(acked), cfg.Drain)
+	r.Delivered.DrainTimeout = drain(ctx, subs, warm, len(acked), cfg.Drain)
 	stop()
 	elapsed := time.Since(t0)
 	r.ToolCPU = (selfCPU() - toolCPU0).Seconds() / elapsed.Seconds()

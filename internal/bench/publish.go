@@ -148,7 +148,7 @@ func runPublish(ctx context.Context, e *env) (*publishReport, error) {
 		st.FirstPos, st.LastPos = acked[0], acked[len(acked)-1]
 	}
 	e.logf("acked %d = %.0f/s; draining", st.Acked, st.PerSec)
-	r.Delivered.DrainTimeout = drain(ctx, subs, len(acked), cfg.Drain)
+	r.Delivered.DrainTimeout = drain(ctx, subs, warm, len(acked), cfg.Drain)
 	stop()
 	if cfg.ServerPID > 0 {
 		s := &serverStats{PID: cfg.ServerPID}

@@ -149,7 +149,7 @@ func runResume(ctx context.Context, e *env, cut func([]*subscriber) error) (*res
 	}
 	pwg.Wait()
 	e.logf("published %d (%d errors, %d late); draining", r.Publish.Acked, r.Publish.Errors, r.Publish.Late)
-	r.Delivered.DrainTimeout = drain(ctx, subs, len(acked), cfg.Drain)
+	r.Delivered.DrainTimeout = drain(ctx, subs, warm, len(acked), cfg.Drain)
 	stop()
 	cancelSubs()
 	wg.Wait()

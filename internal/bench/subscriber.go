@@ -331,7 +331,7 @@ func (s *subscriber) runWS(ctx context.Context, d *dialer, addr string, cursor *
 		case frameEvent:
 			s.onEvent(f)
 		case frameSubscribed:
-			if !sent.Load() && s.count.Load() == 0 {
+			if !s.subscribed.Load() { // the first subscription only: drain reads it
 				s.startCursor = f.cursor
 			}
 			signal(nil)
@@ -400,7 +400,7 @@ func (s *subscriber) runSSE(ctx context.Context, d *dialer, addr string, cursor 
 		}
 		switch {
 		case ev.name == "@subscribed":
-			if !sent.Load() && s.count.Load() == 0 {
+			if !s.subscribed.Load() { // the first subscription only: drain reads it
 				s.startCursor = ev.id
 			}
 			signal(nil)
@@ -452,7 +452,7 @@ func (s *subscriber) runGRPC(ctx context.Context, d *dialer, addr string, cursor
 	for stream.Receive() {
 		switch m := stream.Msg().GetMessage().(type) {
 		case *heraldv1.SubscribeResponse_Subscribed:
-			if !sent.Load() && s.count.Load() == 0 {
+			if !s.subscribed.Load() { // the first subscription only: drain reads it
 				s.startCursor = m.Subscribed.GetCursor()
 			}
 			signal(nil)
