@@ -125,6 +125,18 @@ func buildAsyncAPI() obj {
 				"payload": obj{"position": "42", "channel": "chat", "type": "message.created", "data": "aGk=",
 					"kind": "EVENT_KIND_PUBLISHED", "createTime": "2025-01-02T15:04:05.123Z"}}},
 		},
+		"SSECheckpoint": obj{
+			"name":    sseCheckpoint,
+			"title":   "SSE @checkpoint",
+			"summary": "A filtered stream moved past events its filter dropped (id: that position).",
+			"description": "Only with ?type= or ?tag=: after 100 dropped events in a row, or 1 s after the first of fewer. " +
+				"Its id moves Last-Event-ID, so a reconnect resumes after the dropped events.",
+			"contentType": "application/json",
+			"headers":     sseHeaders(positionID, obj{"const": sseCheckpoint}),
+			"payload":     payload(&heraldv1.Checkpoint{}),
+			"examples": []obj{{"name": "checkpoint", "headers": obj{"id": "942", "event": sseCheckpoint},
+				"payload": obj{"position": "942"}}},
+		},
 		"SSEEnd": obj{
 			"name":    sseEnd,
 			"title":   "SSE @end",
@@ -203,6 +215,7 @@ func buildAsyncAPI() obj {
 					"subscribed": msgRef("SSESubscribed"),
 					"event":      msgRef("SSEEvent"),
 					"end":        msgRef("SSEEnd"),
+					"checkpoint": msgRef("SSECheckpoint"),
 				},
 			},
 		},
@@ -239,6 +252,7 @@ func buildAsyncAPI() obj {
 					{"$ref": "#/channels/sse/messages/subscribed"},
 					{"$ref": "#/channels/sse/messages/event"},
 					{"$ref": "#/channels/sse/messages/end"},
+					{"$ref": "#/channels/sse/messages/checkpoint"},
 				},
 				"bindings": obj{"http": obj{
 					"method": "GET",
@@ -246,6 +260,8 @@ func buildAsyncAPI() obj {
 						"channel":       obj{"type": "array", "items": obj{"type": "string"}, "description": "Channels (repeat or comma-separate); left out: the token's channels claim."},
 						"last_event_id": withDesc(cursorParam, "Resume after this position; the Last-Event-ID header wins. Left out: live."),
 						"event":         obj{"type": "string", "enum": []string{"type", "message"}, "description": "message: name every event message."},
+						"type":          obj{"type": "array", "items": obj{"type": "string"}, "description": "Only events of these types (exact, or a prefix ending in .*)."},
+						"tag":           obj{"type": "array", "items": obj{"type": "string"}, "description": "Only events with all these tags, written key:value."},
 						TokenParam:      obj{"type": "string", "description": "A JWT or API key, for EventSource, which cannot set headers."},
 					}},
 					"bindingVersion": "0.3.0",

@@ -14,9 +14,9 @@
 //     which answers a refusal in the caller's own protocol.
 //   - The embedded browser client and demo pages (package web).
 //
-// The gateway imports services and the generated API only: admission,
-// authorization, replay and live delivery, end reasons and the events'
-// encodings are the application's.
+// The gateway imports services, the generated API and the embedded pages
+// (web) only: admission, authorization, replay and live delivery, end
+// reasons and the events' encodings are the application's.
 //
 // # Concurrency
 //

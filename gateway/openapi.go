@@ -178,9 +178,9 @@ func (s *schemas) operation(rt *route) obj {
 			"schema": s.paramSchema(fields.ByName(p.field))})
 	}
 	for _, p := range rt.query {
-		fd := fields.ByName(p.field)
+		fd := p.fieldOf(rt.req.Descriptor())
 		q := obj{"name": p.name, "in": "query", "description": p.desc, "schema": s.paramSchema(fd)}
-		if fd.IsList() {
+		if fd.IsList() || fd.IsMap() {
 			q["style"], q["explode"] = "form", true
 		}
 		params = append(params, q)
@@ -453,6 +453,10 @@ func (s *schemas) scalar(fd protoreflect.FieldDescriptor) obj {
 // fd: plain text, so 64-bit integers are integers and enums take the short
 // lowercase names.
 func (s *schemas) paramSchema(fd protoreflect.FieldDescriptor) obj {
+	if fd.IsMap() {
+		// Written key:value, repeated or comma-separated.
+		return obj{"type": "array", "items": obj{"type": "string", "pattern": "^[A-Za-z0-9_.-]+:", "examples": []string{"room:42"}}}
+	}
 	rules := fieldRules(fd)
 	item := obj{}
 	switch fd.Kind() {

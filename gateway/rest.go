@@ -57,7 +57,19 @@ type route struct {
 type param struct {
 	name  string            // as it appears in the URL or header
 	field protoreflect.Name // the request field it sets
-	desc  string
+	// sub, when set, is the field of the message in field that the
+	// parameter sets (filter.types): only name spells it.
+	sub  protoreflect.Name
+	desc string
+}
+
+// fieldOf is the field p sets, in a message of type md.
+func (p param) fieldOf(md protoreflect.MessageDescriptor) protoreflect.FieldDescriptor {
+	fd := md.Fields().ByName(p.field)
+	if p.sub != "" {
+		fd = fd.Message().Fields().ByName(p.sub)
+	}
+	return fd
 }
 
 type bodyKind int
@@ -110,6 +122,12 @@ func eventPath(channel string) string {
 	return "/v1/channels/" + url.PathEscape(channel) + "/events"
 }
 
+// The filter parameters of long-poll (and, with the same words, SSE).
+const (
+	filterTypeDesc = "Only events of these types (up to 16): exact (`chat.message`) or a prefix ending in `.*` (`chat.*`); `message` also matches events without a type. Repeat the parameter or separate types with commas."
+	filterTagDesc  = "Only events carrying all these tags (up to 8), written `key:value` (`tag=room:42`); repeat the parameter or separate them with commas."
+)
+
 // restRoutes is the REST API.
 var restRoutes = []*route{
 	{
@@ -161,6 +179,7 @@ var restRoutes = []*route{
 			{name: "limit", field: "limit", desc: "Page size. 0 (the default) means the server's default page size (100 unless `--page-size` says otherwise); a limit above the server's maximum (`--max-page-size`, 1000 by default) is lowered to it, not refused: `hasMore` then says whether more events exist."},
 			{name: "view", field: "view", desc: "`log` (every entry, including UPDATED and DELETED entries; the default) or `current` (published events not deleted, with their current data)."},
 			{name: "wait", field: "wait", desc: waitDesc},
+			{name: "from_seq", field: "from_seq", desc: "Start at the channel's entry with this seq (`seq` of an event: 1, 2, 3, ... per channel), or the first after it still retained, instead of after `cursor`. Forward direction only, without `cursor` and `wait` (400 otherwise); page on with `nextCursor`."},
 		},
 		errors: []int{http.StatusNotFound},
 		call:   rpc((*services.App).ListEvents),
@@ -282,6 +301,8 @@ var restRoutes = []*route{
 			{name: "cursor", field: "cursor", desc: "Exclusive position to poll from (0: every retained event). Left out: only events published after the request arrives; continue with the returned cursor." + emptyIsUnset},
 			{name: "wait", field: "wait", desc: waitDesc},
 			{name: "limit", field: "limit", desc: "Most events to return. 0 (the default) means the server's default page size (100 unless `--page-size` says otherwise); a limit above the server's maximum (`--max-page-size`, 1000 by default) is lowered to it, not refused: `hasMore` then says whether more are ready."},
+			{name: "type", field: "filter", sub: "types", desc: filterTypeDesc},
+			{name: "tag", field: "filter", sub: "tags", desc: filterTagDesc + " The returned `cursor` moves past the events the filter dropped, so a poll may answer with no event and a cursor that advanced."},
 		},
 		errors: []int{http.StatusNotFound},
 		call:   rpc((*services.App).Poll),
@@ -475,7 +496,7 @@ func (rt *route) decode(in restInput) (proto.Message, error) {
 		return nil, err
 	}
 	for _, p := range rt.query {
-		fd := fields.ByName(p.field)
+		fd := p.fieldOf(msg.Descriptor())
 		var vals []string
 		for _, name := range p.names(fd) {
 			vals = append(vals, in.query[name]...)
@@ -483,7 +504,11 @@ func (rt *route) decode(in restInput) (proto.Message, error) {
 		if len(vals) == 0 {
 			continue
 		}
-		if err := setParam(msg, fd, p.name, vals, "the query"); err != nil {
+		target := msg
+		if p.sub != "" {
+			target = msg.Mutable(fields.ByName(p.field)).Message()
+		}
+		if err := setParam(target, fd, p.name, vals, "the query"); err != nil {
 			return nil, err
 		}
 	}
@@ -503,6 +528,9 @@ func (rt *route) decode(in restInput) (proto.Message, error) {
 // the field's proto and JSON names, as protojson accepts both.
 func (p param) names(fd protoreflect.FieldDescriptor) []string {
 	names := []string{p.name}
+	if p.sub != "" {
+		return names
+	}
 	for _, n := range []string{string(fd.Name()), fd.JSONName()} {
 		if !slices.Contains(names, n) {
 			names = append(names, n)
@@ -517,9 +545,8 @@ func (rt *route) checkQueryNames(q url.Values) error {
 	var known []string
 	var unknown []string
 	if rt.req != nil {
-		fields := rt.req.Descriptor().Fields()
 		for _, p := range rt.query {
-			known = append(known, p.names(fields.ByName(p.field))...)
+			known = append(known, p.names(p.fieldOf(rt.req.Descriptor()))...)
 		}
 	}
 	for name := range q {
@@ -613,6 +640,21 @@ func rawFormat(mt string, params map[string]string) (heraldv1.DataFormat, error)
 // comma-separated) values for a repeated field, exactly one otherwise. An
 // empty value of a singular parameter is the same as none.
 func setParam(msg protoreflect.Message, fd protoreflect.FieldDescriptor, name string, vals []string, source string) error {
+	if fd.IsMap() {
+		// map<string, string> written key:value (tag=room:42,lang:en).
+		if msg.Has(fd) {
+			return invalid(fmt.Sprintf("%s: given both in the body and in %s", name, source))
+		}
+		tags, err := parseTags(vals)
+		if err != nil {
+			return err
+		}
+		m := msg.Mutable(fd).Map()
+		for k, v := range tags {
+			m.Set(protoreflect.ValueOfString(k).MapKey(), protoreflect.ValueOfString(v))
+		}
+		return nil
+	}
 	if fd.IsList() {
 		if msg.Has(fd) {
 			return invalid(fmt.Sprintf("%s: given both in the body and in %s", name, source))

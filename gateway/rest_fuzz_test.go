@@ -425,8 +425,16 @@ func TestRESTRouteTable(t *testing.T) {
 				if p.desc == "" {
 					t.Errorf("%s: %s undocumented", key, p.name)
 				}
+				fd = p.fieldOf(rt.req.Descriptor())
 				// The decoder handles the field's kind: a sample decodes
 				// or is refused as invalid_argument, never internal.
+				if fd.IsMap() {
+					msg := rt.req.New().Mutable(fields.ByName(p.field)).Message()
+					if err := setParam(msg, fd, p.name, []string{"1"}, "the query"); connect.CodeOf(err) != connect.CodeInvalidArgument {
+						t.Errorf("%s: %s: a map parameter without ':' gave %v, want invalid_argument", key, p.name, err)
+					}
+					continue
+				}
 				if _, err := parseScalar(fd, p.name, "1"); err != nil && connect.CodeOf(err) != connect.CodeInvalidArgument {
 					t.Errorf("%s: %s: %v", key, p.name, err)
 				}

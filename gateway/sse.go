@@ -20,6 +20,7 @@ import (
 const (
 	sseSubscribed = "@subscribed"
 	sseEnd        = "@end"
+	sseCheckpoint = "@checkpoint"
 )
 
 // An SSE burst (events written before one flush) holds at most this many
@@ -35,6 +36,7 @@ type sseRequest struct {
 	channels []string // none: the token's (services.Open)
 	cursor   *int64
 	untyped  bool // event=message: every event is named "message"
+	filter   *heraldv1.EventFilter
 }
 
 // parseSSERequest decodes the query and the Last-Event-ID header. The
@@ -52,6 +54,26 @@ func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
 					}
 				}
 			}
+		case "type":
+			if req.filter == nil {
+				req.filter = &heraldv1.EventFilter{}
+			}
+			for _, v := range vs {
+				for typ := range strings.SplitSeq(v, ",") {
+					if typ != "" {
+						req.filter.Types = append(req.filter.Types, typ)
+					}
+				}
+			}
+		case "tag":
+			if req.filter == nil {
+				req.filter = &heraldv1.EventFilter{}
+			}
+			tags, err := parseTags(vs)
+			if err != nil {
+				return req, err
+			}
+			req.filter.Tags = tags
 		case "last_event_id":
 		case "event":
 			switch v := q.Get("event"); v {
@@ -62,7 +84,7 @@ func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
 				return req, invalid(`event: must be "type" (the default: the SSE event name is the event's type) or "message"`)
 			}
 		default:
-			return req, invalid("unknown query parameter " + strconv.Quote(k) + "; use channel, last_event_id and event")
+			return req, invalid("unknown query parameter " + strconv.Quote(k) + "; use channel, last_event_id, event, type and tag")
 		}
 	}
 	id, name := lastEventID, "Last-Event-ID"
@@ -77,9 +99,35 @@ func parseSSERequest(q url.Values, lastEventID string) (sseRequest, error) {
 		req.cursor = &c
 	}
 	if len(req.channels) == 0 {
-		return req, nil // the token's channels, checked by Open
+		if req.filter != nil {
+			// The token's channels, checked by Open; the filter here.
+			return req, services.Validate(req.filter)
+		}
+		return req, nil
 	}
-	return req, services.Validate(&heraldv1.SubscribeRequest{Channels: req.channels, Cursor: req.cursor})
+	return req, services.Validate(&heraldv1.SubscribeRequest{Channels: req.channels, Cursor: req.cursor, Filter: req.filter})
+}
+
+// parseTags reads tag filters written key:value, each in its own
+// parameter or separated by commas (tag=room:42,lang:en).
+func parseTags(vs []string) (map[string]string, error) {
+	tags := map[string]string{}
+	for _, v := range vs {
+		for kv := range strings.SplitSeq(v, ",") {
+			if kv == "" {
+				continue
+			}
+			k, val, ok := strings.Cut(kv, ":")
+			if !ok {
+				return nil, invalid("tag: " + strconv.Quote(kv) + " is not key:value (e.g. tag=room:42)")
+			}
+			if old, dup := tags[k]; dup && old != val {
+				return nil, invalid("tag: " + strconv.Quote(k) + " is given twice with different values")
+			}
+			tags[k] = val
+		}
+	}
+	return tags, nil
 }
 
 // parseCursor reads a position: a decimal integer ≥ 0.
@@ -102,7 +150,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	st, err := g.app.Open(ctx, services.OpenRequest{Channels: req.channels, Cursor: req.cursor})
+	st, err := g.app.Open(ctx, services.OpenRequest{Channels: req.channels, Cursor: req.cursor, Filter: req.filter})
 	if err != nil {
 		writeError(w, err)
 		return
@@ -183,6 +231,17 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 // item writes an event, with its shared JSON encoding, or a truncation
 // notice.
 func (s *sseWriter) item(it services.Item, untyped bool) {
+	if c := it.Checkpoint(); c != 0 {
+		// With an id, so that EventSource's Last-Event-ID moves past the
+		// events the filter dropped.
+		s.buf = append(s.buf, "id: "...)
+		s.buf = strconv.AppendInt(s.buf, c, 10)
+		s.buf = append(s.buf, '\n')
+		s.field("event", sseCheckpoint)
+		s.data(mustJSON(&heraldv1.Checkpoint{Position: c}))
+		s.end()
+		return
+	}
 	if n := it.Notice(); n != nil {
 		s.field("event", sseSubscribed)
 		s.data(mustJSON(n))

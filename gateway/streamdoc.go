@@ -25,9 +25,10 @@ type endpoint struct {
 }
 
 var (
-	subscribeFields = (&heraldv1.SubscribeRequest{}).ProtoReflect().Descriptor().Fields()
-	sseCursorField  = subscribeFields.ByName("cursor")
-	wsSubprotocols  = []string{SubprotocolJSON, SubprotocolProto}
+	subscribeFields   = (&heraldv1.SubscribeRequest{}).ProtoReflect().Descriptor().Fields()
+	sseCursorField    = subscribeFields.ByName("cursor")
+	eventFilterFields = (&heraldv1.EventFilter{}).ProtoReflect().Descriptor().Fields()
+	wsSubprotocols    = []string{SubprotocolJSON, SubprotocolProto}
 )
 
 const sseDescription = "One subscription of one or more channels as Server-Sent Events (`text/event-stream`), for `EventSource`: " +
@@ -39,6 +40,8 @@ const sseDescription = "One subscription of one or more channels as Server-Sent 
 	"It comes again mid-stream, without an id, when retention removed events the replay would have sent (`historyTruncated`, `truncatedThrough`).\n" +
 	"- One SSE event per Herald event: `id:` its position (the resume cursor for every channel of the stream), `event:` its type " +
 	"(no event line for an empty type, so `onmessage` gets it; with `event=message` never, so `onmessage` gets every event), `data:` the `herald.v1.Event` as protojson on one line (`data` base64).\n" +
+	"- `event: @checkpoint`, `id: <position>`, `data:` a `herald.v1.Checkpoint`: only with a filter (`type`, `tag`), after 100 events in a row the filter dropped, or 1 s after the first of fewer: " +
+	"its id moves `Last-Event-ID` past the dropped events, so a reconnect does not read them again.\n" +
 	"- `: keep-alive` comments every `--sse-keepalive` (15 s) while idle.\n" +
 	"- `event: @end`, `data:` a `herald.v1.Error` (`code`, `message`, `end.reason`, `end.lastPosition`), just before the server ends the stream: " +
 	"shutdown, slow consumer, token expiry (`unauthenticated`: reconnect with a fresh token). EventSource then reconnects by itself with `Last-Event-ID` and nothing is lost.\n\n" +
@@ -76,6 +79,10 @@ var streamEndpoints = []endpoint{
 					"description": "Resume after this position (0: every retained event). Left out: live only. The Last-Event-ID header wins over it."},
 				{"name": "event", "in": "query", "schema": obj{"type": "string", "enum": []string{"type", "message"}, "default": "type"},
 					"description": "`type` (the default): each SSE event is named by the event's type. `message`: every event is named `message`, so `EventSource.onmessage` receives them all."},
+				{"name": "type", "in": "query", "style": "form", "explode": true, "schema": s.paramSchema(eventFilterFields.ByName("types")),
+					"description": filterTypeDesc},
+				{"name": "tag", "in": "query", "style": "form", "explode": true, "schema": s.paramSchema(eventFilterFields.ByName("tags")),
+					"description": filterTagDesc},
 				{"name": "Last-Event-ID", "in": "header", "schema": s.paramSchema(sseCursorField),
 					"description": "The position to resume after; EventSource sends it by itself when it reconnects."},
 			}

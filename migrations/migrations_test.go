@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -215,5 +216,50 @@ func TestDataFormat03To04(t *testing.T) {
 	}
 	if got[old] != eventlog.FormatUnspecified || got[during] != eventlog.FormatUnspecified || got[res[0].Event.Position] != eventlog.FormatJSON {
 		t.Fatalf("formats %v: want bytes for %d and %d, JSON for %d", got, old, during, res[0].Event.Position)
+	}
+}
+
+// TestSeq06To07: events the previous release wrote (0006) are numbered per
+// channel in position order by 0007; what the previous release's writer
+// (0002's herald_publish, still there) and its edits write during a rollout
+// get the next numbers from the trigger; this release's log goes on from
+// there, gap-free per channel.
+func TestSeq06To07(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.EmptySchema(t)
+	upTo(t, pool, 6)
+	for i := range 3 {
+		publish02(t, pool, "note", fmt.Sprint("before-", i), "")
+	}
+	var other int64
+	if err := pool.QueryRow(t.Context(), `SELECT id FROM herald_publish($1, $2, $3, $4, $5, true)`,
+		[]string{"other"}, []string{""}, [][]byte{[]byte("x")}, []string{""}, []string{""}).Scan(&other); err != nil {
+		t.Fatal(err)
+	}
+	upTo(t, pool, 7)
+	during := publish02(t, pool, "note", "during", "")
+	edit02(t, pool, during, []byte("edited"))
+	l := eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: eventlog.Options{AutoCreate: true}, NotifyChannel: schema})
+	eventlogtest.Start(t, l)
+	if _, errs, err := l.Append(t.Context(), []eventlog.Publish{{Channel: "ch", Data: []byte("after")}, {Channel: "other", Data: []byte("y")}}); err != nil || errs[0] != nil || errs[1] != nil {
+		t.Fatal(err, errs)
+	}
+	evs, err := l.Read(t.Context(), eventlog.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"ch":    {"before-0", "before-1", "before-2", "edited", "edited", "after"}, // the UPDATED entry carries the new data
+		"other": {"x", "y"},
+	}
+	got := map[string][]string{}
+	for _, ev := range evs {
+		got[ev.Channel] = append(got[ev.Channel], string(ev.Data))
+		if n := int64(len(got[ev.Channel])); ev.Seq != n {
+			t.Errorf("%s position %d (%q): seq %d, want %d", ev.Channel, ev.Position, ev.Data, ev.Seq, n)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("log %v, want %v", got, want)
 	}
 }

@@ -13,11 +13,15 @@ import (
 // stream was replaying was removed meanwhile (retention). An event's forms
 // are shared with every other subscriber of it: do not modify them.
 type Item struct {
-	entry  *wire.Entry
-	notice *heraldv1.Subscribed
+	entry      *wire.Entry
+	notice     *heraldv1.Subscribed
+	checkpoint int64
 }
 
 func itemOf(channels []string, m fanout.Message) Item {
+	if m.Checkpoint != 0 {
+		return Item{checkpoint: m.Checkpoint}
+	}
 	if m.Truncation != nil {
 		return Item{notice: subscribedProto(channels, *m.Truncation)}
 	}
@@ -58,6 +62,11 @@ func (it Item) EventJSON() []byte { return it.entry.JSON() }
 // Notice is the truncation notice; nil for an event.
 func (it Item) Notice() *heraldv1.Subscribed { return it.notice }
 
+// Checkpoint is the position a filtered stream advanced to past events
+// its filter dropped (0 unless the item is a checkpoint): resume from it
+// as from an event's position.
+func (it Item) Checkpoint() int64 { return it.checkpoint }
+
 // Field numbers used when splicing a pre-encoded event into a message:
 // protobuf messages concatenate field by field.
 const (
@@ -71,6 +80,10 @@ const (
 type subscribeFrame struct{ Item }
 
 func (f subscribeFrame) proto() *heraldv1.SubscribeResponse {
+	if f.checkpoint != 0 {
+		return &heraldv1.SubscribeResponse{Message: &heraldv1.SubscribeResponse_Checkpoint{
+			Checkpoint: &heraldv1.Checkpoint{Position: f.checkpoint}}}
+	}
 	if f.entry == nil {
 		return &heraldv1.SubscribeResponse{Message: &heraldv1.SubscribeResponse_Subscribed{Subscribed: f.notice}}
 	}

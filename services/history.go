@@ -2,6 +2,9 @@ package services
 
 import (
 	"context"
+	"errors"
+
+	"connectrpc.com/connect"
 
 	heraldv1 "github.com/heraldrt/herald/gen/herald/v1"
 	"github.com/heraldrt/herald/internal/eventlog"
@@ -21,6 +24,9 @@ func (a *App) ListEvents(ctx context.Context, m *heraldv1.ListEventsRequest) (*h
 	if wait > 0 && (m.Direction == heraldv1.Direction_DIRECTION_BACKWARD || m.View == heraldv1.HistoryView_HISTORY_VIEW_CURRENT) {
 		return nil, errPollWait
 	}
+	if m.FromSeq > 0 && (m.Direction == heraldv1.Direction_DIRECTION_BACKWARD || m.Cursor != 0 || wait > 0) {
+		return nil, errFromSeq
+	}
 	ch, err := a.log.GetChannel(ctx, m.Channel)
 	if err != nil {
 		return nil, toConnect(a.logger, "list events", err)
@@ -36,6 +42,7 @@ func (a *App) ListEvents(ctx context.Context, m *heraldv1.ListEventsRequest) (*h
 		Backward:    m.Direction == heraldv1.Direction_DIRECTION_BACKWARD,
 		Limit:       limit,
 		CurrentOnly: m.View == heraldv1.HistoryView_HISTORY_VIEW_CURRENT,
+		FromSeq:     m.FromSeq,
 	})
 	if err != nil {
 		return nil, toConnect(a.logger, "list events", err)
@@ -49,7 +56,7 @@ func (a *App) ListEvents(ctx context.Context, m *heraldv1.ListEventsRequest) (*h
 		// Nothing yet: wait on a stream from the cursor, which replays
 		// what was committed since the read above, so nothing is missed.
 		cursor := m.Cursor
-		st, err := a.openAdmitted(ctx, []string{m.Channel}, &cursor)
+		st, err := a.openAdmitted(ctx, []string{m.Channel}, &cursor, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -125,3 +132,8 @@ func (a *App) DeleteEvent(ctx context.Context, m *heraldv1.DeleteEventRequest) (
 	}
 	return &heraldv1.DeleteEventResponse{Entry: wire.EventProto(&entry)}, nil
 }
+
+// errFromSeq refuses a history page addressed by seq in a shape it cannot
+// have.
+var errFromSeq = connect.NewError(connect.CodeInvalidArgument,
+	errors.New("invalid request: from_seq: give it with the FORWARD direction, without a cursor and without wait; page on with next_cursor"))

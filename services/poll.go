@@ -11,8 +11,7 @@ import (
 	"github.com/heraldrt/herald/internal/metrics"
 )
 
-// catchUpTimeout bounds how long a poll without wait lets the hub catch up
-// with the log.
+// catchUpTimeout bounds how long a poll lets the hub catch up with the log.
 const catchUpTimeout = time.Second
 
 // Poll answers a long-poll: the events of the channels after the cursor at
@@ -28,10 +27,10 @@ func (a *App) Poll(ctx context.Context, req *heraldv1.PollRequest) (*heraldv1.Po
 		return nil, err
 	}
 	wait := req.Wait.AsDuration()
-	if wait == 0 {
-		a.catchUp(ctx)
-	}
-	st, err := a.openAdmitted(ctx, channels, req.Cursor)
+	// Waiting or not, what is committed now is answered at once: a poll
+	// right after the client's own publish has it.
+	a.catchUp(ctx)
+	st, err := a.openAdmitted(ctx, channels, req.Cursor, req.Filter)
 	if err != nil {
 		return nil, err
 	}
@@ -40,8 +39,8 @@ func (a *App) Poll(ctx context.Context, req *heraldv1.PollRequest) (*heraldv1.Po
 }
 
 // catchUp lets the hub dispatch what is already committed (it runs a moment
-// behind the log) before a poll that does not wait, or a poll right after
-// a publish would miss it. Bounded: at worst the next poll has it.
+// behind the log) before a poll, or a poll right after a publish would
+// miss it. Bounded: at worst the next poll has it.
 func (a *App) catchUp(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
@@ -53,6 +52,11 @@ func (a *App) catchUp(ctx context.Context) {
 func (a *App) poll(ctx context.Context, st *Stream, wait time.Duration, limit int) (*heraldv1.PollResponse, error) {
 	resp := &heraldv1.PollResponse{Subscribed: st.Subscribed()}
 	take := func(it Item) {
+		if it.Checkpoint() != 0 {
+			// The returned cursor covers the dropped events: keep waiting
+			// for one that matches.
+			return
+		}
 		if n := it.Notice(); n != nil {
 			resp.Subscribed.HistoryTruncated = true
 			resp.Subscribed.TruncatedThrough = max(resp.Subscribed.TruncatedThrough, n.TruncatedThrough)
@@ -109,12 +113,12 @@ func (a *App) poll(ctx context.Context, st *Stream, wait time.Duration, limit in
 // openAdmitted opens a stream the caller was already admitted to (channel
 // count and permission checked): it takes a connection slot and ends the
 // stream when the caller's credential expires.
-func (a *App) openAdmitted(ctx context.Context, channels []string, cursor *int64) (*Stream, error) {
+func (a *App) openAdmitted(ctx context.Context, channels []string, cursor *int64, filter *heraldv1.EventFilter) (*Stream, error) {
 	release, err := a.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
-	sub, err := a.hub.Subscribe(ctx, channels, cursor)
+	sub, err := a.hub.SubscribeFilter(ctx, channels, cursor, filterOf(filter))
 	if err != nil {
 		release()
 		return nil, toConnect(a.logger, "subscribe", err)

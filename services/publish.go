@@ -63,7 +63,7 @@ func (a *App) publish(ctx context.Context, reqs []publishReq) (out []publishResu
 	author := authorOf(ctx)
 	for i, r := range reqs {
 		p := eventlog.Publish{Channel: r.req.Channel, Type: r.req.Type, Data: r.req.Data, IdempotencyKey: r.req.IdempotencyKey,
-			Author: author, Format: eventlog.Format(r.req.Format)}
+			Author: author, Format: eventlog.Format(r.req.Format), Tags: r.req.Tags}
 		if err := checkData(r.req.Format, r.req.Data); err != nil {
 			out[i].err = err
 			continue

@@ -26,7 +26,7 @@ func (s eventService) Poll(ctx context.Context, req *connect.Request[heraldv1.Po
 
 // Subscribe streams replay then live events: a loop over Open.
 func (s eventService) Subscribe(ctx context.Context, req *connect.Request[heraldv1.SubscribeRequest], stream *connect.ServerStream[heraldv1.SubscribeResponse]) error {
-	st, err := s.a.Open(ctx, OpenRequest{Channels: req.Msg.Channels, Cursor: req.Msg.Cursor})
+	st, err := s.a.Open(ctx, OpenRequest{Channels: req.Msg.Channels, Cursor: req.Msg.Cursor, Filter: req.Msg.Filter})
 	if err != nil {
 		return err
 	}

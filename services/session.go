@@ -412,7 +412,7 @@ func (ss *Session) subscribe(id string, req *heraldv1.SubscribeRequest) {
 		ss.emit(ss.errorFrame(id, "connect", connect.NewError(connect.CodeResourceExhausted, err)))
 		return
 	}
-	sub, err := ss.app.hub.Subscribe(ss.ctx, req.Channels, req.Cursor)
+	sub, err := ss.app.hub.SubscribeFilter(ss.ctx, req.Channels, req.Cursor, filterOf(req.Filter))
 	if err != nil {
 		ss.emit(ss.errorFrame(id, "subscribe", err))
 		return
@@ -456,7 +456,11 @@ func (ss *Session) stream(id string, entry *sessionSub) {
 			return
 		}
 		var f *Frame
-		if msg.Truncation != nil {
+		if msg.Checkpoint != 0 {
+			f = msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Checkpoint{
+				Checkpoint: &heraldv1.Checkpoint{Position: msg.Checkpoint},
+			}})
+		} else if msg.Truncation != nil {
 			f = msgFrame(&heraldv1.ConnectResponse{Id: id, Message: &heraldv1.ConnectResponse_Subscribed{
 				Subscribed: subscribedProto(entry.sub.Channels(), *msg.Truncation),
 			}})

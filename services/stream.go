@@ -24,6 +24,9 @@ type OpenRequest struct {
 	Channels []string
 	// Cursor is the position to replay after; nil: live only.
 	Cursor *int64
+	// Filter selects the events delivered (nil: all); the stream then
+	// also delivers checkpoints.
+	Filter *heraldv1.EventFilter
 }
 
 // ErrWouldBlock is returned by Stream.TryNext when nothing is ready.
@@ -56,7 +59,16 @@ func (a *App) Open(ctx context.Context, req OpenRequest) (*Stream, error) {
 		a.met.ConnRefused(ctx, connect.CodeOf(err).String())
 		return nil, err
 	}
-	return a.openAdmitted(ctx, channels, req.Cursor)
+	return a.openAdmitted(ctx, channels, req.Cursor, req.Filter)
+}
+
+// filterOf is the subscription core's form of an API filter: nil when it
+// selects every event.
+func filterOf(f *heraldv1.EventFilter) *fanout.Filter {
+	if len(f.GetTypes()) == 0 && len(f.GetTags()) == 0 {
+		return nil
+	}
+	return &fanout.Filter{Types: f.GetTypes(), Tags: f.GetTags()}
 }
 
 // newStream wraps sub, which holds a connection slot (release), and stops

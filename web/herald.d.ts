@@ -98,6 +98,10 @@ export interface HeraldEvent {
   author?: string;
   /** How to read data: 'DATA_FORMAT_JSON', 'DATA_FORMAT_TEXT', or bytes. */
   format?: 'DATA_FORMAT_UNSPECIFIED' | 'DATA_FORMAT_BYTES' | 'DATA_FORMAT_JSON' | 'DATA_FORMAT_TEXT';
+  /** The entry's number in its channel: 1, 2, 3, ... with no gap (UPDATED and DELETED entries count too). */
+  seq?: Position;
+  /** The tags given at publish (edits carry their event's). */
+  tags?: Record<string, string>;
 }
 
 /** The server's confirmation of a (re)subscription (protojson Subscribed). */
@@ -119,6 +123,10 @@ export interface TruncatedInfo {
 export interface SubscribeOptions {
   /** Deliver events after this position; omit for live events only ('0': all retained). */
   cursor?: string | number | bigint;
+  /** Only events of these types (the server filters): exact, or a prefix ending in '.*' ('chat.*'). */
+  types?: string[];
+  /** Only events carrying all these tags (the server filters). */
+  tags?: Record<string, string>;
   onEvent?: (ev: HeraldEvent, sub: Subscription) => void;
   /** Retention removed events before they could be delivered: reload your state. */
   onTruncated?: (info: TruncatedInfo) => void;
@@ -181,6 +189,8 @@ export interface PublishOptions {
   type?: string;
   /** Default: a random key, reused by every retry of this publish. */
   idempotencyKey?: string;
+  /** Up to 8 tags subscribers can filter on: keys of [A-Za-z0-9_.-] (1 to 32), values up to 64 characters. */
+  tags?: Record<string, string>;
 }
 
 export interface HistoryOptions {
@@ -189,6 +199,8 @@ export interface HistoryOptions {
   direction?: 'forward' | 'backward';
   limit?: number;
   view?: 'log' | 'current';
+  /** Start at the entry with this seq (forward, without cursor). */
+  fromSeq?: string | number;
 }
 
 /** A page of history (protojson ListEventsResponse). */

@@ -93,11 +93,15 @@ export class HeraldError extends Error {
  * @property {string} [createTime]
  * @property {string} [updateTime]
  * @property {boolean} [deleted]
+ * @property {string} [seq]  the entry's number in its channel: 1, 2, 3, ... with no gap
+ * @property {Object<string, string>} [tags]  the tags given at publish
  */
 
 /**
  * @typedef {object} SubscribeOptions
  * @property {string|number|bigint} [cursor]  deliver events after this position; omit for live only
+ * @property {string[]} [types]  only events of these types: exact, or a prefix ending in '.*' ('chat.*')
+ * @property {Object<string, string>} [tags]  only events carrying all these tags
  * @property {(ev: HeraldEvent, sub: Subscription) => void} [onEvent]
  * @property {(info: {channels: string[], cursor: string, truncatedThrough: string}) => void} [onTruncated]
  *   events up to truncatedThrough were removed by retention before they could be delivered
@@ -184,7 +188,7 @@ export class Herald {
    * @param {string} channel
    * @param {string|Uint8Array|ArrayBuffer|object|number|boolean} data  strings are
    *   sent as text, bytes as bytes, anything else as a JSON value
-   * @param {{type?: string, idempotencyKey?: string}} [opts]
+   * @param {{type?: string, idempotencyKey?: string, tags?: Object<string, string>}} [opts]
    * @returns {Promise<HeraldEvent>}
    */
   publish(channel, data, opts = {}) {
@@ -192,6 +196,7 @@ export class Herald {
     this._wantTwoWay();
     const req = { channel, ...payloadOf(data), idempotencyKey: opts.idempotencyKey ?? newKey() };
     if (opts.type) req.type = opts.type;
+    if (opts.tags && Object.keys(opts.tags).length > 0) req.tags = opts.tags;
     return new Promise((resolve, reject) => {
       const p = { id: `p${++this._seq}`, req, resolve, reject, rest: false };
       p.timer = setTimeout(() => this._settle(p.id, null,
@@ -227,8 +232,9 @@ export class Herald {
   /**
    * history reads one page of a channel (REST GET). cursor is exclusive; 0
    * or absent starts at the oldest (forward) or newest (backward) event.
+   * fromSeq starts at the entry with that seq instead (forward, no cursor).
    * @param {string} channel
-   * @param {{cursor?: string|number, direction?: 'forward'|'backward', limit?: number, view?: 'log'|'current'}} [opts]
+   * @param {{cursor?: string|number, direction?: 'forward'|'backward', limit?: number, view?: 'log'|'current', fromSeq?: string|number}} [opts]
    * @returns {Promise<{events?: HeraldEvent[], nextCursor?: string, hasMore?: boolean, truncatedThrough?: string}>}
    */
   history(channel, opts = {}) {
@@ -236,6 +242,7 @@ export class Herald {
     for (const k of ['cursor', 'direction', 'limit', 'view']) {
       if (opts[k] !== undefined && opts[k] !== '') q.set(k, String(opts[k]));
     }
+    if (opts.fromSeq !== undefined && opts.fromSeq !== '') q.set('from_seq', String(opts.fromSeq));
     return this._request('GET', `${eventsPath(channel)}?${q}`);
   }
 
@@ -482,6 +489,8 @@ export class Subscription {
     this.channels = channels;
     /** Position of the last event delivered (or the start cursor); undefined until known. @type {string|undefined} */
     this.lastPosition = opts.cursor === undefined || opts.cursor === null ? undefined : String(opts.cursor);
+    /** The server-side filter (types, tags), or undefined for every event. */
+    this.filter = filterOf(opts);
   }
 
   /** close stops the subscription; no event is delivered after it returns. */
@@ -694,6 +703,7 @@ class WSSession {
     this.ids.set(sub, id);
     const subscribe = { channels: sub.channels };
     if (sub.lastPosition !== undefined) subscribe.cursor = sub.lastPosition;
+    if (sub.filter) subscribe.filter = sub.filter;
     this._send({ id, subscribe });
   }
 
@@ -716,6 +726,9 @@ class WSSession {
     const sub = this.wire.get(f.id);
     if (f.event) {
       if (sub) this.c._deliver(sub, f.event);
+    } else if (f.checkpoint) {
+      // The filter dropped events up to there: resume after them.
+      if (sub) this.c._advance(sub, f.checkpoint.position);
     } else if (f.subscribed) {
       this.backoff.reset();
       if (sub) this.c._subscribed(sub, f.subscribed);
@@ -792,6 +805,7 @@ class SSESession {
     for (const ch of sub.channels) q.append('channel', ch);
     q.set('event', 'message');
     if (sub.lastPosition !== undefined) q.set('last_event_id', sub.lastPosition);
+    filterQuery(q, sub.filter);
     if (st.token) q.set('access_token', st.token);
     const es = new EventSource(`${c.url}/v1/sse?${q}`);
     st.es = es;
@@ -807,6 +821,7 @@ class SSESession {
       c._subscribed(sub, JSON.parse(m.data));
     });
     es.onmessage = (m) => c._deliver(sub, JSON.parse(m.data));
+    es.addEventListener('@checkpoint', (m) => c._advance(sub, JSON.parse(m.data).position));
     // The server closes next; onerror reconnects.
     es.addEventListener('@end', (m) => { try { ended = JSON.parse(m.data); } catch { /* keep undefined */ } });
     // We reconnect ourselves rather than let EventSource retry at a fixed
@@ -977,9 +992,24 @@ function pollQuery(sub, wait) {
   const q = new URLSearchParams();
   for (const ch of sub.channels) q.append('channel', ch);
   if (sub.lastPosition !== undefined) q.set('cursor', sub.lastPosition);
+  filterQuery(q, sub.filter);
   q.set('wait', `${wait}s`);
   q.set('limit', '100');
   return q;
+}
+
+// filterOf is the EventFilter of subscribe options, or undefined.
+function filterOf(opts) {
+  const f = {};
+  if (opts.types?.length) f.types = [...opts.types];
+  if (opts.tags && Object.keys(opts.tags).length > 0) f.tags = { ...opts.tags };
+  return f.types || f.tags ? f : undefined;
+}
+
+// filterQuery adds a filter to an SSE or long-poll query.
+function filterQuery(q, filter) {
+  for (const t of filter?.types ?? []) q.append('type', t);
+  for (const [k, v] of Object.entries(filter?.tags ?? {})) q.append('tag', `${k}:${v}`);
 }
 
 // tokenExpiry reads the `exp` of a JWT (without verifying it) in ms since

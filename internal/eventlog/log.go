@@ -76,6 +76,14 @@ type Event struct {
 	// Format is the format of Data. An Updated entry has the format of its
 	// data; a Deleted entry, FormatUnspecified.
 	Format Format
+	// Seq numbers the entries of the channel: 1, 2, 3, ... in position
+	// order, gap-free (Published, Updated and Deleted entries alike). A
+	// channel deleted and created again goes on counting.
+	Seq int64
+	// Tags are the tags given at publish (nil when none). Updated and
+	// Deleted entries carry the tags of the event they change. Shared:
+	// never modify.
+	Tags map[string]string
 }
 
 // Publish is one event to append.
@@ -94,6 +102,9 @@ type Publish struct {
 	Author string
 	// Format is stored with the event as given.
 	Format Format
+	// Tags are stored with the event as given (nil or empty: none). A
+	// duplicate returns the first event's tags; tags are not compared.
+	Tags map[string]string
 }
 
 // Published is the result of an append.
@@ -168,6 +179,10 @@ type HistoryQuery struct {
 	Limit    int
 	// CurrentOnly keeps published, undeleted events only.
 	CurrentOnly bool
+	// FromSeq > 0 starts a forward page at the channel's entry with that
+	// seq (or the first after it that is left), instead of after Cursor;
+	// Cursor must then be 0.
+	FromSeq int64
 }
 
 // Page is a page of history. A page with HasMore set is full (Limit

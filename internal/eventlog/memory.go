@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -35,7 +36,10 @@ type Memory struct {
 	// truncated keeps TruncatedThrough of deleted channels, for a channel
 	// created again under the same name.
 	truncated map[string]int64
-	watchers  map[chan struct{}]struct{}
+	// seqs keeps the last seq of deleted channels: a channel created again
+	// goes on counting.
+	seqs     map[string]int64
+	watchers map[chan struct{}]struct{}
 }
 
 var _ Log = (*Memory)(nil)
@@ -52,6 +56,7 @@ type memChannel struct {
 	// keysRemoved counts deletions from keys since it was last rebuilt:
 	// Go maps do not shrink.
 	keysRemoved int
+	seq         int64 // the last seq handed out
 }
 
 // keyRef is the event an idempotency key was used for and the digest of
@@ -69,6 +74,7 @@ func NewMemory(opts Options) *Memory {
 		opts:      opts,
 		channels:  make(map[string]*memChannel),
 		truncated: make(map[string]int64),
+		seqs:      make(map[string]int64),
 		watchers:  make(map[chan struct{}]struct{}),
 	}
 }
@@ -154,6 +160,7 @@ func (m *Memory) Append(ctx context.Context, ps []Publish) ([]Published, []error
 			CreatedAt:      now,
 			Author:         p.Author,
 			Format:         p.Format,
+			Tags:           cloneTags(p.Tags),
 		})
 		if p.IdempotencyKey != "" {
 			c.keys[p.IdempotencyKey] = keyRef{pos: ev.Position, sum: sums[i], hasSum: true}
@@ -184,10 +191,20 @@ func cloneData(b []byte) []byte {
 	return slices.Clone(b)
 }
 
-// add stores ev at the next position; m.mu must be held for writing.
+func cloneTags(t map[string]string) map[string]string {
+	if len(t) == 0 {
+		return nil
+	}
+	return maps.Clone(t)
+}
+
+// add stores ev at the next position and seq; m.mu must be held for
+// writing.
 func (m *Memory) add(c *memChannel, ev Event) *Event {
 	m.head++
 	ev.Position = m.head
+	c.seq++
+	ev.Seq = c.seq
 	p := &ev
 	m.log = append(m.log, slot{pos: ev.Position, ev: p})
 	c.evs = append(c.evs, p)
@@ -275,6 +292,7 @@ func (m *Memory) Update(ctx context.Context, channel string, pos int64, data []b
 		CreatedAt: now,
 		Author:    author,
 		Format:    ev.Format,
+		Tags:      ev.Tags,
 	})
 	m.notify()
 	return ev, *entry, nil
@@ -319,6 +337,7 @@ func (m *Memory) Delete(ctx context.Context, channel string, pos int64, author s
 		Target:    pos,
 		CreatedAt: m.now(),
 		Author:    author,
+		Tags:      ev.Tags,
 	})
 	m.notify()
 	return *entry, nil
@@ -469,7 +488,11 @@ func (m *Memory) History(ctx context.Context, q HistoryQuery) (Page, error) {
 		for i := end - 1; i >= 0 && visit(c.evs[i]); i-- {
 		}
 	} else {
-		for i := firstAfter(c.evs, q.Cursor); i < len(c.evs) && visit(c.evs[i]); i++ {
+		i := firstAfter(c.evs, q.Cursor)
+		if q.FromSeq > 0 {
+			i, _ = slices.BinarySearchFunc(c.evs, q.FromSeq, func(e *Event, s int64) int { return cmp.Compare(e.Seq, s) })
+		}
+		for ; i < len(c.evs) && visit(c.evs[i]); i++ {
 		}
 	}
 	return page, nil
@@ -501,8 +524,10 @@ func (m *Memory) createChannel(name string, s Settings, now time.Time) *memChann
 			TruncatedThrough: m.truncated[name],
 		},
 		keys: make(map[string]keyRef),
+		seq:  m.seqs[name],
 	}
 	delete(m.truncated, name)
+	delete(m.seqs, name)
 	m.channels[name] = c
 	return c
 }
@@ -633,6 +658,9 @@ func (m *Memory) DeleteChannel(ctx context.Context, name string) error {
 	m.drop(c.evs)
 	delete(m.channels, name)
 	m.truncated[name] = tt
+	if c.seq > 0 {
+		m.seqs[name] = c.seq
+	}
 	m.compact()
 	return nil
 }

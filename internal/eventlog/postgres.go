@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -337,9 +338,10 @@ func (p *Postgres) drain() {
 }
 
 // publishSQL appends one batch: see herald_publish in migrations (the
-// overload with digests and formats, 0004_data_format.sql).
-const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit, author, format
-FROM herald_publish($1, $2, $3, $4, $5, $6, $7, $8)`
+// overload with tags, 0007_seq_tags.sql, which also numbers the batch's
+// events per channel).
+const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit, author, format, seq, tags
+FROM herald_publish($1, $2, $3, $4, $5, $6, $7, $8, $9)`
 
 // Statuses returned by herald_publish.
 const (
@@ -426,7 +428,16 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte,
 		keys := make([]string, len(ps))
 		authors := make([]string, len(ps))
 		formats := make([]int16, len(ps))
+		tags := make([]*string, len(ps))
 		for i, in := range ps {
+			if len(in.Tags) > 0 {
+				t, err := json.Marshal(in.Tags)
+				if err != nil {
+					return 0, drainResult{}, fmt.Errorf("%w: tags: %v", errInternal, err)
+				}
+				ts := string(t)
+				tags[i] = &ts
+			}
 			channels[i], types[i], keys[i], authors[i] = in.Channel, in.Type, in.IdempotencyKey, in.Author
 			formats[i] = int16(in.Format)
 			data[i] = in.Data
@@ -434,7 +445,7 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte,
 				data[i] = []byte{} // NULL in a bytea[] is coalesced anyway; send what we store
 			}
 		}
-		b.Queue(publishSQL, channels, types, data, keys, authors, digests, formats, p.opts.AutoCreate)
+		b.Queue(publishSQL, channels, types, data, keys, authors, digests, formats, tags, p.opts.AutoCreate)
 	}
 	br := p.pool.SendBatch(ctx, b)
 	defer br.Close()
@@ -480,8 +491,10 @@ func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Publish
 			limit     *int32
 			author    *string
 			format    *int16
+			seq       *int64
+			tags      []byte
 		)
-		if err := rows.Scan(&ord, &status, &id, &createdAt, &typ, &d, &updatedAt, &deleted, &dupOf, &limit, &author, &format); err != nil {
+		if err := rows.Scan(&ord, &status, &id, &createdAt, &typ, &d, &updatedAt, &deleted, &dupOf, &limit, &author, &format, &seq, &tags); err != nil {
 			return 0, err
 		}
 		i := int(ord - 1)
@@ -502,6 +515,8 @@ func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Publish
 				CreatedAt:      deref(createdAt),
 				Author:         in.Author,
 				Format:         in.Format,
+				Seq:            deref(seq),
+				Tags:           nonEmptyTags(in.Tags),
 			}}
 			maxID = max(maxID, deref(id))
 		case pubDuplicate:
@@ -525,7 +540,11 @@ func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Publish
 				Deleted:        deref(deleted),
 				Author:         deref(author),
 				Format:         Format(deref(format)),
+				Seq:            deref(seq),
 			}, Duplicate: true}
+			if res[i].Event.Tags, err = parseTags(tags); err != nil {
+				return 0, err
+			}
 		case pubConflict:
 			pos := deref(id)
 			if dupOf != nil {

@@ -235,6 +235,7 @@ type op struct {
 // back appears, and each worker's events are in the order it made them:
 // a transaction that committed before the worker's next Append (or next
 // transaction) gets the lower positions.
+// Each channel's seq is gap-free across drained and appended events.
 func TestOutboxMixedWithAppends(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -306,7 +307,13 @@ func TestOutboxMixedWithAppends(t *testing.T) {
 	evs := waitEvents(t, first, workers*want)
 	seen := make(map[string]int64)
 	last := make(map[int]string) // worker -> data of its last event seen, in log order
+	seqs := make(map[string]int64)
 	for _, ev := range evs {
+		// Drained and appended events share one gap-free seq per channel
+		// (0007_seq_tags.sql: the drain's rows are numbered by the trigger).
+		if seqs[ev.Channel]++; ev.Seq != seqs[ev.Channel] {
+			t.Fatalf("%s at %d: seq %d, want %d", ev.Channel, ev.Position, ev.Seq, seqs[ev.Channel])
+		}
 		d := string(ev.Data)
 		if d == "rolled-back" {
 			t.Fatalf("a rolled-back event is in the log at %d", ev.Position)

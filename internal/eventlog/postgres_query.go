@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -20,18 +21,46 @@ func limitArg(n int) *int {
 	return &n
 }
 
-const eventColumns = `id, channel, kind, target, type, data, idempotency_key, created_at, updated_at, deleted, author, format`
+const eventColumns = `id, channel, kind, target, type, data, idempotency_key, created_at, updated_at, deleted, author, format, seq, tags`
+
+// parseTags reads a tags column: NULL (nil) or a JSON object of strings.
+func parseTags(b []byte) (map[string]string, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var t map[string]string
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("%w: tags %s: %v", errInternal, b, err)
+	}
+	return nonEmptyTags(t), nil
+}
+
+// nonEmptyTags is t, or nil when it is empty.
+func nonEmptyTags(t map[string]string) map[string]string {
+	if len(t) == 0 {
+		return nil
+	}
+	return t
+}
 
 func scanEvent(row pgx.Row) (Event, error) {
 	var (
 		ev        Event
 		key       *string
 		updatedAt *time.Time
+		seq       *int64
+		tags      []byte
 	)
 	if err := row.Scan(&ev.Position, &ev.Channel, &ev.Kind, &ev.Target, &ev.Type, &ev.Data,
-		&key, &ev.CreatedAt, &updatedAt, &ev.Deleted, &ev.Author, &ev.Format); err != nil {
+		&key, &ev.CreatedAt, &updatedAt, &ev.Deleted, &ev.Author, &ev.Format, &seq, &tags); err != nil {
 		return Event{}, err
 	}
+	ev.Seq = deref(seq)
+	t, err := parseTags(tags)
+	if err != nil {
+		return Event{}, err
+	}
+	ev.Tags = t
 	ev.IdempotencyKey = deref(key)
 	ev.UpdatedAt = deref(updatedAt)
 	ev.Data = nonEmpty(ev.Data)
@@ -149,6 +178,9 @@ func (p *Postgres) History(ctx context.Context, q HistoryQuery) (Page, error) {
 			args = append(args, q.Cursor)
 			sql += ` AND id < $3`
 		}
+	} else if q.FromSeq > 0 {
+		args = append(args, q.FromSeq)
+		sql += ` AND seq >= $3`
 	} else {
 		args = append(args, q.Cursor)
 		sql += ` AND id > $3`
@@ -158,6 +190,8 @@ func (p *Postgres) History(ctx context.Context, q HistoryQuery) (Page, error) {
 	}
 	if q.Backward {
 		sql += ` ORDER BY id DESC LIMIT $2`
+	} else if q.FromSeq > 0 {
+		sql += ` ORDER BY seq LIMIT $2` // the same order as id, on the (channel, seq) index
 	} else {
 		sql += ` ORDER BY id LIMIT $2`
 	}
@@ -203,6 +237,8 @@ func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data [
 		UpdatedAt:      r.evUpdatedAt,
 		Author:         r.evAuthor,
 		Format:         r.evFormat,
+		Seq:            r.evSeq,
+		Tags:           r.tags,
 	}
 	entry := Event{
 		Position:  r.entryID,
@@ -214,6 +250,8 @@ func (p *Postgres) Update(ctx context.Context, channel string, pos int64, data [
 		CreatedAt: r.entryCreatedAt,
 		Author:    author,
 		Format:    r.evFormat,
+		Seq:       r.entrySeq,
+		Tags:      r.tags,
 	}
 	return ev, entry, nil
 }
@@ -234,6 +272,8 @@ func (p *Postgres) Delete(ctx context.Context, channel string, pos int64, author
 		Target:    pos,
 		CreatedAt: r.entryCreatedAt,
 		Author:    author,
+		Seq:       r.entrySeq,
+		Tags:      r.tags,
 	}, nil
 }
 
@@ -245,6 +285,9 @@ type editResult struct {
 	evUpdatedAt    time.Time
 	evAuthor       string // the edited event's author, which it keeps
 	evFormat       Format // the event's format after the edit
+	evSeq          int64
+	entrySeq       int64
+	tags           map[string]string // the event's, which the entry carries
 }
 
 func (p *Postgres) edit(ctx context.Context, channel string, pos int64, del bool, data []byte, format Format, author string) (editResult, error) {
@@ -300,6 +343,35 @@ FROM herald_edit($1, $2, $3, $4, $5, $6)`, channel, pos, del, data, author, int1
 		return editResult{}, fmt.Errorf("%s: %w", op, &TooLargeError{Size: len(data), Limit: int(deref(limit))})
 	default:
 		return editResult{}, fmt.Errorf("%s: %w: herald_edit returned status %d", op, errInternal, status)
+	}
+	// The trigger herald_events_seq numbered the entry and copied the
+	// event's tags (0007_seq_tags.sql); both are written and never change.
+	rows, err := p.pool.Query(wctx, `SELECT id, seq, tags FROM herald_events WHERE id = ANY($1)`, []int64{pos, r.entryID})
+	if err == nil {
+		for rows.Next() {
+			var (
+				id   int64
+				seq  *int64
+				tags []byte
+			)
+			if err = rows.Scan(&id, &seq, &tags); err != nil {
+				break
+			}
+			if id == pos {
+				r.evSeq = deref(seq)
+			} else {
+				r.entrySeq = deref(seq)
+				r.tags, err = parseTags(tags)
+			}
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	if err != nil {
+		// Committed already: say so, do not fail the edit.
+		p.opts.Logger.Warn("read the seq of an edit", "op", op, "err", err)
 	}
 	p.notify(wctx, r.entryID)
 	return r, nil

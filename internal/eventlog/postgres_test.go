@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -596,6 +597,53 @@ func TestPostgresAppendContext(t *testing.T) {
 	}
 	if err := lg.Run(context.Background()); err == nil {
 		t.Fatal("second Run returned nil")
+	}
+}
+
+// TestPostgresQueueBoundedInBytes: appends waiting for the writer hold at
+// most QueueBytes: one that would pass it waits for room (and gives up
+// with its ctx, never queued, never written) instead of queueing.
+func TestPostgresQueueBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.Schema(t)
+	lg := eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: eventlog.Options{AutoCreate: true}, NotifyChannel: schema, QueueBytes: 4 << 10})
+	big := func(s string) []eventlog.Publish {
+		return []eventlog.Publish{{Channel: "c", Data: []byte(s + strings.Repeat(".", 3<<10))}}
+	}
+	// Run is not running: the first append waits in the queue, holding
+	// 3 KiB of the 4.
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := lg.Append(context.Background(), big("first"))
+		first <- err
+	}()
+	waitFor(t, "the first append to queue", func() bool { return lg.QueueDepth() == 1 })
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if _, _, err := lg.Append(ctx, big("refused")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("append past the byte bound: %v, want DeadlineExceeded", err)
+	}
+	if d := lg.QueueDepth(); d != 1 {
+		t.Fatalf("queue depth %d after the append past the bound gave up, want 1 (it must not have queued)", d)
+	}
+
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- lg.Run(runCtx) }()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, lg, big("second")...)
+	evs, err := lg.Read(t.Context(), eventlog.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || !strings.HasPrefix(string(evs[0].Data), "first") || !strings.HasPrefix(string(evs[1].Data), "second") {
+		t.Fatalf("log holds %d events, want first and second only", len(evs))
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
 

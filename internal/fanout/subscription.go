@@ -141,6 +141,10 @@ type Message struct {
 	// Truncation, when non-nil, reports that a retention run removed entries
 	// up to this position while they were being replayed.
 	Truncation *Start
+	// Checkpoint, when non-zero, is the position a filtered subscription
+	// has advanced to past entries its filter dropped: a client resumes
+	// from it as from an entry's position.
+	Checkpoint int64
 }
 
 // Subscription delivers the entries of its channels after a cursor, each
@@ -150,6 +154,7 @@ type Subscription struct {
 	hub      *Hub
 	channels []string
 	start    Start
+	filter   *Filter // nil: every entry
 
 	closedFlag atomic.Bool // Close was called; checked per entry by Next
 
@@ -160,6 +165,8 @@ type Subscription struct {
 	page      []*wire.Entry
 	truncSeen int64
 	endErr    error
+	dropped   int       // entries dropped by the filter since the last delivery or checkpoint
+	dropStart time.Time // when the first of them was dropped
 
 	mu         sync.Mutex // guards the fields below; taken after Hub.mu
 	queue      []*wire.Entry
@@ -179,6 +186,13 @@ type Subscription struct {
 // delivers live entries only; otherwise it first replays entries after
 // *cursor. The subscription must be closed.
 func (h *Hub) Subscribe(ctx context.Context, channels []string, cursor *int64) (*Subscription, error) {
+	return h.SubscribeFilter(ctx, channels, cursor, nil)
+}
+
+// SubscribeFilter is Subscribe delivering only the entries f matches (nil:
+// all). Its position still advances past the entries f drops, and Next
+// reports it with Checkpoint messages (see CheckpointEvery).
+func (h *Hub) SubscribeFilter(ctx context.Context, channels []string, cursor *int64, f *Filter) (*Subscription, error) {
 	if len(channels) == 0 {
 		return nil, ErrNoChannels
 	}
@@ -195,6 +209,7 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, cursor *int64) (
 		hub:      h,
 		channels: slices.Compact(slices.Sorted(slices.Values(channels))),
 		signal:   make(chan struct{}, 1),
+		filter:   f,
 	}
 	head, err := h.register(s, cursor)
 	if err != nil {
@@ -323,7 +338,10 @@ func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 				continue
 			}
 			s.lastSent = e.Position()
-			return Message{Entry: e}, nil
+			if m, ok := s.deliver(e); ok {
+				return m, nil
+			}
+			continue
 		}
 		if s.replaying {
 			msg, ok, err := s.replayPage(ctx)
@@ -335,9 +353,24 @@ func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 			}
 			continue
 		}
-		e, err := s.nextLive(ctx, block)
+		var (
+			due   <-chan time.Time
+			timer *time.Timer
+		)
+		if s.dropped > 0 && block {
+			timer = time.NewTimer(time.Until(s.dropStart.Add(CheckpointAfter)))
+			due = timer.C
+		}
+		e, err := s.nextLive(ctx, block, due)
+		if timer != nil {
+			timer.Stop()
+		}
 		if err == ErrWouldBlock {
 			return Message{}, err
+		}
+		if err == errCheckpointDue {
+			s.dropped = 0
+			return Message{Checkpoint: s.lastSent}, nil
 		}
 		if err != nil {
 			return Message{}, s.fail(err)
@@ -346,8 +379,35 @@ func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 			continue
 		}
 		s.lastSent = e.Position()
-		return Message{Entry: e}, nil
+		if m, ok := s.deliver(e); ok {
+			return m, nil
+		}
 	}
+}
+
+// errCheckpointDue: nextLive waited CheckpointAfter since the first entry
+// dropped by the filter and nothing was delivered.
+var errCheckpointDue = errors.New("checkpoint due")
+
+// deliver returns the message for e, whose position is now lastSent: e
+// itself when the filter passes it, a checkpoint when dropping it ends a
+// run of CheckpointEvery drops (or one that began CheckpointAfter ago),
+// else nothing.
+func (s *Subscription) deliver(e *wire.Entry) (Message, bool) {
+	if s.filter.Match(e.Event()) {
+		s.dropped = 0
+		return Message{Entry: e}, true
+	}
+	s.dropped++
+	if s.dropped == 1 {
+		s.dropStart = time.Now()
+		return Message{}, false
+	}
+	if s.dropped >= CheckpointEvery || time.Since(s.dropStart) >= CheckpointAfter {
+		s.dropped = 0
+		return Message{Checkpoint: s.lastSent}, true
+	}
+	return Message{}, false
 }
 
 // fail records a terminal error so later calls return it too; context
@@ -435,7 +495,7 @@ func (s *Subscription) finishReplay() {
 	s.live = true
 }
 
-func (s *Subscription) nextLive(ctx context.Context, block bool) (*wire.Entry, error) {
+func (s *Subscription) nextLive(ctx context.Context, block bool, due <-chan time.Time) (*wire.Entry, error) {
 	for {
 		s.mu.Lock()
 		switch {
@@ -463,6 +523,8 @@ func (s *Subscription) nextLive(ctx context.Context, block bool) (*wire.Entry, e
 		}
 		select {
 		case <-s.signal:
+		case <-due:
+			return nil, errCheckpointDue
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

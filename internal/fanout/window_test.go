@@ -88,6 +88,43 @@ func TestReplayAfterEditReadsNewVersion(t *testing.T) {
 	}
 }
 
+// A delete after the live deliveries erases every version from what a
+// replay reads: neither the event nor its UPDATED entry comes back with
+// data from the window's entries of them.
+func TestReplayAfterDeleteErasesEveryVersion(t *testing.T) {
+	t.Parallel()
+	log, hub := start(t, fanout.Options{})
+	live, err := hub.Subscribe(t.Context(), []string{"a"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if _, _, err := log.Append(t.Context(), []eventlog.Publish{{Channel: "a", Data: []byte("original secret")}}); err != nil {
+		t.Fatal(err)
+	}
+	pos := entries(t, live, 1)[0].Position()
+	if _, _, err := log.Update(t.Context(), "a", pos, []byte("edited secret"), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.Delete(t.Context(), "a", pos, ""); err != nil {
+		t.Fatal(err)
+	}
+	entries(t, live, 2) // the UPDATED and DELETED entries, which the window now holds
+
+	replay, err := hub.Subscribe(t.Context(), []string{"a"}, ptr(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replay.Close()
+	for _, e := range entries(t, replay, 3) {
+		for _, form := range []string{string(e.Event().Data), string(e.Proto().GetData()), string(e.JSON())} {
+			if strings.Contains(form, "secret") {
+				t.Fatalf("replayed entry %d (kind %v) still carries deleted data: %q", e.Position(), e.Event().Kind, form)
+			}
+		}
+	}
+}
+
 // A live queue is bounded in bytes too: large events end a stalled
 // subscriber long before QueueSize entries.
 func TestQueueBoundedInBytes(t *testing.T) {

@@ -413,6 +413,16 @@ func TestPollAndListWait(t *testing.T) {
 		if err != nil || len(empty.Msg.Events) != 0 || empty.Msg.Cursor != ev.Position {
 			t.Fatalf("empty poll: %v, %v", empty, err)
 		}
+		// Read your writes: a waiting poll right after the client's own
+		// publishes answers every one of them at once (the hub may be a
+		// moment behind the log).
+		own := []int64{mustPublish(t, c.events, ch, "own-1").Position, mustPublish(t, c.events, ch, "own-2").Position}
+		mine, err := c.events.Poll(t.Context(), connect.NewRequest(&heraldv1.PollRequest{Channels: []string{ch}, Cursor: &ev.Position, Wait: durationpb.New(20 * time.Second)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		equalPositions(t, positions(mine.Msg.Events), own)
+		ev.Position = own[1]
 		// ListEvents with wait: the ordinary page, once there is one.
 		published := make(chan error, 1)
 		go func() {

@@ -73,3 +73,51 @@ func TestIdempotencyKeyReusedForAnotherEvent(t *testing.T) {
 		})
 	}
 }
+
+// TestIdempotencyKeyReusedOverSession: the same over the two transports
+// that run a session (the Connect stream and the WebSocket), whose
+// publishes go through the session's batched publisher: a key reused for
+// other data is an already_exists error frame for that command alone (the
+// connection stays open), an identical retry is acknowledged as a
+// duplicate of the stored event, and nothing else is appended.
+func TestIdempotencyKeyReusedOverSession(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		for _, tr := range cmdTransports {
+			t.Run(b.name+"/"+tr.name, func(t *testing.T) {
+				t.Parallel()
+				in := b.start(t)
+				c := tr.open(t, in, "")
+				ch := "session-conflict-" + tr.name
+				pub := func(id, data string) *heraldv1.ConnectResponse {
+					t.Helper()
+					c.send(t, &heraldv1.ConnectRequest{Id: id, Command: &heraldv1.ConnectRequest_Publish{Publish: &heraldv1.PublishRequest{
+						Channel: ch, Type: "order", Data: []byte(data), IdempotencyKey: "order-42"}}})
+					m := c.next(t)
+					if m.Id != id {
+						t.Fatalf("answer to %s: %v", id, m)
+					}
+					return m
+				}
+				first := pub("p1", "42 apples").GetPublished()
+				if first == nil || first.Duplicate {
+					t.Fatalf("first publish: %v", first)
+				}
+				pos := first.Event.Position
+				conflict := pub("p2", "42 pears").GetError()
+				if conflict == nil || conflict.Code != "already_exists" || !strings.Contains(conflict.Message, fmt.Sprintf("position %d", pos)) {
+					t.Fatalf("key reused for other data: %v, want already_exists naming position %d", conflict, pos)
+				}
+				again := pub("p3", "42 apples").GetPublished()
+				if again == nil || !again.Duplicate || again.Event.Position != pos {
+					t.Fatalf("identical retry: %v, want a duplicate of %d", again, pos)
+				}
+				ping(t, c, "still-open")
+				list, err := newClients(in.base, h2cClient()).history.ListEvents(t.Context(), connect.NewRequest(&heraldv1.ListEventsRequest{Channel: ch}))
+				if err != nil || len(list.Msg.Events) != 1 {
+					t.Fatalf("history: %v, %v; want the one event", list, err)
+				}
+			})
+		}
+	}
+}

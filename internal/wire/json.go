@@ -2,6 +2,8 @@ package wire
 
 import (
 	"encoding/base64"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -71,7 +73,30 @@ func AppendEventJSON(dst []byte, ev *heraldv1.Event) []byte {
 		w.key("author")
 		w.b = AppendJSONString(w.b, ev.Author)
 	}
+	if ev.Seq != 0 {
+		w.key("seq")
+		w.b = appendInt64String(w.b, ev.Seq)
+	}
+	if len(ev.Tags) > 0 {
+		w.key("tags")
+		w.b = appendStringMap(w.b, ev.Tags)
+	}
 	return append(w.b, '}')
+}
+
+// appendStringMap writes a map<string, string> as protojson does: an
+// object with its keys sorted.
+func appendStringMap(b []byte, m map[string]string) []byte {
+	b = append(b, '{')
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendJSONString(b, k)
+		b = append(b, ':')
+		b = AppendJSONString(b, m[k])
+	}
+	return append(b, '}')
 }
 
 // objWriter writes the members of a JSON object, commas included.

@@ -80,6 +80,9 @@ const entryOverhead = 640
 func (e *Entry) Cost() int64 {
 	n := len(e.ev.Data)
 	strs := len(e.ev.Channel) + len(e.ev.Type) + len(e.ev.IdempotencyKey) + len(e.ev.Author)
+	for k, v := range e.ev.Tags {
+		strs += len(k) + len(v) + 16
+	}
 	return int64(4*n + 3*strs + entryOverhead)
 }
 
@@ -96,6 +99,8 @@ func EventProto(ev *eventlog.Event) *heraldv1.Event {
 		Deleted:        ev.Deleted,
 		Author:         ev.Author,
 		Format:         heraldv1.DataFormat(ev.Format),
+		Seq:            ev.Seq,
+		Tags:           ev.Tags,
 	}
 	if !ev.CreatedAt.IsZero() {
 		p.CreateTime = timestamppb.New(ev.CreatedAt)

@@ -25,6 +25,7 @@ func sample() eventlog.Event {
 		CreatedAt: time.Date(2026, 12, 4, 10, 0, 0, 123_000_000, time.UTC),
 		UpdatedAt: time.Date(2026, 12, 4, 10, 1, 0, 123_456_789, time.UTC),
 		Deleted:   true, Author: "user:ann",
+		Seq: 9, Tags: map[string]string{"room": "1", "a\"b": "é\n"},
 	}
 }
 

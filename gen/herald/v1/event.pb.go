@@ -7,6 +7,7 @@
 package heraldv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -237,7 +238,18 @@ type Event struct {
 	Author string `protobuf:"bytes,11,opt,name=author,proto3" json:"author,omitempty"`
 	// How to read data (see DataFormat). An UPDATED entry has the format of
 	// its data; a DELETED entry has none.
-	Format        DataFormat `protobuf:"varint,12,opt,name=format,proto3,enum=herald.v1.DataFormat" json:"format,omitempty"`
+	Format DataFormat `protobuf:"varint,12,opt,name=format,proto3,enum=herald.v1.DataFormat" json:"format,omitempty"`
+	// The entry's number within its channel: 1, 2, 3, ... in position order,
+	// with no gap (published, UPDATED and DELETED entries alike), so a client
+	// can show "message #N" and see a gap per channel. A channel deleted and
+	// created again goes on counting. Entries written before the seq existed
+	// were numbered in position order when the server was upgraded. A
+	// filtered subscription skips numbers: only gaps between events that
+	// match the filter are expected.
+	Seq int64 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The tags given at publish (see PublishRequest.tags). UPDATED and
+	// DELETED entries carry the tags of the event they change.
+	Tags          map[string]string `protobuf:"bytes,14,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -356,6 +368,133 @@ func (x *Event) GetFormat() DataFormat {
 	return DataFormat_DATA_FORMAT_UNSPECIFIED
 }
 
+func (x *Event) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Event) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// EventFilter selects the events a subscription delivers; the server
+// applies it, and the subscription's cursor still advances past the events
+// it drops (see Checkpoint). An event matches when its type matches one of
+// types (any type when types is empty) and it carries every tag of tags.
+// UPDATED and DELETED entries have the type and tags of the event they
+// change, so the edits of a matching event match too.
+type EventFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Up to 16 types: an exact type ("chat.message"), or a prefix written
+	// with a final ".*" ("chat.*" matches "chat.message" and
+	// "chat.typing.start", not "chat" or "chatter"). "message" also matches
+	// events published without a type.
+	Types []string `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
+	// Up to 8 tags the event must all carry with these values (as in
+	// PublishRequest.tags).
+	Tags          map[string]string `protobuf:"bytes,2,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventFilter) Reset() {
+	*x = EventFilter{}
+	mi := &file_herald_v1_event_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventFilter) ProtoMessage() {}
+
+func (x *EventFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_event_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventFilter.ProtoReflect.Descriptor instead.
+func (*EventFilter) Descriptor() ([]byte, []int) {
+	return file_herald_v1_event_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EventFilter) GetTypes() []string {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+func (x *EventFilter) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// Checkpoint advances a filtered subscription's cursor past events the
+// filter dropped: resume from its position as from an event's. The server
+// sends one after 100 dropped events in a row, or 1 second after the first
+// of a run of dropped events, whichever comes first; a subscription
+// without a filter never gets one.
+type Checkpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Position      int64                  `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_herald_v1_event_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_event_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_herald_v1_event_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Checkpoint) GetPosition() int64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
 // StreamEnd is attached as an error detail when the server ends a subscription
 // (Subscribe RPC) and is carried in ConnectResponse.error for Connect streams.
 // Resume by subscribing again with cursor = last_position: nothing is lost.
@@ -371,7 +510,7 @@ type StreamEnd struct {
 
 func (x *StreamEnd) Reset() {
 	*x = StreamEnd{}
-	mi := &file_herald_v1_event_proto_msgTypes[1]
+	mi := &file_herald_v1_event_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +522,7 @@ func (x *StreamEnd) String() string {
 func (*StreamEnd) ProtoMessage() {}
 
 func (x *StreamEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_event_proto_msgTypes[1]
+	mi := &file_herald_v1_event_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +535,7 @@ func (x *StreamEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamEnd.ProtoReflect.Descriptor instead.
 func (*StreamEnd) Descriptor() ([]byte, []int) {
-	return file_herald_v1_event_proto_rawDescGZIP(), []int{1}
+	return file_herald_v1_event_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StreamEnd) GetReason() StreamEndReason {
@@ -417,7 +556,7 @@ var File_herald_v1_event_proto protoreflect.FileDescriptor
 
 const file_herald_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/event.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x03\n" +
+	"\x15herald/v1/event.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x04\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x03R\bposition\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x12\n" +
@@ -433,7 +572,21 @@ const file_herald_v1_event_proto_rawDesc = "" +
 	"\adeleted\x18\n" +
 	" \x01(\bR\adeleted\x12\x16\n" +
 	"\x06author\x18\v \x01(\tR\x06author\x12-\n" +
-	"\x06format\x18\f \x01(\x0e2\x15.herald.v1.DataFormatR\x06format\"d\n" +
+	"\x06format\x18\f \x01(\x0e2\x15.herald.v1.DataFormatR\x06format\x12\x10\n" +
+	"\x03seq\x18\r \x01(\x03R\x03seq\x12.\n" +
+	"\x04tags\x18\x0e \x03(\v2\x1a.herald.v1.Event.TagsEntryR\x04tags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x01\n" +
+	"\vEventFilter\x12B\n" +
+	"\x05types\x18\x01 \x03(\tB,\xbaH)\x92\x01&\x10\x10\"\"r \x10\x01\x18B2\x1a^[A-Za-z0-9_.:/-]+(\\.\\*)?$R\x05types\x12_\n" +
+	"\x04tags\x18\x02 \x03(\v2 .herald.v1.EventFilter.TagsEntryB)\xbaH&\x9a\x01#\x10\b\"\x19r\x17\x10\x01\x18 2\x11^[A-Za-z0-9_.-]+$*\x04r\x02\x18@R\x04tags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"(\n" +
+	"\n" +
+	"Checkpoint\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x03R\bposition\"d\n" +
 	"\tStreamEnd\x122\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1a.herald.v1.StreamEndReasonR\x06reason\x12#\n" +
 	"\rlast_position\x18\x02 \x01(\x03R\flastPosition*l\n" +
@@ -468,26 +621,32 @@ func file_herald_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_herald_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_herald_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_herald_v1_event_proto_goTypes = []any{
 	(DataFormat)(0),               // 0: herald.v1.DataFormat
 	(EventKind)(0),                // 1: herald.v1.EventKind
 	(StreamEndReason)(0),          // 2: herald.v1.StreamEndReason
 	(*Event)(nil),                 // 3: herald.v1.Event
-	(*StreamEnd)(nil),             // 4: herald.v1.StreamEnd
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*EventFilter)(nil),           // 4: herald.v1.EventFilter
+	(*Checkpoint)(nil),            // 5: herald.v1.Checkpoint
+	(*StreamEnd)(nil),             // 6: herald.v1.StreamEnd
+	nil,                           // 7: herald.v1.Event.TagsEntry
+	nil,                           // 8: herald.v1.EventFilter.TagsEntry
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_herald_v1_event_proto_depIdxs = []int32{
 	1, // 0: herald.v1.Event.kind:type_name -> herald.v1.EventKind
-	5, // 1: herald.v1.Event.create_time:type_name -> google.protobuf.Timestamp
-	5, // 2: herald.v1.Event.update_time:type_name -> google.protobuf.Timestamp
+	9, // 1: herald.v1.Event.create_time:type_name -> google.protobuf.Timestamp
+	9, // 2: herald.v1.Event.update_time:type_name -> google.protobuf.Timestamp
 	0, // 3: herald.v1.Event.format:type_name -> herald.v1.DataFormat
-	2, // 4: herald.v1.StreamEnd.reason:type_name -> herald.v1.StreamEndReason
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	7, // 4: herald.v1.Event.tags:type_name -> herald.v1.Event.TagsEntry
+	8, // 5: herald.v1.EventFilter.tags:type_name -> herald.v1.EventFilter.TagsEntry
+	2, // 6: herald.v1.StreamEnd.reason:type_name -> herald.v1.StreamEndReason
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_event_proto_init() }
@@ -501,7 +660,7 @@ func file_herald_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_event_proto_rawDesc), len(file_herald_v1_event_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   2,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -39,7 +39,12 @@ type PollRequest struct {
 	// unless its --page-size says otherwise); a limit above the server's
 	// maximum (--max-page-size, 1000 by default) is lowered to it, not
 	// refused: has_more then says whether more events are ready.
-	Limit         int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Return only the events that match (see EventFilter). The returned
+	// cursor still moves past the events dropped, so polling on from it
+	// never reads them again; a poll may then return no event and a cursor
+	// that advanced.
+	Filter        *EventFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,6 +105,13 @@ func (x *PollRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *PollRequest) GetFilter() *EventFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
 }
 
 type PollResponse struct {
@@ -192,7 +204,12 @@ type PublishRequest struct {
 	// How to read data: JSON (checked to be valid JSON), TEXT (checked to be
 	// UTF-8) or bytes (the default). JSON clients rarely set it: a JSON value
 	// in `data` implies JSON, a string TEXT (see DataFormat).
-	Format        DataFormat `protobuf:"varint,5,opt,name=format,proto3,enum=herald.v1.DataFormat" json:"format,omitempty"`
+	Format DataFormat `protobuf:"varint,5,opt,name=format,proto3,enum=herald.v1.DataFormat" json:"format,omitempty"`
+	// Optional tags subscribers can filter on (EventFilter.tags): up to 8,
+	// keys 1 to 32 characters from [A-Za-z0-9_.-], values up to 64
+	// characters. Stored with the event; a duplicate publish returns the
+	// first event's tags (they are not compared).
+	Tags          map[string]string `protobuf:"bytes,6,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -262,6 +279,13 @@ func (x *PublishRequest) GetFormat() DataFormat {
 	return DataFormat_DATA_FORMAT_UNSPECIFIED
 }
 
+func (x *PublishRequest) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
 type PublishResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Event *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
@@ -323,7 +347,10 @@ type SubscribeRequest struct {
 	Channels []string `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
 	// Position of the last event already seen. Absent: live events only.
 	// 0: every retained event from the start.
-	Cursor        *int64 `protobuf:"varint,2,opt,name=cursor,proto3,oneof" json:"cursor,omitempty"`
+	Cursor *int64 `protobuf:"varint,2,opt,name=cursor,proto3,oneof" json:"cursor,omitempty"`
+	// Deliver only the events that match (see EventFilter); absent: all.
+	// The stream then also carries checkpoints.
+	Filter        *EventFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -372,12 +399,20 @@ func (x *SubscribeRequest) GetCursor() int64 {
 	return 0
 }
 
+func (x *SubscribeRequest) GetFilter() *EventFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Message:
 	//
 	//	*SubscribeResponse_Subscribed
 	//	*SubscribeResponse_Event
+	//	*SubscribeResponse_Checkpoint
 	Message       isSubscribeResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -438,6 +473,15 @@ func (x *SubscribeResponse) GetEvent() *Event {
 	return nil
 }
 
+func (x *SubscribeResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		if x, ok := x.Message.(*SubscribeResponse_Checkpoint); ok {
+			return x.Checkpoint
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Message interface {
 	isSubscribeResponse_Message()
 }
@@ -450,9 +494,16 @@ type SubscribeResponse_Event struct {
 	Event *Event `protobuf:"bytes,2,opt,name=event,proto3,oneof"`
 }
 
+type SubscribeResponse_Checkpoint struct {
+	// A filtered subscription's cursor moved past dropped events.
+	Checkpoint *Checkpoint `protobuf:"bytes,3,opt,name=checkpoint,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Subscribed) isSubscribeResponse_Message() {}
 
 func (*SubscribeResponse_Event) isSubscribeResponse_Message() {}
+
+func (*SubscribeResponse_Checkpoint) isSubscribeResponse_Message() {}
 
 // Subscribed opens every subscription.
 type Subscribed struct {
@@ -817,6 +868,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Pong
 	//	*ConnectResponse_Error
 	//	*ConnectResponse_Refreshed
+	//	*ConnectResponse_Checkpoint
 	Message       isConnectResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -929,6 +981,15 @@ func (x *ConnectResponse) GetRefreshed() *Refreshed {
 	return nil
 }
 
+func (x *ConnectResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectResponse_Checkpoint); ok {
+			return x.Checkpoint
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Message interface {
 	isConnectResponse_Message()
 }
@@ -964,6 +1025,12 @@ type ConnectResponse_Refreshed struct {
 	Refreshed *Refreshed `protobuf:"bytes,8,opt,name=refreshed,proto3,oneof"`
 }
 
+type ConnectResponse_Checkpoint struct {
+	// A filtered subscription's cursor moved past dropped events (id is
+	// the subscription's).
+	Checkpoint *Checkpoint `protobuf:"bytes,9,opt,name=checkpoint,proto3,oneof"`
+}
+
 func (*ConnectResponse_Subscribed) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Event) isConnectResponse_Message() {}
@@ -977,6 +1044,8 @@ func (*ConnectResponse_Pong) isConnectResponse_Message() {}
 func (*ConnectResponse_Error) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Refreshed) isConnectResponse_Message() {}
+
+func (*ConnectResponse_Checkpoint) isConnectResponse_Message() {}
 
 // Refreshed: the stream now runs under the new token.
 type Refreshed struct {
@@ -1165,12 +1234,13 @@ var File_herald_v1_event_service_proto protoreflect.FileDescriptor
 
 const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15herald/v1/event.proto\"\xeb\x01\n" +
+	"\x1dherald/v1/event_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15herald/v1/event.proto\"\x9b\x02\n" +
 	"\vPollRequest\x12O\n" +
 	"\bchannels\x18\x01 \x03(\tB3\xbaH0\x92\x01-\x10d\")r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\bchannels\x12$\n" +
 	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x06cursor\x88\x01\x01\x12;\n" +
 	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\x12\x1d\n" +
-	"\x05limit\x18\x04 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\x05limitB\t\n" +
+	"\x05limit\x18\x04 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\x05limit\x12.\n" +
+	"\x06filter\x18\x05 \x01(\v2\x16.herald.v1.EventFilterR\x06filterB\t\n" +
 	"\a_cursor\"\xa2\x01\n" +
 	"\fPollResponse\x125\n" +
 	"\n" +
@@ -1178,26 +1248,34 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"subscribed\x12(\n" +
 	"\x06events\x18\x02 \x03(\v2\x10.herald.v1.EventR\x06events\x12\x16\n" +
 	"\x06cursor\x18\x03 \x01(\x03R\x06cursor\x12\x19\n" +
-	"\bhas_more\x18\x04 \x01(\bR\ahasMore\"\xba\x03\n" +
+	"\bhas_more\x18\x04 \x01(\bR\ahasMore\"\xd7\x04\n" +
 	"\x0ePublishRequest\x12F\n" +
 	"\achannel\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\achannel\x120\n" +
 	"\x04type\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18@2\x13^[A-Za-z0-9_.:/-]*$R\x04type\x12\x1d\n" +
 	"\x04data\x18\x03 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80@R\x04data\x12\xd5\x01\n" +
 	"\x0fidempotency_key\x18\x04 \x01(\tB\xab\x01\xbaH\xa7\x01\xba\x01\x9e\x01\n" +
 	"\x1didempotency_key.visible_ascii\x12\\must be visible ASCII characters ('!' to '~'): spaces and control characters are not allowed\x1a\x1fthis.matches(r'^[\\x21-\\x7E]*$')r\x03\x18\x80\x01R\x0eidempotencyKey\x127\n" +
-	"\x06format\x18\x05 \x01(\x0e2\x15.herald.v1.DataFormatB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06format\"W\n" +
+	"\x06format\x18\x05 \x01(\x0e2\x15.herald.v1.DataFormatB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06format\x12b\n" +
+	"\x04tags\x18\x06 \x03(\v2#.herald.v1.PublishRequest.TagsEntryB)\xbaH&\x9a\x01#\x10\b\"\x19r\x17\x10\x01\x18 2\x11^[A-Za-z0-9_.-]+$*\x04r\x02\x18@R\x04tags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
 	"\x0fPublishResponse\x12&\n" +
 	"\x05event\x18\x01 \x01(\v2\x10.herald.v1.EventR\x05event\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x98\x01\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xc8\x01\n" +
 	"\x10SubscribeRequest\x12S\n" +
 	"\bchannels\x18\x01 \x03(\tB7\xbaH4\x92\x011\b\x01\x10d\x18\x01\")r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\bchannels\x12$\n" +
-	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x06cursor\x88\x01\x01B\t\n" +
-	"\a_cursor\"\x81\x01\n" +
+	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x06cursor\x88\x01\x01\x12.\n" +
+	"\x06filter\x18\x03 \x01(\v2\x16.herald.v1.EventFilterR\x06filterB\t\n" +
+	"\a_cursor\"\xba\x01\n" +
 	"\x11SubscribeResponse\x127\n" +
 	"\n" +
 	"subscribed\x18\x01 \x01(\v2\x15.herald.v1.SubscribedH\x00R\n" +
 	"subscribed\x12(\n" +
-	"\x05event\x18\x02 \x01(\v2\x10.herald.v1.EventH\x00R\x05eventB\t\n" +
+	"\x05event\x18\x02 \x01(\v2\x10.herald.v1.EventH\x00R\x05event\x127\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\v2\x15.herald.v1.CheckpointH\x00R\n" +
+	"checkpointB\t\n" +
 	"\amessage\"\x9a\x01\n" +
 	"\n" +
 	"Subscribed\x12\x1a\n" +
@@ -1218,7 +1296,7 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\x80@R\x05token\"H\n" +
 	"\x12UnsubscribeCommand\x122\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x0esubscriptionId\"\r\n" +
-	"\vPingCommand\"\x91\x03\n" +
+	"\vPingCommand\"\xca\x03\n" +
 	"\x0fConnectResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\n" +
@@ -1229,7 +1307,10 @@ const file_herald_v1_event_service_proto_rawDesc = "" +
 	"\funsubscribed\x18\x05 \x01(\v2\x17.herald.v1.UnsubscribedH\x00R\funsubscribed\x12%\n" +
 	"\x04pong\x18\x06 \x01(\v2\x0f.herald.v1.PongH\x00R\x04pong\x12(\n" +
 	"\x05error\x18\a \x01(\v2\x10.herald.v1.ErrorH\x00R\x05error\x124\n" +
-	"\trefreshed\x18\b \x01(\v2\x14.herald.v1.RefreshedH\x00R\trefreshedB\t\n" +
+	"\trefreshed\x18\b \x01(\v2\x14.herald.v1.RefreshedH\x00R\trefreshed\x127\n" +
+	"\n" +
+	"checkpoint\x18\t \x01(\v2\x15.herald.v1.CheckpointH\x00R\n" +
+	"checkpointB\t\n" +
 	"\amessage\"H\n" +
 	"\tRefreshed\x12;\n" +
 	"\vexpire_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1258,7 +1339,7 @@ func file_herald_v1_event_service_proto_rawDescGZIP() []byte {
 	return file_herald_v1_event_service_proto_rawDescData
 }
 
-var file_herald_v1_event_service_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_herald_v1_event_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_herald_v1_event_service_proto_goTypes = []any{
 	(*PollRequest)(nil),           // 0: herald.v1.PollRequest
 	(*PollResponse)(nil),          // 1: herald.v1.PollResponse
@@ -1276,47 +1357,55 @@ var file_herald_v1_event_service_proto_goTypes = []any{
 	(*Unsubscribed)(nil),          // 13: herald.v1.Unsubscribed
 	(*Pong)(nil),                  // 14: herald.v1.Pong
 	(*Error)(nil),                 // 15: herald.v1.Error
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
-	(*Event)(nil),                 // 17: herald.v1.Event
-	(DataFormat)(0),               // 18: herald.v1.DataFormat
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*StreamEnd)(nil),             // 20: herald.v1.StreamEnd
+	nil,                           // 16: herald.v1.PublishRequest.TagsEntry
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*EventFilter)(nil),           // 18: herald.v1.EventFilter
+	(*Event)(nil),                 // 19: herald.v1.Event
+	(DataFormat)(0),               // 20: herald.v1.DataFormat
+	(*Checkpoint)(nil),            // 21: herald.v1.Checkpoint
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*StreamEnd)(nil),             // 23: herald.v1.StreamEnd
 }
 var file_herald_v1_event_service_proto_depIdxs = []int32{
-	16, // 0: herald.v1.PollRequest.wait:type_name -> google.protobuf.Duration
-	6,  // 1: herald.v1.PollResponse.subscribed:type_name -> herald.v1.Subscribed
-	17, // 2: herald.v1.PollResponse.events:type_name -> herald.v1.Event
-	18, // 3: herald.v1.PublishRequest.format:type_name -> herald.v1.DataFormat
-	17, // 4: herald.v1.PublishResponse.event:type_name -> herald.v1.Event
-	6,  // 5: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
-	17, // 6: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
-	4,  // 7: herald.v1.ConnectRequest.subscribe:type_name -> herald.v1.SubscribeRequest
-	9,  // 8: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
-	2,  // 9: herald.v1.ConnectRequest.publish:type_name -> herald.v1.PublishRequest
-	10, // 10: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
-	8,  // 11: herald.v1.ConnectRequest.refresh:type_name -> herald.v1.RefreshCommand
-	6,  // 12: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
-	17, // 13: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
-	3,  // 14: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
-	13, // 15: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
-	14, // 16: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
-	15, // 17: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
-	12, // 18: herald.v1.ConnectResponse.refreshed:type_name -> herald.v1.Refreshed
-	19, // 19: herald.v1.Refreshed.expire_time:type_name -> google.protobuf.Timestamp
-	20, // 20: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
-	2,  // 21: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
-	4,  // 22: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	7,  // 23: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
-	0,  // 24: herald.v1.EventService.Poll:input_type -> herald.v1.PollRequest
-	3,  // 25: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
-	5,  // 26: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	11, // 27: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
-	1,  // 28: herald.v1.EventService.Poll:output_type -> herald.v1.PollResponse
-	25, // [25:29] is the sub-list for method output_type
-	21, // [21:25] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	17, // 0: herald.v1.PollRequest.wait:type_name -> google.protobuf.Duration
+	18, // 1: herald.v1.PollRequest.filter:type_name -> herald.v1.EventFilter
+	6,  // 2: herald.v1.PollResponse.subscribed:type_name -> herald.v1.Subscribed
+	19, // 3: herald.v1.PollResponse.events:type_name -> herald.v1.Event
+	20, // 4: herald.v1.PublishRequest.format:type_name -> herald.v1.DataFormat
+	16, // 5: herald.v1.PublishRequest.tags:type_name -> herald.v1.PublishRequest.TagsEntry
+	19, // 6: herald.v1.PublishResponse.event:type_name -> herald.v1.Event
+	18, // 7: herald.v1.SubscribeRequest.filter:type_name -> herald.v1.EventFilter
+	6,  // 8: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
+	19, // 9: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
+	21, // 10: herald.v1.SubscribeResponse.checkpoint:type_name -> herald.v1.Checkpoint
+	4,  // 11: herald.v1.ConnectRequest.subscribe:type_name -> herald.v1.SubscribeRequest
+	9,  // 12: herald.v1.ConnectRequest.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
+	2,  // 13: herald.v1.ConnectRequest.publish:type_name -> herald.v1.PublishRequest
+	10, // 14: herald.v1.ConnectRequest.ping:type_name -> herald.v1.PingCommand
+	8,  // 15: herald.v1.ConnectRequest.refresh:type_name -> herald.v1.RefreshCommand
+	6,  // 16: herald.v1.ConnectResponse.subscribed:type_name -> herald.v1.Subscribed
+	19, // 17: herald.v1.ConnectResponse.event:type_name -> herald.v1.Event
+	3,  // 18: herald.v1.ConnectResponse.published:type_name -> herald.v1.PublishResponse
+	13, // 19: herald.v1.ConnectResponse.unsubscribed:type_name -> herald.v1.Unsubscribed
+	14, // 20: herald.v1.ConnectResponse.pong:type_name -> herald.v1.Pong
+	15, // 21: herald.v1.ConnectResponse.error:type_name -> herald.v1.Error
+	12, // 22: herald.v1.ConnectResponse.refreshed:type_name -> herald.v1.Refreshed
+	21, // 23: herald.v1.ConnectResponse.checkpoint:type_name -> herald.v1.Checkpoint
+	22, // 24: herald.v1.Refreshed.expire_time:type_name -> google.protobuf.Timestamp
+	23, // 25: herald.v1.Error.end:type_name -> herald.v1.StreamEnd
+	2,  // 26: herald.v1.EventService.Publish:input_type -> herald.v1.PublishRequest
+	4,  // 27: herald.v1.EventService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	7,  // 28: herald.v1.EventService.Connect:input_type -> herald.v1.ConnectRequest
+	0,  // 29: herald.v1.EventService.Poll:input_type -> herald.v1.PollRequest
+	3,  // 30: herald.v1.EventService.Publish:output_type -> herald.v1.PublishResponse
+	5,  // 31: herald.v1.EventService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	11, // 32: herald.v1.EventService.Connect:output_type -> herald.v1.ConnectResponse
+	1,  // 33: herald.v1.EventService.Poll:output_type -> herald.v1.PollResponse
+	30, // [30:34] is the sub-list for method output_type
+	26, // [26:30] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_event_service_proto_init() }
@@ -1330,6 +1419,7 @@ func file_herald_v1_event_service_proto_init() {
 	file_herald_v1_event_service_proto_msgTypes[5].OneofWrappers = []any{
 		(*SubscribeResponse_Subscribed)(nil),
 		(*SubscribeResponse_Event)(nil),
+		(*SubscribeResponse_Checkpoint)(nil),
 	}
 	file_herald_v1_event_service_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectRequest_Subscribe)(nil),
@@ -1346,6 +1436,7 @@ func file_herald_v1_event_service_proto_init() {
 		(*ConnectResponse_Pong)(nil),
 		(*ConnectResponse_Error)(nil),
 		(*ConnectResponse_Refreshed)(nil),
+		(*ConnectResponse_Checkpoint)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1353,7 +1444,7 @@ func file_herald_v1_event_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_event_service_proto_rawDesc), len(file_herald_v1_event_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -147,7 +147,12 @@ type ListEventsRequest struct {
 	// Long-poll: when the page would be empty, wait up to this long (0 to 60s)
 	// for the first event after the cursor. Only with the FORWARD direction
 	// and the LOG view (invalid_argument otherwise).
-	Wait          *durationpb.Duration `protobuf:"bytes,6,opt,name=wait,proto3" json:"wait,omitempty"`
+	Wait *durationpb.Duration `protobuf:"bytes,6,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Start the page at the channel's entry with this seq (Event.seq), or
+	// the first after it still retained, instead of after cursor. Only with
+	// the FORWARD direction, cursor 0 and no wait (invalid_argument
+	// otherwise); page on with next_cursor as usual.
+	FromSeq       int64 `protobuf:"varint,7,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -222,6 +227,13 @@ func (x *ListEventsRequest) GetWait() *durationpb.Duration {
 		return x.Wait
 	}
 	return nil
+}
+
+func (x *ListEventsRequest) GetFromSeq() int64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
 }
 
 type ListEventsResponse struct {
@@ -618,14 +630,15 @@ var File_herald_v1_history_service_proto protoreflect.FileDescriptor
 
 const file_herald_v1_history_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1fherald/v1/history_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x15herald/v1/event.proto\"\xcc\x02\n" +
+	"\x1fherald/v1/history_service.proto\x12\therald.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x15herald/v1/event.proto\"\xf0\x02\n" +
 	"\x11ListEventsRequest\x12F\n" +
 	"\achannel\x18\x01 \x01(\tB,\xbaH)r'\x10\x01\x18\x80\x012 ^[A-Za-z0-9][A-Za-z0-9_.:@/=-]*$R\achannel\x12\x1f\n" +
 	"\x06cursor\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\x06cursor\x12<\n" +
 	"\tdirection\x18\x03 \x01(\x0e2\x14.herald.v1.DirectionB\b\xbaH\x05\x82\x01\x02\x10\x01R\tdirection\x12\x1d\n" +
 	"\x05limit\x18\x04 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\x05limit\x124\n" +
 	"\x04view\x18\x05 \x01(\x0e2\x16.herald.v1.HistoryViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\x12;\n" +
-	"\x04wait\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\"\xa7\x01\n" +
+	"\x04wait\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\x12\"\n" +
+	"\bfrom_seq\x18\a \x01(\x03B\a\xbaH\x04\"\x02(\x00R\afromSeq\"\xa7\x01\n" +
 	"\x12ListEventsResponse\x12(\n" +
 	"\x06events\x18\x01 \x03(\v2\x10.herald.v1.EventR\x06events\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\x03R\n" +

@@ -46,9 +46,12 @@ func testOrder(t *testing.T, open Open) {
 		{pub("a", ""), {Channel: "b", Type: "t", Data: []byte{0, 1, 2, 255}}},
 	}
 	var appended []eventlog.Event
+	seqs := map[string]int64{}
 	for _, b := range batches {
 		for i, ev := range appendNew(t, l, b...) {
+			seqs[b[i].Channel]++
 			want := eventlog.Event{
+				Seq:            seqs[b[i].Channel],
 				Position:       int64(len(appended) + 1),
 				Channel:        b[i].Channel,
 				Type:           b[i].Type,

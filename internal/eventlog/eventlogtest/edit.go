@@ -54,6 +54,7 @@ func testUpdateDelete(t *testing.T, open Open) {
 		Kind:      eventlog.KindUpdated,
 		Target:    e1.Position,
 		CreatedAt: upd.CreatedAt,
+		Seq:       3,
 	})
 	recent(t, "Updated entry CreatedAt", upd.CreatedAt)
 
@@ -68,6 +69,7 @@ func testUpdateDelete(t *testing.T, open Open) {
 		Kind:      eventlog.KindDeleted,
 		Target:    e2.Position,
 		CreatedAt: del.CreatedAt,
+		Seq:       4,
 	})
 	gone := e2
 	gone.Data, gone.Deleted = nil, true

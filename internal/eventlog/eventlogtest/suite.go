@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T, opts eventlog.Options) eventlog.L
 		{"Edit", editTests},
 		{"Author", authorTests},
 		{"Format", formatTests},
+		{"Seq", seqTests},
 		{"History", historyTests},
 		{"Channels", channelTests},
 		{"Trim", trimTests},
@@ -279,6 +281,12 @@ func diff(got, want eventlog.Event) string {
 	}
 	if got.Author != want.Author {
 		add("Author", fmt.Sprintf("%q", got.Author), fmt.Sprintf("%q", want.Author))
+	}
+	if got.Seq != want.Seq {
+		add("Seq", got.Seq, want.Seq)
+	}
+	if !maps.Equal(got.Tags, want.Tags) {
+		add("Tags", got.Tags, want.Tags)
 	}
 	if len(d) == 0 {
 		return ""

@@ -49,6 +49,28 @@ check(page.events?.length === 2 && page.events[0]?.position === c!.position && p
 const edited = await herald.edit(channel, first.position, 'hello!');
 check(edited.entry.kind === Kind.UPDATED && edited.entry.targetPosition === first.position, 'edit entry');
 
+// A server-side filter (long-poll here): only chat.* events tagged room 1.
+const fch = `${channel}-filtered`;
+const matched: HeraldEvent[] = [];
+const two = new Promise<void>((resolve, reject) => {
+  herald.subscribe(fch, {
+    cursor: '0',
+    types: ['chat.*'],
+    tags: { room: '1' },
+    onEvent: (ev) => { matched.push(ev); if (matched.length === 2) resolve(); },
+    onError: (err: HeraldError) => reject(err),
+  });
+});
+await herald.publish(fch, 'no', { type: 'chat.msg', tags: { room: '2' } });
+const m1 = await herald.publish(fch, 'yes 1', { type: 'chat.msg', tags: { room: '1' } });
+await herald.publish(fch, 'no', { type: 'other', tags: { room: '1' } });
+const m2 = await herald.publish(fch, 'yes 2', { type: 'chat.typing', tags: { room: '1', who: 'ann' } });
+await within(two, 10000, 'two filtered events');
+check(matched[0]?.position === m1.position && matched[1]?.position === m2.position, 'filtered events');
+check(matched[1]?.seq === '4' && matched[1]?.tags?.who === 'ann', 'seq and tags');
+const bySeq = await herald.history(fch, { fromSeq: 2, limit: 1 });
+check(bySeq.events?.[0]?.position === m1.position && bySeq.events[0]?.seq === '2', 'history from a seq');
+
 try {
   await herald.publish('bad channel', 'x');
   throw new Error('a bad channel was accepted');

@@ -100,6 +100,27 @@ export declare type Event = Message<"herald.v1.Event"> & {
    * @generated from field: herald.v1.DataFormat format = 12;
    */
   format: DataFormat;
+
+  /**
+   * The entry's number within its channel: 1, 2, 3, ... in position order,
+   * with no gap (published, UPDATED and DELETED entries alike), so a client
+   * can show "message #N" and see a gap per channel. A channel deleted and
+   * created again goes on counting. Entries written before the seq existed
+   * were numbered in position order when the server was upgraded. A
+   * filtered subscription skips numbers: only gaps between events that
+   * match the filter are expected.
+   *
+   * @generated from field: int64 seq = 13;
+   */
+  seq: bigint;
+
+  /**
+   * The tags given at publish (see PublishRequest.tags). UPDATED and
+   * DELETED entries carry the tags of the event they change.
+   *
+   * @generated from field: map<string, string> tags = 14;
+   */
+  tags: { [key: string]: string };
 };
 
 /**
@@ -107,6 +128,64 @@ export declare type Event = Message<"herald.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export declare const EventSchema: GenMessage<Event>;
+
+/**
+ * EventFilter selects the events a subscription delivers; the server
+ * applies it, and the subscription's cursor still advances past the events
+ * it drops (see Checkpoint). An event matches when its type matches one of
+ * types (any type when types is empty) and it carries every tag of tags.
+ * UPDATED and DELETED entries have the type and tags of the event they
+ * change, so the edits of a matching event match too.
+ *
+ * @generated from message herald.v1.EventFilter
+ */
+export declare type EventFilter = Message<"herald.v1.EventFilter"> & {
+  /**
+   * Up to 16 types: an exact type ("chat.message"), or a prefix written
+   * with a final ".*" ("chat.*" matches "chat.message" and
+   * "chat.typing.start", not "chat" or "chatter"). "message" also matches
+   * events published without a type.
+   *
+   * @generated from field: repeated string types = 1;
+   */
+  types: string[];
+
+  /**
+   * Up to 8 tags the event must all carry with these values (as in
+   * PublishRequest.tags).
+   *
+   * @generated from field: map<string, string> tags = 2;
+   */
+  tags: { [key: string]: string };
+};
+
+/**
+ * Describes the message herald.v1.EventFilter.
+ * Use `create(EventFilterSchema)` to create a new message.
+ */
+export declare const EventFilterSchema: GenMessage<EventFilter>;
+
+/**
+ * Checkpoint advances a filtered subscription's cursor past events the
+ * filter dropped: resume from its position as from an event's. The server
+ * sends one after 100 dropped events in a row, or 1 second after the first
+ * of a run of dropped events, whichever comes first; a subscription
+ * without a filter never gets one.
+ *
+ * @generated from message herald.v1.Checkpoint
+ */
+export declare type Checkpoint = Message<"herald.v1.Checkpoint"> & {
+  /**
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message herald.v1.Checkpoint.
+ * Use `create(CheckpointSchema)` to create a new message.
+ */
+export declare const CheckpointSchema: GenMessage<Checkpoint>;
 
 /**
  * StreamEnd is attached as an error detail when the server ends a subscription

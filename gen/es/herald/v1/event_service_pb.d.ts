@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import type { DataFormat, Event, StreamEnd } from "./event_pb.js";
+import type { Checkpoint, DataFormat, Event, EventFilter, StreamEnd } from "./event_pb.js";
 
 /**
  * Describes the file herald/v1/event_service.proto.
@@ -49,6 +49,16 @@ export declare type PollRequest = Message<"herald.v1.PollRequest"> & {
    * @generated from field: int32 limit = 4;
    */
   limit: number;
+
+  /**
+   * Return only the events that match (see EventFilter). The returned
+   * cursor still moves past the events dropped, so polling on from it
+   * never reads them again; a poll may then return no event and a cursor
+   * that advanced.
+   *
+   * @generated from field: herald.v1.EventFilter filter = 5;
+   */
+  filter?: EventFilter | undefined;
 };
 
 /**
@@ -138,6 +148,16 @@ export declare type PublishRequest = Message<"herald.v1.PublishRequest"> & {
    * @generated from field: herald.v1.DataFormat format = 5;
    */
   format: DataFormat;
+
+  /**
+   * Optional tags subscribers can filter on (EventFilter.tags): up to 8,
+   * keys 1 to 32 characters from [A-Za-z0-9_.-], values up to 64
+   * characters. Stored with the event; a duplicate publish returns the
+   * first event's tags (they are not compared).
+   *
+   * @generated from field: map<string, string> tags = 6;
+   */
+  tags: { [key: string]: string };
 };
 
 /**
@@ -189,6 +209,14 @@ export declare type SubscribeRequest = Message<"herald.v1.SubscribeRequest"> & {
    * @generated from field: optional int64 cursor = 2;
    */
   cursor?: bigint | undefined;
+
+  /**
+   * Deliver only the events that match (see EventFilter); absent: all.
+   * The stream then also carries checkpoints.
+   *
+   * @generated from field: herald.v1.EventFilter filter = 3;
+   */
+  filter?: EventFilter | undefined;
 };
 
 /**
@@ -216,6 +244,14 @@ export declare type SubscribeResponse = Message<"herald.v1.SubscribeResponse"> &
      */
     value: Event;
     case: "event";
+  } | {
+    /**
+     * A filtered subscription's cursor moved past dropped events.
+     *
+     * @generated from field: herald.v1.Checkpoint checkpoint = 3;
+     */
+    value: Checkpoint;
+    case: "checkpoint";
   } | { case: undefined; value?: undefined };
 };
 
@@ -440,6 +476,15 @@ export declare type ConnectResponse = Message<"herald.v1.ConnectResponse"> & {
      */
     value: Refreshed;
     case: "refreshed";
+  } | {
+    /**
+     * A filtered subscription's cursor moved past dropped events (id is
+     * the subscription's).
+     *
+     * @generated from field: herald.v1.Checkpoint checkpoint = 9;
+     */
+    value: Checkpoint;
+    case: "checkpoint";
   } | { case: undefined; value?: undefined };
 };
 

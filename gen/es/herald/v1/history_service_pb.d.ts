@@ -57,6 +57,16 @@ export declare type ListEventsRequest = Message<"herald.v1.ListEventsRequest"> &
    * @generated from field: google.protobuf.Duration wait = 6;
    */
   wait?: Duration | undefined;
+
+  /**
+   * Start the page at the channel's entry with this seq (Event.seq), or
+   * the first after it still retained, instead of after cursor. Only with
+   * the FORWARD direction, cursor 0 and no wait (invalid_argument
+   * otherwise); page on with next_cursor as usual.
+   *
+   * @generated from field: int64 from_seq = 7;
+   */
+  fromSeq: bigint;
 };
 
 /**
