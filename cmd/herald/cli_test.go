@@ -22,7 +22,7 @@ import (
 	"github.com/heraldrt/herald/internal/pgtest"
 )
 
-var subcommands = []string{"serve", "migrate", "publish", "tail", "keygen", "config", "version"}
+var subcommands = []string{"serve", "migrate", "publish", "tail", "keygen", "bench", "config", "version"}
 
 // TestHelpDoesNothingElse: every subcommand answers -h, -help and --help
 // (anywhere before "--") with its usage on stdout and exit 0, and does

@@ -7,6 +7,7 @@
 //	herald publish CHANNEL [DATA]   # DATA or stdin
 //	herald tail CHANNEL...          # stream events, resuming after disconnects
 //	herald keygen NAME [SCOPE...]   # make an API key
+//	herald bench SCENARIO           # load a running server, check exactly-once delivery
 //	herald version                  # version and source revision
 //
 // Every command answers -h/--help with its usage. Mistakes on the command
@@ -39,6 +40,8 @@ Usage:
   herald tail    [flags] CHANNEL...    print events as they arrive; resumes after disconnects
   herald keygen  [flags] NAME [SCOPE...] make an API key: prints the key once, and the
                                        apiKeys entry (its hash) for --auth-config
+  herald bench   [flags] SCENARIO     measure a running server (fanout, publish, idle, storm,
+                                       failover, recovery), checking exactly-once delivery
   herald config  check FILE | defaults check a configuration file (every error with its line),
                                        or print a complete commented one
   herald version                       print the version and the source revision
@@ -49,7 +52,7 @@ those of serve in a YAML file (--config): flag > environment > file > default.
 `
 
 // commands are the subcommands, for "herald help CMD" and for suggestions.
-var commands = []string{"serve", "migrate", "publish", "tail", "keygen", "config", "version", "help"}
+var commands = []string{"serve", "migrate", "publish", "tail", "keygen", "bench", "config", "version", "help"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -77,6 +80,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = tail(ctx, args, stdout)
 	case "keygen":
 		err = keygen(args, stdout)
+	case "bench":
+		err = benchCmd(ctx, args, stdout, stderr)
 	case "config":
 		err = configCmd(ctx, args, stdout)
 	case "version", "--version", "-version":

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"fmt"
@@ -6,8 +6,9 @@ import (
 	"text/tabwriter"
 )
 
-func (r *fanoutReport) print(w io.Writer) {
-	fmt.Fprintf(w, "fan-out on %q at %s: %.0f events/s for %.0fs, %d B, ws codec %s\n",
+// Print implements Report.
+func (r *fanoutReport) Print(w io.Writer) {
+	fmt.Fprintf(w, "fanout on %q at %s: %.0f events/s for %.0fs, %d B, ws codec %s\n",
 		r.Channel, r.Addr, r.Rate, r.Duration, r.Size, r.WSCodec)
 	c := r.Connect
 	fmt.Fprintf(w, "connections  %d subscribed of %d in %.1fs; %d failed to subscribe, %d ended during the run\n",
@@ -38,12 +39,11 @@ func (r *fanoutReport) print(w io.Writer) {
 			t.Loss.Missing, t.Loss.Duplicate, t.Loss.OutOfOrder, t.Loss.Unexpected, t.ProtocolErrors)
 	}
 	tw.Flush()
-	if r.failed() {
-		fmt.Fprintln(w, "\nFAIL: events lost or connections failed")
-	}
+	verdict(w, r.Failed(), "events lost or connections failed")
 }
 
-func (r *idleReport) print(w io.Writer) {
+// Print implements Report.
+func (r *idleReport) Print(w io.Writer) {
 	sub := ""
 	if r.Transport == transportWS && !r.Subscribed {
 		sub = " (not subscribed)"
@@ -60,14 +60,49 @@ func (r *idleReport) print(w io.Writer) {
 	fmt.Fprintln(tw, "process\tpid\tVmRSS before kB\tafter kB\tper conn kB\tRssAnon before kB\tafter kB\tthreads\t")
 	for _, m := range []struct {
 		name string
-		m    memStats
-	}{{"server", r.Server}, {"load tool", r.Tool}} {
+		m    *memStats
+	}{{"server", r.Server}, {"load tool", &r.Tool}} {
+		if m.m == nil {
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%d\t%d\t%d→%d\t\n", m.name, m.m.PID,
 			m.m.RSSBeforeKB, m.m.RSSAfterKB, m.m.PerConnKB, m.m.AnonBeforeKB, m.m.AnonAfterKB,
 			m.m.ThreadsBefore, m.m.ThreadsAfter)
 	}
 	tw.Flush()
-	if r.failed() {
-		fmt.Fprintln(w, "\nFAIL: connections failed")
+	fmt.Fprintf(w, "drops        %d connections ended on their own\n", r.Drops)
+	if r.Failed() {
+		fmt.Fprintln(w, "\nFAIL: connections failed or dropped")
+	} else {
+		fmt.Fprintln(w, "\nPASS: every connection opened and stayed open")
+	}
+}
+
+// verdict ends every summary: PASS, or FAIL and why.
+func verdict(w io.Writer, failed bool, why string) {
+	if failed {
+		fmt.Fprintf(w, "\nFAIL: %s\n", why)
+	} else {
+		fmt.Fprintln(w, "\nPASS: every subscriber got every acknowledged event once, in order")
+	}
+}
+
+// transportTable prints per-transport latency and the checker's counts.
+func transportTable(w io.Writer, ts []transportStats) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "transport\tsubs\tevents\tp50 ms\tp99 ms\tmax ms\tmissing\tdup\tout of order\tunexpected\tbad frames\t")
+	for _, t := range ts {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%d\t%d\t%d\t%d\t%d\t\n",
+			t.Name, t.Subscribers, t.Events, t.Latency.P50, t.Latency.P99, t.Latency.Max,
+			t.Loss.Missing, t.Loss.Duplicate, t.Loss.OutOfOrder, t.Loss.Unexpected, t.ProtocolErrors)
+	}
+	tw.Flush()
+}
+
+func printConnect(w io.Writer, c connectStats) {
+	fmt.Fprintf(w, "connections  %d subscribed of %d in %.1fs; %d failed to subscribe, %d ended during the run\n",
+		c.Subscribed, c.Attempted, c.Seconds, c.Failed, c.Ended)
+	for _, e := range c.Errors {
+		fmt.Fprintf(w, "  error: %s\n", e)
 	}
 }

@@ -1,16 +1,15 @@
-package main
+package bench
 
 import (
 	"context"
 	"fmt"
 	"os"
-	"time"
 )
 
 // idleReport is the outcome of one idle run; its JSON form is the -json
 // output.
 type idleReport struct {
-	Mode        string       `json:"mode"` // "idle"
+	Scenario    string       `json:"scenario"` // "idle"
 	Addr        string       `json:"addr"`
 	Channel     string       `json:"channel"`
 	Transport   string       `json:"transport"`
@@ -18,8 +17,10 @@ type idleReport struct {
 	Connections int          `json:"connections"`
 	Settle      float64      `json:"settle_s"`
 	Connect     connectStats `json:"connect"`
-	Server      memStats     `json:"server"`
+	Server      *memStats    `json:"server,omitempty"` // with --server-pid
 	Tool        memStats     `json:"tool"`
+	Drops       int          `json:"drops"` // connections that ended on their own while held
+	Passed      bool         `json:"passed"`
 }
 
 // memStats is one process's memory before and after the connections were
@@ -48,27 +49,32 @@ func (m *memStats) read(after bool) error {
 	return nil
 }
 
-func (r *idleReport) failed() bool { return r.Connect.Failed > 0 || r.Connect.Ended > 0 }
+// Failed implements Report.
+func (r *idleReport) Failed() bool { return r.Connect.Failed > 0 || r.Connect.Ended > 0 }
 
-func runIdle(ctx context.Context, cfg *config, logf func(string, ...any)) (*idleReport, error) {
-	transport, n := transportWS, cfg.ws
-	if cfg.sse > 0 {
-		transport, n = transportSSE, cfg.sse
-	}
+func runIdle(ctx context.Context, e *env) (*idleReport, error) {
+	cfg := e.cfg
+	transport, n := cfg.Transports[0], cfg.Subs
 	r := &idleReport{
-		Mode: "idle", Addr: cfg.addr, Channel: cfg.channel, Transport: transport,
-		Subscribed: transport == transportSSE || cfg.idleSubscribe, Connections: n,
-		Settle: cfg.settle.Seconds(),
-		Server: memStats{PID: cfg.serverPID},
+		Scenario: "idle", Addr: cfg.Addrs[0], Channel: cfg.Channel, Transport: transport,
+		Subscribed: transport == transportSSE || !cfg.IdleNoSub, Connections: n,
+		Settle: cfg.Settle.Seconds(),
 		Tool:   memStats{PID: os.Getpid()},
 	}
+	if cfg.ServerPID > 0 {
+		r.Server = &memStats{PID: cfg.ServerPID}
+	}
 	// Create the channel, so that the subscriptions find it.
-	if _, err := publishOne(ctx, newPublisher(cfg.addr), cfg.channel, cfg.size); err != nil {
+	if _, err := publishOne(ctx, newPublisher(cfg, cfg.Addrs[0]), cfg.Channel, cfg.Size); err != nil {
 		return nil, fmt.Errorf("warm-up publish: %w", err)
 	}
-	time.Sleep(cfg.settle)
-	if err := r.Server.read(false); err != nil {
-		return nil, fmt.Errorf("server memory: %w", err)
+	if err := sleepCtx(ctx, cfg.Settle); err != nil {
+		return nil, err
+	}
+	if r.Server != nil {
+		if err := r.Server.read(false); err != nil {
+			return nil, fmt.Errorf("server memory: %w", err)
+		}
 	}
 	if err := r.Tool.read(false); err != nil {
 		return nil, err
@@ -76,20 +82,24 @@ func runIdle(ctx context.Context, cfg *config, logf func(string, ...any)) (*idle
 
 	subCtx, cancelSubs := context.WithCancel(ctx)
 	defer cancelSubs()
-	d := newDialer(cfg.addr, cfg.channel, cfg.wsCodec, cfg.connectTimeout)
-	d.subscribe = cfg.idleSubscribe
-	subs := newSubscribers(cfg.ws, cfg.sse)
+	d := newDialer(cfg)
+	d.subscribe = !cfg.IdleNoSub
+	subs := newSubscribers(e, d, cfg.Transports, n)
 	var errs errorSet
-	logf("opening %d idle %s connections at %.0f/s (server VmRSS %d kB)", n, transport, cfg.ramp, r.Server.RSSBeforeKB)
-	wg, cst, err := openSubscribers(subCtx, cfg, d, subs, &errs)
+	e.logf("idle: opening %d %s connections at %.0f/s", n, transport, cfg.Ramp)
+	wg, cst, err := openSubscribers(subCtx, e, d, subs, &errs)
 	r.Connect = cst
 	if err != nil {
 		return nil, err
 	}
-	logf("%d open, %d failed in %.1fs; settling %s", cst.Subscribed, cst.Failed, cst.Seconds, cfg.settle)
-	time.Sleep(cfg.settle)
-	if err := r.Server.read(true); err != nil {
-		return nil, fmt.Errorf("server memory: %w", err)
+	e.logf("%d open, %d failed in %.1fs; settling %s", cst.Subscribed, cst.Failed, cst.Seconds, cfg.Settle)
+	if err := sleepCtx(ctx, cfg.Settle); err != nil {
+		return nil, err
+	}
+	if r.Server != nil {
+		if err := r.Server.read(true); err != nil {
+			return nil, fmt.Errorf("server memory: %w", err)
+		}
 	}
 	if err := r.Tool.read(true); err != nil {
 		return nil, err
@@ -100,16 +110,25 @@ func runIdle(ctx context.Context, cfg *config, logf func(string, ...any)) (*idle
 			open++
 		}
 	}
-	if open > 0 {
+	if open > 0 && r.Server != nil {
 		r.Server.PerConnKB = float64(r.Server.RSSAfterKB-r.Server.RSSBeforeKB) / float64(open)
+	}
+	if open > 0 {
 		r.Tool.PerConnKB = float64(r.Tool.RSSAfterKB-r.Tool.RSSBeforeKB) / float64(open)
 	}
-	if cfg.hold > 0 {
-		logf("holding %d connections for %s", open, cfg.hold)
-		select {
-		case <-time.After(cfg.hold):
-		case <-ctx.Done():
-		}
+	if cfg.Hold > 0 {
+		e.logf("holding %d connections for %s", open, cfg.Hold)
+		stop := e.progress(func() string {
+			n := 0
+			for _, s := range subs {
+				if s.subscribed.Load() && s.ended.Load() {
+					n++
+				}
+			}
+			return fmt.Sprintf("holding %d connections, %d dropped", open, n)
+		})
+		_ = sleepCtx(ctx, cfg.Hold)
+		stop()
 	}
 	// Connections that ended on their own before now (not the ones the
 	// tool is about to close) count as errors.
@@ -118,6 +137,7 @@ func runIdle(ctx context.Context, cfg *config, logf func(string, ...any)) (*idle
 			r.Connect.Ended++
 		}
 	}
+	r.Drops = r.Connect.Ended
 	cancelSubs()
 	wg.Wait()
 	for _, s := range subs {
@@ -126,5 +146,6 @@ func runIdle(ctx context.Context, cfg *config, logf func(string, ...any)) (*idle
 		}
 	}
 	r.Connect.Errors = errs.msgs
-	return r, nil
+	r.Passed = !r.Failed()
+	return r, ctx.Err()
 }

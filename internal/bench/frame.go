@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -30,10 +30,11 @@ const (
 
 // frame is what the load tool needs from one server message.
 type frame struct {
-	kind frameKind
-	pos  int64 // frameEvent: the event's position
-	sent int64 // frameEvent: publish time carried in the data (unix ns), 0 if none
-	err  string
+	kind   frameKind
+	pos    int64 // frameEvent: the event's position
+	sent   int64 // frameEvent: publish time carried in the data (unix ns), 0 if none
+	cursor int64 // frameSubscribed: the cursor the subscription starts after
+	err    string
 }
 
 // The event's data starts with the publish time, 8 bytes big-endian unix
@@ -118,9 +119,11 @@ func stringField(b []byte, key string) ([]byte, bool) {
 // wsMessage is the slow-path shape of a herald.v1.json text frame that is
 // not an event.
 type wsMessage struct {
-	ID         string          `json:"id"`
-	Subscribed json.RawMessage `json:"subscribed"`
-	Error      *struct {
+	ID         string `json:"id"`
+	Subscribed *struct {
+		Cursor string `json:"cursor"`
+	} `json:"subscribed"`
+	Error *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 		End     *struct {
@@ -145,7 +148,8 @@ func parseWSJSON(b []byte) (frame, error) {
 	}
 	switch {
 	case m.Subscribed != nil:
-		return frame{kind: frameSubscribed}, nil
+		c, _ := strconv.ParseInt(m.Subscribed.Cursor, 10, 64)
+		return frame{kind: frameSubscribed, cursor: c}, nil
 	case m.Error != nil:
 		msg := m.Error.Code + ": " + m.Error.Message
 		if e := m.Error.End; e != nil {
@@ -163,7 +167,7 @@ func frameOfProto(m *heraldv1.ConnectResponse) frame {
 	case *heraldv1.ConnectResponse_Event:
 		return frame{kind: frameEvent, pos: msg.Event.GetPosition(), sent: stampOf(msg.Event.GetData())}
 	case *heraldv1.ConnectResponse_Subscribed:
-		return frame{kind: frameSubscribed}
+		return frame{kind: frameSubscribed, cursor: msg.Subscribed.GetCursor()}
 	case *heraldv1.ConnectResponse_Error:
 		e := msg.Error
 		s := e.GetCode() + ": " + e.GetMessage()
