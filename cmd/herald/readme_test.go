@@ -324,6 +324,17 @@ func (r *readmeRun) runShell(t *testing.T, b mdBlock) {
 		case strings.Contains(e.text, "cmd/herald tail") || curlN.MatchString(e.text):
 			p := startProc(t, r.dir, env, "bash", "-c", r.rewrite(e.text, r.mainOr(srv)))
 			streams = append(streams, running{e, p})
+			// A reader following along sees the stream's output before
+			// typing the next command: give it a moment to print what it
+			// must (a replay shows the log as it is now, so a later edit
+			// would otherwise change what it prints). Its expectations may
+			// also need later commands: those are checked at the end.
+			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && !p.exited(); {
+				if checkOutput(e, p.stdout.String()) == "" {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		default:
 			p := startProc(t, r.dir, env, "bash", "-c", r.rewrite(e.text, r.mainOr(srv)))
 			code := p.wait(t, time.Minute)

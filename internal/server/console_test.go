@@ -88,14 +88,21 @@ func TestConsole(t *testing.T) {
 	shot(t, p, "console-overview.png")
 
 	// The inspector tails a channel live.
-	p.do(t, chromedp.Click(chromedp.CSS(`button[data-tail="orders.eu"]`)))
+	// Clicked in the page, in one step: the tables re-render every few
+	// seconds, and a node found by one DevTools call can be gone by the
+	// next (chromedp.Click: "Could not find node with given id").
+	click := func(what, selector string) {
+		t.Helper()
+		p.wait(t, what, `(() => { const b = document.querySelector(`+"`"+selector+"`"+`); if (!b) return false; b.click(); return true })()`)
+	}
+	click("the tail button", `button[data-tail="orders.eu"]`)
 	p.wait(t, "tailed events", `document.querySelectorAll('#tail-events tbody tr').length >= 3 && document.getElementById('tail-state').textContent.startsWith('live')`)
 	shot(t, p, "console-tail.png")
 
 	// Disconnect the SSE subscriber (the first connection listed that is
 	// not the inspector's own tail, which goes through the admin listener
 	// to the same instance and shows too).
-	p.do(t, chromedp.Click(chromedp.CSS(`#connections tbody tr:first-child button[data-disconnect]`)))
+	click("the disconnect button", `#connections tbody tr:first-child button[data-disconnect]`)
 	p.wait(t, "one connection fewer", `document.querySelectorAll('#connections tbody button[data-disconnect]').length === 1`)
 }
 
