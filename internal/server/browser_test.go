@@ -99,6 +99,9 @@ func testBrowserChatPresence(t *testing.T, b context.Context) {
 	}
 	bob.do(t, chromedp.SendKeys(chromedp.CSS("#text"), "h"))
 	alice.wait(t, "bob typing", `document.querySelector('#typing').textContent === 'bob is typing…'`)
+	if os.Getenv("HERALD_SCREENSHOTS") != "" {
+		shot(t, alice, "chat-presence.png") // for people to look at
+	}
 	// The tab closes (navigating away could keep the page in the
 	// back-forward cache, its stream open).
 	if err := chromedp.Cancel(bob.ctx); err != nil {
