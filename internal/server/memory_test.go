@@ -40,7 +40,10 @@ func TestMemoryBoundedForLargeEvents(t *testing.T) {
 		stalled   = 8  // WebSocket, never read after subscribing
 	)
 	hub := fanout.Options{WindowBytes: fanout.DefaultWindowBytes, QueueBytes: fanout.DefaultQueueBytes}
-	gw := gateway.Config{WriteTimeout: time.Second, WSWriteBytes: gateway.DefaultWSWriteBytes}
+	// The default write timeout: a reader starved of CPU (the race
+	// detector on a loaded machine) can take over a second to drain a
+	// 512 KB event, and must not be dropped for it here.
+	gw := gateway.Config{WriteTimeout: gateway.DefaultWriteTimeout, WSWriteBytes: gateway.DefaultWSWriteBytes}
 	// On PostgreSQL: the memory log would hold every event in this heap.
 	dsn, schema := database(t)
 	in := startInstance(t, server.Config{DatabaseURL: dsn, Postgres: eventlog.PostgresOptions{NotifyChannel: schema}, Hub: hub, Gateway: gw})
@@ -102,16 +105,25 @@ func TestMemoryBoundedForLargeEvents(t *testing.T) {
 			return true
 		}
 	}
-	// In bursts of 8 events (4 MB, half a subscriber's queue bound), each
-	// waited for by the readers: a reader starved of CPU on a loaded
-	// machine must not fall a whole queue behind and be ended as a slow
-	// consumer (which is right, but not what this test is about). The
-	// stalled subscribers still fill their queues.
+	// In bursts of 2 events, each waited for by the readers: an entry of
+	// 512 KB counts 2 MB against a subscriber's 8 MB queue bound
+	// (wire.Entry.Cost), so a reader starved of CPU on a loaded machine
+	// must not fall more than a couple of events behind, or it is ended as
+	// a slow consumer (which is right, but not what this test is about).
+	// The stalled subscribers still fill their queues.
 	for i := range events {
 		_, _ = rand.Read(data[:64]) // distinct events, compressible rest
 		mustPublish(t, c.events, "big", string(data))
-		if (i+1)%8 == 0 {
-			waitFor(t, caughtUp(int64(i+1)))
+		if (i+1)%2 == 0 {
+			for deadline := time.Now().Add(15 * time.Second); !caughtUp(int64(i + 1))(); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					got := make([]int64, len(counts))
+					for j := range counts {
+						got[j] = counts[j].Load()
+					}
+					t.Fatalf("readers did not receive %d events within 15s: counts %v (odd: SSE)", i+1, got)
+				}
+			}
 		}
 	}
 	waitFor(t, caughtUp(events))
