@@ -301,6 +301,12 @@ func (s *subscriber) runWS(ctx context.Context, d *dialer, addr string, cursor *
 	var (
 		buf bytes.Buffer
 		pm  heraldv1.ConnectResponse
+		// A frame that did not decode, counted once the next one arrives:
+		// coder/websocket returns a message cut short without an error
+		// when the connection ends exactly where one of its reads begins
+		// (a server killed mid-frame), and such a message is no protocol
+		// error if the connection's end follows it.
+		undecoded bool
 	)
 	for {
 		_, r, err := conn.Reader(ctx)
@@ -308,6 +314,10 @@ func (s *subscriber) runWS(ctx context.Context, d *dialer, addr string, cursor *
 			err = fmt.Errorf("ws read: %w", err)
 			signal(err)
 			return err
+		}
+		if undecoded {
+			s.protoErrs++
+			undecoded = false
 		}
 		buf.Reset()
 		if _, err := buf.ReadFrom(r); err != nil {
@@ -319,12 +329,12 @@ func (s *subscriber) runWS(ctx context.Context, d *dialer, addr string, cursor *
 		if d.wsCodec == "proto" {
 			pm.Reset()
 			if err := proto.Unmarshal(buf.Bytes(), &pm); err != nil {
-				s.protoErrs++
+				undecoded = true
 				continue
 			}
 			f = frameOfProto(&pm)
 		} else if f, err = parseWSJSON(buf.Bytes()); err != nil {
-			s.protoErrs++
+			undecoded = true
 			continue
 		}
 		switch f.kind {

@@ -231,6 +231,11 @@ func wsWrite(ctx context.Context, c *websocket.Conn, subprotocol string, req *he
 	return c.Write(ctx, websocket.MessageText, b)
 }
 
+// wsRead reads and decodes one message. coder/websocket returns a message
+// cut short, without an error, when the connection ends exactly where one
+// of its reads begins (a server that drops a slow consumer mid-frame): a
+// message that does not decode is an error only if the connection goes
+// on; if it ends, wsRead returns the error that ended it.
 func wsRead(ctx context.Context, c *websocket.Conn) (*heraldv1.ConnectResponse, error) {
 	typ, b, err := c.Read(ctx)
 	if err != nil {
@@ -242,7 +247,13 @@ func wsRead(ctx context.Context, c *websocket.Conn) (*heraldv1.ConnectResponse, 
 	} else {
 		err = wire.UnmarshalJSON(b, m, false)
 	}
-	return m, err
+	if err != nil {
+		if _, _, rerr := c.Read(ctx); rerr != nil && websocket.CloseStatus(rerr) == -1 {
+			return nil, fmt.Errorf("message cut short by the connection's end (%w)", rerr)
+		}
+		return nil, fmt.Errorf("%d-byte message: %w", len(b), err)
+	}
+	return m, nil
 }
 
 // closeError describes a WebSocket closed by the server as the Error a
