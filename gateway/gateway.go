@@ -106,9 +106,15 @@ type Gateway struct {
 	rpcErr  *connect.ErrorWriter
 
 	mu      sync.Mutex
-	conns   map[*wsConn]struct{} // open WebSockets (hijacked: the HTTP server does not track them)
-	closing bool                 // Drain or Kill was called: no new WebSockets
+	conns   map[hijacked]struct{} // open WebSockets and HTTP/1 SSE streams (hijacked: the HTTP server does not track them)
+	closing bool                  // Drain or Kill was called: no new ones
 	connsWG sync.WaitGroup
+}
+
+// hijacked is a connection the gateway serves after taking it from
+// net/http: a WebSocket, or an SSE stream over HTTP/1.
+type hijacked interface {
+	kill() // drop it at once, like a crash
 }
 
 // New returns a gateway over app.
@@ -119,7 +125,7 @@ func New(app *services.App, cfg Config) *Gateway {
 		cfg:     cfg,
 		origins: newOriginMatcher(cfg.AllowedOrigins),
 		rpcErr:  connect.NewErrorWriter(),
-		conns:   make(map[*wsConn]struct{}),
+		conns:   make(map[hijacked]struct{}),
 	}
 }
 
@@ -163,9 +169,10 @@ func (g *Gateway) WriteError(w http.ResponseWriter, r *http.Request, err error) 
 	writeError(w, err)
 }
 
-// Drain waits until every WebSocket has ended, or ctx ends. Call it after
-// the application stopped: each connection then sends its subscriptions'
-// shutdown frames and closes with 1012 (service restart).
+// Drain waits until every WebSocket and HTTP/1 SSE stream has ended, or
+// ctx ends. Call it after the application stopped: each WebSocket then
+// sends its subscriptions' shutdown frames and closes with 1012 (service
+// restart), each SSE stream sends its @end event.
 func (g *Gateway) Drain(ctx context.Context) error {
 	g.mu.Lock()
 	g.closing = true
@@ -182,11 +189,11 @@ func (g *Gateway) Drain(ctx context.Context) error {
 	}
 }
 
-// Kill drops every WebSocket at once, like a crash.
+// Kill drops every WebSocket and HTTP/1 SSE stream at once, like a crash.
 func (g *Gateway) Kill() {
 	g.mu.Lock()
 	g.closing = true
-	conns := make([]*wsConn, 0, len(g.conns))
+	conns := make([]hijacked, 0, len(g.conns))
 	for c := range g.conns {
 		conns = append(conns, c)
 	}
@@ -196,7 +203,32 @@ func (g *Gateway) Kill() {
 	}
 }
 
-// Connections returns how many WebSockets are open.
+// track registers a connection so shutdown can wait for it.
+func (g *Gateway) track(wc hijacked) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
+	select {
+	case <-g.app.Stopping():
+		return false
+	default:
+	}
+	g.conns[wc] = struct{}{}
+	g.connsWG.Add(1)
+	return true
+}
+
+func (g *Gateway) untrack(wc hijacked) {
+	g.mu.Lock()
+	delete(g.conns, wc)
+	g.mu.Unlock()
+	g.connsWG.Done()
+}
+
+// Connections returns how many WebSockets and HTTP/1 SSE streams are
+// open (the connections net/http no longer tracks).
 func (g *Gateway) Connections() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -168,7 +171,6 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	defer st.Close()
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
@@ -176,10 +178,102 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	if r.ProtoMajor == 1 {
 		h.Set("Connection", "keep-alive")
+		if r.Method == http.MethodGet && g.detachSSE(w, r, st, req.untyped) {
+			return
+		}
 	}
+	defer st.Close()
 	w.WriteHeader(http.StatusOK)
-	sw := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: g.cfg.WriteTimeout}
+	g.streamSSE(ctx, st, &sseWriter{w: w, rc: http.NewResponseController(w), timeout: g.cfg.WriteTimeout}, req.untyped)
+}
 
+// detachSSE serves an HTTP/1 stream on the connection itself, from a
+// goroutine of its own, and lets the handler return: net/http's state for
+// the connection (its 4 KiB read and write buffers, the response's 2 KiB
+// buffer, the request, the handler's deep stack and its background reader)
+// is freed, and an idle stream costs a shallow goroutine, a reader
+// goroutine and its subscription (docs/benchmarks.md, idle SSE). The
+// response is the one net/http would write: the headers set so far (CORS
+// included), chunked over HTTP/1.1, delimited by the connection's close
+// over HTTP/1.0. It reports false, having written nothing, when the
+// connection cannot be hijacked; the handler then serves the stream.
+func (g *Gateway) detachSSE(w http.ResponseWriter, r *http.Request, st *services.Stream, untyped bool) bool {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	// What the client sent after its request (buffered by net/http) is
+	// not read: nothing more is served on this connection.
+	chunked := r.ProtoMinor >= 1
+	head := []byte("HTTP/1.1 200 OK\r\n")
+	if !chunked {
+		head = []byte("HTTP/1.0 200 OK\r\n")
+		w.Header().Set("Connection", "close")
+	}
+	hb := bytes.NewBuffer(head)
+	_ = w.Header().Write(hb)
+	hb.WriteString("Date: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n")
+	if chunked {
+		hb.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	hb.WriteString("\r\n")
+
+	// The stream outlives the handler: its context ends when the client
+	// goes (the reader sees the connection end) or the gateway kills it.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	sc := &sseConn{conn: conn, cancel: cancel}
+	sw := newConnSSEWriter(conn, chunked, g.cfg.WriteTimeout, hb.Bytes())
+	run := func() {
+		defer conn.Close()
+		defer cancel()
+		defer st.Close()
+		if g.streamSSE(ctx, st, sw, untyped) == nil {
+			sw.finish()
+		}
+	}
+	go sc.read()
+	if !g.track(sc) {
+		// Shutting down: the stream ends at once with its @end event.
+		run()
+		return true
+	}
+	go func() {
+		defer g.untrack(sc)
+		run()
+	}()
+	return true
+}
+
+// sseConn is an SSE stream on a hijacked HTTP/1 connection.
+type sseConn struct {
+	conn   net.Conn
+	cancel context.CancelFunc
+}
+
+// read waits for the client to go: an SSE client sends nothing after its
+// request, so any read that ends (EOF, reset, the connection closed by
+// kill or by the stream's end) ends the stream. Bytes a client sends
+// anyway are discarded.
+func (sc *sseConn) read() {
+	var b [64]byte
+	for {
+		if _, err := sc.conn.Read(b[:]); err != nil {
+			sc.cancel()
+			return
+		}
+	}
+}
+
+func (sc *sseConn) kill() {
+	sc.cancel()
+	_ = sc.conn.Close()
+}
+
+// streamSSE writes the stream's preamble, then its events as they come,
+// with keep-alive comments while it is idle, until the stream ends (its
+// @end event says why, when the server ended it). It returns the write
+// error that ended it, if one did.
+func (g *Gateway) streamSSE(ctx context.Context, st *services.Stream, sw *sseWriter, untyped bool) error {
 	start := st.Subscribed()
 	sw.field("retry", strconv.FormatInt(g.cfg.SSERetry.Milliseconds(), 10))
 	sw.end()
@@ -190,7 +284,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	sw.data(mustJSON(start))
 	sw.end()
 	if err := sw.flush(); err != nil {
-		return
+		return err
 	}
 
 	// Keep-alive: one timer context per interval, not per event.
@@ -210,33 +304,31 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 			// context.DeadlineExceeded too).
 			renew()
 			sw.comment("keep-alive")
-			if sw.flush() != nil {
-				return
+			if err := sw.flush(); err != nil {
+				return err
 			}
 			continue
 		}
 		if err != nil {
-			g.sseEnd(sw, err)
-			return
+			return g.sseEnd(sw, err)
 		}
 		// Write what is ready, then flush once: every event is flushed as
 		// soon as the burst it arrived in is written.
 		for n := 0; ; n++ {
-			sw.item(it, req.untyped)
-			if n == sseBurstEvents || len(sw.buf) >= sseBurstBytes {
+			sw.item(it, untyped)
+			if n == sseBurstEvents || sw.buffered() >= sseBurstBytes {
 				break
 			}
 			if it, err = st.TryNext(ctx); err != nil {
 				break
 			}
 		}
-		if sw.flush() != nil {
-			return
+		if err := sw.flush(); err != nil {
+			return err
 		}
 		st.Written() // delivery lag, for the metrics
 		if err != nil && !errors.Is(err, services.ErrWouldBlock) {
-			g.sseEnd(sw, err)
-			return
+			return g.sseEnd(sw, err)
 		}
 	}
 }
@@ -285,27 +377,52 @@ func (s *sseWriter) item(it services.Item, untyped bool) {
 
 // sseEnd tells the client why the stream ends (slow consumer, shutdown,
 // outage, expired token) and where to resume; EventSource then reconnects
-// by itself. A client that went away gets nothing.
-func (g *Gateway) sseEnd(sw *sseWriter, err error) {
+// by itself. A client that went away gets nothing: errClientGone.
+func (g *Gateway) sseEnd(sw *sseWriter, err error) error {
 	var end *services.End
 	if !errors.As(err, &end) {
-		return
+		return errClientGone
 	}
 	sw.field("event", sseEnd)
 	sw.data(mustJSON(end.Proto()))
 	sw.end()
-	_ = sw.flush()
+	return sw.flush()
 }
+
+// errClientGone ends a stream whose client went away.
+var errClientGone = errors.New("client gone")
 
 // sseWriter writes SSE fields. Values never hold a newline: ids are
 // numbers, names and types are restricted by their rules, and JSON from
-// protojson is on one line.
+// protojson is on one line. It writes to a ResponseWriter (HTTP/2, or a
+// connection that could not be hijacked) or to a hijacked HTTP/1
+// connection (conn), framing each flush as one chunk over HTTP/1.1.
 type sseWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
 	buf     []byte
+
+	conn    net.Conn
+	chunked bool
+	head    []byte // the response's status line and headers, written with the first flush
+	reserve int    // bytes kept free at the start of buf for a chunk's size line
 }
+
+// chunkReserve holds a chunk-size line: up to 16 hex digits and CRLF.
+const chunkReserve = 18
+
+func newConnSSEWriter(conn net.Conn, chunked bool, timeout time.Duration, head []byte) *sseWriter {
+	s := &sseWriter{conn: conn, chunked: chunked, timeout: timeout, head: head}
+	if chunked {
+		s.reserve = chunkReserve
+	}
+	s.buf = make([]byte, s.reserve, 512)
+	return s
+}
+
+// buffered is how many bytes of events wait for the next flush.
+func (s *sseWriter) buffered() int { return len(s.buf) - s.reserve }
 
 func (s *sseWriter) field(name, value string) {
 	s.buf = append(s.buf, name...)
@@ -334,6 +451,9 @@ func (s *sseWriter) end() { s.buf = append(s.buf, '\n') }
 // flush is done: over HTTP/2 a deadline that passes resets the stream even
 // while it is idle between events.
 func (s *sseWriter) flush() error {
+	if s.conn != nil {
+		return s.flushConn()
+	}
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	_, err := s.w.Write(s.buf)
 	s.buf = s.buf[:0]
@@ -347,6 +467,46 @@ func (s *sseWriter) flush() error {
 		err = s.rc.SetWriteDeadline(time.Time{})
 	}
 	return err
+}
+
+// flushConn writes the buffered events to the hijacked connection in one
+// write: over HTTP/1.1 as one chunk, whose size line goes in the room kept
+// at the start of buf. The deadline bounds this write only; the next one
+// sets its own, and an idle connection has none in progress.
+func (s *sseWriter) flushConn() error {
+	if s.buffered() == 0 && s.head == nil {
+		return nil // an empty chunk would end the response
+	}
+	out := s.buf
+	if s.chunked {
+		var line [chunkReserve]byte
+		l := strconv.AppendInt(line[:0], int64(len(s.buf)-s.reserve), 16)
+		l = append(l, '\r', '\n')
+		at := s.reserve - len(l)
+		copy(s.buf[at:], l)
+		s.buf = append(s.buf, '\r', '\n')
+		out = s.buf[at:]
+	}
+	if s.head != nil {
+		out = append(s.head, out...)
+		s.head = nil
+	}
+	_ = s.conn.SetWriteDeadline(time.Now().Add(s.timeout))
+	_, err := s.conn.Write(out)
+	s.buf = s.buf[:s.reserve]
+	if cap(s.buf) > 64<<10 {
+		s.buf = make([]byte, s.reserve, 512) // a burst of large events: an idle stream keeps no big buffer
+	}
+	return err
+}
+
+// finish ends the response of a stream the server ended: the last chunk
+// over HTTP/1.1 (HTTP/1.0's ends with the connection).
+func (s *sseWriter) finish() {
+	if s.chunked {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.timeout))
+		_, _ = io.WriteString(s.conn, "0\r\n\r\n")
+	}
 }
 
 func mustJSON(m proto.Message) []byte {

@@ -295,30 +295,6 @@ func (hs handshake) upgrade(w http.ResponseWriter, timeout time.Duration) (net.C
 	return conn, pre, nil
 }
 
-// track registers a connection so shutdown can wait for it.
-func (g *Gateway) track(wc *wsConn) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closing {
-		return false
-	}
-	select {
-	case <-g.app.Stopping():
-		return false
-	default:
-	}
-	g.conns[wc] = struct{}{}
-	g.connsWG.Add(1)
-	return true
-}
-
-func (g *Gateway) untrack(wc *wsConn) {
-	g.mu.Lock()
-	delete(g.conns, wc)
-	g.mu.Unlock()
-	g.connsWG.Done()
-}
-
 // kill drops the connection at once, like a crash.
 func (wc *wsConn) kill() {
 	wc.fail(errConnClosed)

@@ -1,8 +1,10 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -265,5 +267,87 @@ func TestSSEIdleOverHTTP2(t *testing.T) {
 	ev := mustPublish(t, c.events, "idle2", "b")
 	if got := s.next(t); got.id != strconv.FormatInt(ev.Position, 10) {
 		t.Fatalf("after an idle second: %+v, want event %d", got, ev.Position)
+	}
+}
+
+// TestSSEHTTP1Detached: an HTTP/1 stream is served off net/http's
+// handler (the connection hijacked, to free net/http's per-connection
+// buffers): the response is still the one net/http would write (CORS
+// headers, chunked over HTTP/1.1, closed-delimited over HTTP/1.0), an idle
+// stream outlives the write timeout, a client that goes away releases its
+// subscription and connection slot at once, and a killed server drops it.
+func TestSSEHTTP1Detached(t *testing.T) {
+	t.Parallel()
+	const origin = "https://feed.example.com"
+	in := startInstance(t, server.Config{Gateway: gateway.Config{
+		AllowedOrigins: []string{origin}, WriteTimeout: 300 * time.Millisecond, SSEKeepAlive: time.Hour}})
+	c := grpcClients(in)
+	a := mustPublish(t, c.events, "detached", "a")
+
+	s := getSSE(t, http.DefaultClient, in.base+"/v1/sse?channel=detached&last_event_id=0", http.Header{"Origin": {origin}})
+	if s.resp.ProtoMajor != 1 || len(s.resp.TransferEncoding) != 1 || s.resp.TransferEncoding[0] != "chunked" {
+		t.Fatalf("proto %s, transfer encoding %v; want HTTP/1.1 chunked", s.resp.Proto, s.resp.TransferEncoding)
+	}
+	if got := s.resp.Header.Get("Access-Control-Allow-Origin"); got != origin {
+		t.Fatalf("Access-Control-Allow-Origin %q, want %q", got, origin)
+	}
+	if s.resp.Header.Get("Date") == "" || s.resp.Header.Get("Content-Type") != "text/event-stream; charset=utf-8" {
+		t.Fatalf("headers %v", s.resp.Header)
+	}
+	for s.next(t).id != strconv.FormatInt(a.Position, 10) {
+	}
+	if n := in.srv.Gateway().Connections(); n != 1 {
+		t.Fatalf("gateway holds %d connections, want the stream's 1", n)
+	}
+	time.Sleep(time.Second) // idle past the write timeout
+	b := mustPublish(t, c.events, "detached", "b")
+	if got := s.next(t); got.id != strconv.FormatInt(b.Position, 10) {
+		t.Fatalf("after an idle second: %+v, want event %d", got, b.Position)
+	}
+	// The client goes: its subscription and slot go with it, though the
+	// server has nothing to write that would notice.
+	s.resp.Body.Close()
+	waitFor(t, func() bool {
+		return in.srv.Gateway().Connections() == 0 && in.srv.Hub().Subscribers() == 0 && in.srv.App().OpenConnections() == 0
+	})
+
+	// HTTP/1.0: no chunks; the body ends with the connection.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(in.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "GET /v1/sse?channel=detached&last_event_id=0 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/1.0" || len(resp.TransferEncoding) != 0 || !resp.Close {
+		t.Fatalf("HTTP/1.0 answered %d with %s, transfer encoding %v, close %v", resp.StatusCode, resp.Proto, resp.TransferEncoding, resp.Close)
+	}
+	r := newSSEReader(resp.Body)
+	for {
+		ev, err := r.next()
+		if err != nil {
+			t.Fatalf("HTTP/1.0 stream: %v before event %d", err, b.Position)
+		}
+		if ev.id == strconv.FormatInt(b.Position, 10) {
+			break
+		}
+	}
+	// Killed like a crash: the stream ends without @end, and promptly.
+	go in.kill()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.next()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("an event after the kill")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stream still open 10s after the kill")
 	}
 }

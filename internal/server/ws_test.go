@@ -380,7 +380,9 @@ func TestConnectionLimit(t *testing.T) {
 		t.Fatalf("first SSE: %s", sse.resp.Status)
 	}
 	openWS(t, in.base, gateway.SubprotocolJSON)
-	waitFor(t, func() bool { return in.srv.Gateway().Connections() == 1 })
+	// Both served off net/http (hijacked): the SSE stream over HTTP/1.1
+	// and the WebSocket.
+	waitFor(t, func() bool { return in.srv.Gateway().Connections() == 2 })
 
 	resp, err := http.Get(in.base + "/v1/sse?channel=lim")
 	if err != nil {
