@@ -36,6 +36,7 @@ FIGURES = {
     "storm": ["live_again.p50_ms", "live_again.p99_ms", "first_event.p99_ms"],
     "failover": ["first_event.p99_ms", "live_again.p99_ms"],
     "idle": ["server.per_connection_kb", "drops"],
+    "idlesse": ["server.per_connection_kb", "drops"],
 }
 
 runs = {}
