@@ -335,6 +335,11 @@ type Log interface {
 	// deletion from any of the named channels, including deleted channels
 	// (0 when none): a cursor below it has a gap.
 	TruncatedThrough(ctx context.Context, names []string) (int64, error)
+	// ReplayState returns TruncatedThrough(names) and the position of the
+	// last committed entry, read together (one round trip): a subscriber
+	// about to be served a replay from memory checks with it that nothing
+	// it would serve was removed, and that memory has seen every entry.
+	ReplayState(ctx context.Context, names []string) (truncatedThrough, last int64, err error)
 	// ListChannels lists channels by name after `after`, with prefix.
 	ListChannels(ctx context.Context, after, prefix string, limit int) (ChannelPage, error)
 	UpdateChannel(ctx context.Context, name string, p SettingsPatch) (Channel, error)

@@ -586,6 +586,20 @@ func (m *Memory) TruncatedThrough(ctx context.Context, names []string) (int64, e
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	return m.truncatedThroughLocked(names), nil
+}
+
+// ReplayState is TruncatedThrough and Head read at one instant.
+func (m *Memory) ReplayState(ctx context.Context, names []string) (truncatedThrough, last int64, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.truncatedThroughLocked(names), m.head, nil
+}
+
+func (m *Memory) truncatedThroughLocked(names []string) int64 {
 	var t int64
 	for _, name := range names {
 		if c := m.channels[name]; c != nil {
@@ -593,7 +607,7 @@ func (m *Memory) TruncatedThrough(ctx context.Context, names []string) (int64, e
 		}
 		t = max(t, m.truncated[name])
 	}
-	return t, nil
+	return t
 }
 
 // ListChannels lists channels named after `after` that start with prefix,

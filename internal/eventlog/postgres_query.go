@@ -478,6 +478,17 @@ func (p *Postgres) TruncatedThrough(ctx context.Context, names []string) (int64,
 	return t, nil
 }
 
+// ReplayState is TruncatedThrough and the last committed position in one
+// statement: a backward step on the primary key and the channels' rows.
+func (p *Postgres) ReplayState(ctx context.Context, names []string) (truncatedThrough, last int64, err error) {
+	if err := p.pool.QueryRow(ctx, `SELECT
+  (SELECT coalesce(max(truncated_through), 0) FROM herald_channels WHERE name = ANY($1)),
+  (SELECT coalesce(max(id), 0) FROM herald_events)`, names).Scan(&truncatedThrough, &last); err != nil {
+		return 0, 0, p.ctxErr(ctx, "read replay state", err)
+	}
+	return truncatedThrough, last, nil
+}
+
 // ListChannels lists channels named after `after` that start with prefix,
 // in byte order, at most limit (limit <= 0: no limit).
 func (p *Postgres) ListChannels(ctx context.Context, after, prefix string, limit int) (ChannelPage, error) {

@@ -207,6 +207,13 @@ func testDeleteChannel(t *testing.T, open Open) {
 	if tt, err := l.TruncatedThrough(ctx, []string{"keep"}); err != nil || tt != 0 {
 		t.Errorf("TruncatedThrough of an untouched channel = %d, %v", tt, err)
 	}
+	// ReplayState reads the same, with the last committed position.
+	if tt, last, err := l.ReplayState(ctx, []string{"keep", "del"}); err != nil || tt < removedMax || last != kept[0].Position {
+		t.Errorf("ReplayState = %d, %d, %v; want >= %d, %d", tt, last, err, removedMax, kept[0].Position)
+	}
+	if tt, last, err := l.ReplayState(ctx, []string{"keep"}); err != nil || tt != 0 || last != kept[0].Position {
+		t.Errorf("ReplayState of an untouched channel = %d, %d, %v; want 0, %d", tt, last, err, kept[0].Position)
+	}
 	if evs := readAll(t, l, "del"); len(evs) != 0 {
 		t.Errorf("Read of a deleted channel returned %d entries", len(evs))
 	}
