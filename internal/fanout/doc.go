@@ -10,7 +10,9 @@
 // form and encodings are made lazily and shared by every subscription and
 // transport, and keeps the most recent entries in a window bounded in
 // entries and bytes: a replay of recent positions interns the entries it
-// reads, so a reconnect storm shares the encodings of live delivery.
+// reads, so a reconnect storm shares the encodings of live delivery, and a
+// replay the window holds exactly is served from it without reading the
+// log (Hub.replayFromWindow says when).
 // Subscription queues are bounded in entries and in bytes (Options).
 //
 // # Concurrency

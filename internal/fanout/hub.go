@@ -118,6 +118,9 @@ type Source interface {
 	// TruncatedThrough returns the highest position removed from any of the
 	// channels (retention or deletion).
 	TruncatedThrough(ctx context.Context, channels []string) (int64, error)
+	// ReplayState returns TruncatedThrough(channels) and the highest
+	// committed position, read together.
+	ReplayState(ctx context.Context, channels []string) (truncatedThrough, last int64, err error)
 }
 
 // ErrStopped is returned by Subscribe once the hub has stopped.
@@ -226,6 +229,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		if err == nil {
 			h.mu.Lock()
 			h.head = head
+			h.window.floor = head // it holds nothing dispatched before
 			h.mu.Unlock()
 			break
 		}
@@ -405,6 +409,12 @@ func (h *Hub) register(s *Subscription, cursor *int64) (int64, error) {
 	} else {
 		s.replaying = true
 		s.upTo = h.head
+		if *cursor >= h.window.floor {
+			// A candidate replay from memory: SubscribeFilter checks it
+			// against the log (replayFromWindow) or drops it.
+			s.page = h.window.after(*cursor, s.channels)
+			s.fromWindow = true
+		}
 	}
 	s.mu.Unlock()
 	for _, ch := range s.channels {
@@ -416,6 +426,51 @@ func (h *Hub) register(s *Subscription, cursor *int64) (int64, error) {
 		set[s] = struct{}{}
 	}
 	return h.head, nil
+}
+
+// windowWait bounds how long a subscription waits for the hub to dispatch
+// what the log committed before it falls back to reading its replay from
+// the log: the hub hears of new entries within milliseconds (NOTIFY).
+const windowWait = 100 * time.Millisecond
+
+// replayFromWindow reports whether the replay register took from the
+// window for (cursor, upTo] is what the log holds. The log said, after
+// register, that nothing after cursor was removed (truncatedThrough) and
+// that its last entry is last. Entries up to upTo were in the window; an
+// Updated or Deleted entry in (upTo, last], committed before the check
+// but not dispatched at register, may have changed one of them in place:
+// wait until the hub has dispatched up to last, and see whether the
+// window's floor rose past cursor meanwhile. An eviction raises it too,
+// which only makes the replay read the log.
+func (h *Hub) replayFromWindow(ctx context.Context, cursor, truncatedThrough, last int64) bool {
+	if truncatedThrough > cursor {
+		return false
+	}
+	deadline := time.NewTimer(windowWait)
+	defer deadline.Stop()
+	for {
+		h.drainMu.Lock()
+		drained := h.drained
+		h.drainMu.Unlock()
+		h.mu.Lock()
+		head, floor := h.head, h.window.floor
+		h.mu.Unlock()
+		if floor > cursor {
+			return false
+		}
+		if head >= last {
+			return true
+		}
+		select {
+		case <-drained:
+		case <-deadline.C:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-h.stopped:
+			return false
+		}
+	}
 }
 
 func (h *Hub) remove(s *Subscription) {

@@ -166,10 +166,13 @@ type Subscription struct {
 	upTo      int64 // replay bound H
 	replaying bool
 	page      []*wire.Entry
-	truncSeen int64
-	endErr    error
-	dropped   int       // entries dropped by the filter since the last delivery or checkpoint
-	dropStart time.Time // when the first of them was dropped
+	// fromWindow: page is the whole replay, (cursor, upTo], taken from
+	// the hub's window; once it is delivered, replay is done.
+	fromWindow bool
+	truncSeen  int64
+	endErr     error
+	dropped    int       // entries dropped by the filter since the last delivery or checkpoint
+	dropStart  time.Time // when the first of them was dropped
 
 	mu         sync.Mutex // guards the fields below; taken after Hub.mu
 	queue      []*wire.Entry
@@ -242,8 +245,24 @@ func (h *Hub) SubscribeFilter(ctx context.Context, channels []string, cursor *in
 			return nil, &CursorAheadError{Cursor: *cursor, Head: logHead}
 		}
 	}
-	t, err := s.truncatedThrough(ctx)
-	if err != nil {
+	var t int64
+	if s.fromWindow {
+		// One round trip instead of three (this, the replay's page and
+		// truncated_through after it).
+		var last int64
+		t, last, err = h.log.ReplayState(ctx, s.channels)
+		if err != nil {
+			h.remove(s)
+			return nil, fmt.Errorf("read channel state: %w", err)
+		}
+		if h.replayFromWindow(ctx, *cursor, t, last) {
+			h.opts.Metrics.Replay(true, len(s.page))
+			s.replayed = true
+		} else {
+			clear(s.page)
+			s.page, s.fromWindow = nil, false
+		}
+	} else if t, err = s.truncatedThrough(ctx); err != nil {
 		h.remove(s)
 		return nil, err
 	}
@@ -350,6 +369,11 @@ func (s *Subscription) next(ctx context.Context, block bool) (Message, error) {
 			if m, ok := s.deliver(e); ok {
 				return m, nil
 			}
+			continue
+		}
+		if s.replaying && s.fromWindow {
+			s.fromWindow = false
+			s.finishReplay()
 			continue
 		}
 		if s.replaying {

@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/heraldrt/herald/internal/eventlog"
@@ -10,6 +11,14 @@ import (
 // window holds the most recent entries the hub dispatched, in position
 // order, bounded in entries and in bytes (wire.Entry.Cost): large events
 // leave it sooner. It is guarded by Hub.mu.
+//
+// Above floor it is exact: it holds every entry the hub dispatched after
+// floor, as the log holds it now, unless an entry the hub has not
+// dispatched yet changed one in place (see Hub.replayFromWindow). floor
+// rises when an entry leaves, and to just below every Updated or Deleted
+// entry added: those change earlier entries in the log (the data of the
+// event they target; a delete erases its Updated entries too), which the
+// window keeps as they were dispatched.
 type window struct {
 	maxLen   int
 	maxBytes int64
@@ -18,15 +27,20 @@ type window struct {
 	start int
 	n     int
 	bytes int64
+	floor int64
 }
 
 func (w *window) add(e *wire.Entry) {
 	if w.ring == nil {
 		w.ring = make([]*wire.Entry, w.maxLen)
 	}
+	if k := e.Event().Kind; k == eventlog.KindUpdated || k == eventlog.KindDeleted {
+		w.floor = max(w.floor, e.Position()-1)
+	}
 	c := e.Cost()
 	if c > w.maxBytes {
 		w.clear() // larger than the whole window: keep nothing older either
+		w.floor = max(w.floor, e.Position())
 		return
 	}
 	for w.n > 0 && (w.n == len(w.ring) || w.bytes+c > w.maxBytes) {
@@ -43,6 +57,22 @@ func (w *window) dropOldest() {
 	w.start = (w.start + 1) % len(w.ring)
 	w.n--
 	w.bytes -= old.Cost()
+	w.floor = max(w.floor, old.Position())
+}
+
+// after returns the entries of channels (sorted) after pos, in position
+// order. The caller checked pos >= floor.
+func (w *window) after(pos int64, channels []string) []*wire.Entry {
+	at := func(i int) *wire.Entry { return w.ring[(w.start+i)%len(w.ring)] }
+	i := sort.Search(w.n, func(i int) bool { return at(i).Position() > pos })
+	var out []*wire.Entry
+	for ; i < w.n; i++ {
+		e := at(i)
+		if _, ok := slices.BinarySearch(channels, e.Event().Channel); ok {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (w *window) clear() {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,5 +178,118 @@ func TestStop(t *testing.T) {
 	var end *fanout.EndError
 	if !errors.As(err, &end) || end.Reason != fanout.ReasonStopped || end.LastPosition != pos || !errors.Is(err, cause) {
 		t.Fatalf("after Stop: %v, want a stopped end at %d wrapping the cause", err, pos)
+	}
+}
+
+// sourceSpy is a log whose subscription reads are counted (the hub's own
+// reads name no channel), and whose wake-ups can be held back.
+type sourceSpy struct {
+	eventlog.Log
+	reads   atomic.Int64
+	noWakes atomic.Bool
+}
+
+func (s *sourceSpy) Read(ctx context.Context, q eventlog.Query) ([]eventlog.Event, error) {
+	if len(q.Channels) > 0 {
+		s.reads.Add(1)
+	}
+	return s.Log.Read(ctx, q)
+}
+
+func (s *sourceSpy) Watch(ctx context.Context, wake func()) error {
+	return s.Log.Watch(ctx, func() {
+		if !s.noWakes.Load() {
+			wake()
+		}
+	})
+}
+
+// startSpied is start with the hub reading through a sourceSpy.
+func startSpied(t *testing.T, opts fanout.Options) (*sourceSpy, *fanout.Hub) {
+	t.Helper()
+	spy := &sourceSpy{Log: eventlog.NewMemory(eventlog.Options{AutoCreate: true})}
+	hub := fanout.NewHub(spy, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = spy.Log.Run(ctx) })
+	wg.Go(func() { _ = hub.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return spy, hub
+}
+
+// A resume within the window is served from it, without reading the log,
+// with the entries live delivery used; one from before the window reads
+// the log. Both get every entry of their channels once, in order.
+func TestReplayFromWindow(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{0, 4} { // 0: the default window
+		spy, hub := startSpied(t, fanout.Options{WindowSize: size, ReplayPage: 3})
+		live, err := hub.Subscribe(t.Context(), []string{"a", "b"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []int64
+		for i := range 10 {
+			ch := "a"
+			if i%3 == 0 {
+				ch = "b"
+			}
+			if p := publish(t, spy, ch, 1)[0]; ch == "a" && p > 3 {
+				want = append(want, p)
+			}
+		}
+		got := entries(t, live, 10)
+		live.Close()
+
+		before := spy.reads.Load()
+		replay, err := hub.Subscribe(t.Context(), []string{"a"}, ptr(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pos []int64
+		for _, e := range entries(t, replay, len(want)) {
+			pos = append(pos, e.Position())
+			if size == 0 && e != got[e.Position()-1] {
+				t.Errorf("window %d: position %d is not the live entry", size, e.Position())
+			}
+		}
+		replay.Close()
+		equal(t, pos, want)
+		reads := spy.reads.Load() - before
+		if size == 0 && reads != 0 {
+			t.Errorf("a resume within the window read the log %d times", reads)
+		}
+		if size == 4 && reads == 0 {
+			t.Error("a resume from before the window did not read the log")
+		}
+	}
+}
+
+// An edit committed but not yet dispatched by the hub changes an entry the
+// window holds: the resume must not serve the window's stale copy. The
+// hub is not woken, so it never catches up: the resume reads the log.
+func TestReplayFromWindowWaitsForTheHub(t *testing.T) {
+	t.Parallel()
+	spy, hub := startSpied(t, fanout.Options{PollInterval: time.Hour})
+	spy.noWakes.Store(true) // the hub reads the log only when CatchUp wakes it
+	<-hub.Ready()           // its head is 0: it dispatches the 5 entries
+	pos := publish(t, spy, "a", 5)
+	if err := hub.CatchUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := spy.Update(t.Context(), "a", pos[2], []byte("edited"), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	replay, err := hub.Subscribe(t.Context(), []string{"a"}, ptr(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replay.Close()
+	got := entries(t, replay, 5)
+	if d := string(got[2].Event().Data); d != "edited" {
+		t.Fatalf("position %d replayed with %q, want the edited data", got[2].Position(), d)
+	}
+	if spy.reads.Load() == 0 {
+		t.Fatal("the resume did not read the log")
 	}
 }
