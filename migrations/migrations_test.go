@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -239,6 +240,9 @@ func TestSeq06To07(t *testing.T) {
 	upTo(t, pool, 7)
 	during := publish02(t, pool, "note", "during", "")
 	edit02(t, pool, during, []byte("edited"))
+	if err := migrations.Up(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
 	l := eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: eventlog.Options{AutoCreate: true}, NotifyChannel: schema})
 	eventlogtest.Start(t, l)
 	if _, errs, err := l.Append(t.Context(), []eventlog.Publish{{Channel: "ch", Data: []byte("after")}, {Channel: "other", Data: []byte("y")}}); err != nil || errs[0] != nil || errs[1] != nil {
@@ -261,5 +265,72 @@ func TestSeq06To07(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("log %v, want %v", got, want)
+	}
+}
+
+// publish07 publishes events through 0007's herald_publish (the overload
+// with tags), as an instance of the previous release does, and returns
+// their seqs.
+func publish07(t *testing.T, pool *pgxpool.Pool, channels ...string) []int64 {
+	t.Helper()
+	n := len(channels)
+	rows, err := pool.Query(t.Context(), `SELECT seq FROM herald_publish($1, $2, $3, $4, $5, $6, $7, $8, true) ORDER BY ord`,
+		channels, make([]string, n), make([][]byte, n), make([]string, n), make([]string, n), make([][]byte, n),
+		make([]int16, n), make([]*string, n))
+	if err != nil {
+		t.Fatalf("0007 herald_publish: %v", err)
+	}
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatalf("0007 herald_publish: %v", err)
+	}
+	return seqs
+}
+
+// TestSeqCache08To09: seqs stay gap-free per channel across 0009 (the
+// writer's remembered seqs, the sparse seq index), with an instance of the
+// previous release (0007's herald_publish, the trigger) writing to the
+// same channels before, during and after, interleaved with this release's
+// writer; and history from a seq finds entries numbered before 0009.
+func TestSeqCache08To09(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.EmptySchema(t)
+	upTo(t, pool, 8)
+	for range 10 {
+		publish07(t, pool, "ch", "ch", "other", "ch")
+	}
+	upTo(t, pool, 9)
+	l := eventlog.OpenPostgres(pool, eventlog.PostgresOptions{Options: eventlog.Options{AutoCreate: true}, NotifyChannel: schema})
+	eventlogtest.Start(t, l)
+	for i := range 10 {
+		for range 2 { // the second batch uses what the writer remembers
+			if _, errs, err := l.Append(t.Context(), []eventlog.Publish{{Channel: "ch"}, {Channel: "other"}, {Channel: "ch"}}); err != nil || errs[0] != nil || errs[1] != nil || errs[2] != nil {
+				t.Fatal(err, errs)
+			}
+		}
+		publish07(t, pool, "ch", "other")
+		if i%3 == 0 {
+			edit02(t, pool, 1+4*int64(i), []byte("edited")) // a "ch" event of the first loop
+		}
+	}
+	evs, err := l.Read(t.Context(), eventlog.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, ev := range evs {
+		got[ev.Channel]++
+		if ev.Seq != got[ev.Channel] {
+			t.Fatalf("%s position %d: seq %d, want %d", ev.Channel, ev.Position, ev.Seq, got[ev.Channel])
+		}
+	}
+	if got["ch"] < 64+2 {
+		t.Fatalf("ch holds %d entries; the test needs more than the index step (64)", got["ch"])
+	}
+	for _, from := range []int64{1, 2, 30, 64, 65, 66, got["ch"]} {
+		page, err := l.History(t.Context(), eventlog.HistoryQuery{Channel: "ch", FromSeq: from, Limit: 1})
+		if err != nil || len(page.Events) != 1 || page.Events[0].Seq != from {
+			t.Errorf("ch from seq %d: %v, %v", from, page.Events, err)
+		}
 	}
 }

@@ -141,6 +141,69 @@ type Postgres struct {
 	outboxWake chan struct{}
 	// drainFailing: the last drain failed (owned by the writer).
 	drainFailing bool
+	// seqs is what the writer remembers of each channel's last seq (owned
+	// by the writer; see 0009_seq_cache.sql).
+	seqs seqCache
+}
+
+// seqCache is the writer's memory of each channel's last seq as of the
+// newest entry it wrote (lastID), passed with every batch so that
+// herald_publish need not look channels up (0009_seq_cache.sql). The
+// database checks that lastID is still the newest entry of the log and
+// says whether it used the seqs; when it did not, everything remembered is
+// forgotten. Any failure forgets too: a batch whose outcome is unknown
+// must not leave stale seqs behind.
+type seqCache struct {
+	last   map[string]int64
+	lastID int64
+}
+
+// seqCacheMax bounds how many channels the writer remembers: past it, it
+// starts over (those channels are looked up again, once each).
+const seqCacheMax = 100_000
+
+// args returns, for each of ps, the remembered last seq of its channel
+// (nil when unknown), and the newest position the writer wrote.
+func (c *seqCache) args(ps []*Publish) ([]*int64, int64) {
+	out := make([]*int64, len(ps))
+	if c.lastID == 0 {
+		return out, 0
+	}
+	for i, in := range ps {
+		if s, ok := c.last[in.Channel]; ok {
+			out[i] = &s
+		}
+	}
+	return out, c.lastID
+}
+
+// forget drops everything remembered.
+func (c *seqCache) forget() {
+	clear(c.last)
+	c.lastID = 0
+}
+
+// learn records a committed batch: cached says whether the database used
+// the remembered seqs, res and errs are the batch's answers, maxID the
+// newest position the batch wrote.
+func (c *seqCache) learn(cached bool, res []Published, errs []error, maxID int64) {
+	if !cached || len(c.last) >= seqCacheMax {
+		c.forget()
+	}
+	if maxID == 0 {
+		// Nothing written: if the seqs were used they still hold (the
+		// database checked), and if not, they are forgotten.
+		return
+	}
+	if c.last == nil {
+		c.last = map[string]int64{}
+	}
+	for i := range res {
+		if errs[i] == nil && !res[i].Duplicate && res[i].Event.Seq > 0 {
+			c.last[res[i].Event.Channel] = max(c.last[res[i].Event.Channel], res[i].Event.Seq)
+		}
+	}
+	c.lastID = maxID
 }
 
 var _ Log = (*Postgres)(nil)
@@ -339,9 +402,10 @@ func (p *Postgres) drain() {
 
 // publishSQL appends one batch: see herald_publish in migrations (the
 // overload with tags, 0007_seq_tags.sql, which also numbers the batch's
-// events per channel).
-const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit, author, format, seq, tags
-FROM herald_publish($1, $2, $3, $4, $5, $6, $7, $8, $9)`
+// events per channel, and with the writer's remembered seqs,
+// 0009_seq_cache.sql).
+const publishSQL = `SELECT ord, status, id, created_at, type, data, updated_at, deleted, dup_of, size_limit, author, format, seq, tags, seq_cached
+FROM herald_publish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`
 
 // Statuses returned by herald_publish.
 const (
@@ -445,37 +509,49 @@ func (p *Postgres) publish(ctx context.Context, ps []*Publish, digests [][]byte,
 				data[i] = []byte{} // NULL in a bytea[] is coalesced anyway; send what we store
 			}
 		}
-		b.Queue(publishSQL, channels, types, data, keys, authors, digests, formats, tags, p.opts.AutoCreate)
+		lastSeqs, lastID := p.seqs.args(ps)
+		b.Queue(publishSQL, channels, types, data, keys, authors, digests, formats, tags, lastSeqs, lastID, p.opts.AutoCreate)
 	}
 	br := p.pool.SendBatch(ctx, b)
 	defer br.Close()
 	drained, err := readDrain(br)
 	if err != nil {
+		p.seqs.forget()
 		return 0, drainResult{}, err
 	}
-	var maxID int64
+	var (
+		maxID  int64
+		cached bool
+	)
 	if len(ps) > 0 {
-		if maxID, err = p.readPublish(br, ps, res, errs); err != nil {
+		if maxID, cached, err = p.readPublish(br, ps, res, errs); err != nil {
+			p.seqs.forget()
 			return 0, drainResult{}, err
 		}
 	}
 	if err := br.Close(); err != nil {
+		p.seqs.forget()
 		return 0, drainResult{}, err
+	}
+	if len(ps) > 0 {
+		p.seqs.learn(cached, res, errs, maxID)
 	}
 	return maxID, drained, nil
 }
 
 // readPublish reads herald_publish's rows for ps into res and errs and
-// returns the highest position written.
-func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Published, errs []error) (int64, error) {
+// returns the highest position written and whether the remembered seqs
+// were used.
+func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Published, errs []error) (int64, bool, error) {
 	rows, err := br.Query()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer rows.Close()
 	var (
-		maxID int64
-		seen  int
+		maxID  int64
+		seen   int
+		cached bool
 	)
 	for rows.Next() {
 		var (
@@ -494,12 +570,12 @@ func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Publish
 			seq       *int64
 			tags      []byte
 		)
-		if err := rows.Scan(&ord, &status, &id, &createdAt, &typ, &d, &updatedAt, &deleted, &dupOf, &limit, &author, &format, &seq, &tags); err != nil {
-			return 0, err
+		if err := rows.Scan(&ord, &status, &id, &createdAt, &typ, &d, &updatedAt, &deleted, &dupOf, &limit, &author, &format, &seq, &tags, &cached); err != nil {
+			return 0, false, err
 		}
 		i := int(ord - 1)
 		if i < 0 || i >= len(ps) {
-			return 0, fmt.Errorf("%w: herald_publish returned ord %d for %d inputs", errInternal, ord, len(ps))
+			return 0, false, fmt.Errorf("%w: herald_publish returned ord %d for %d inputs", errInternal, ord, len(ps))
 		}
 		seen++
 		in := ps[i]
@@ -523,7 +599,7 @@ func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Publish
 			if dupOf != nil {
 				j := int(*dupOf - 1)
 				if j < 0 || j >= i {
-					return 0, fmt.Errorf("%w: herald_publish returned dup_of %d for ord %d", errInternal, *dupOf, ord)
+					return 0, false, fmt.Errorf("%w: herald_publish returned dup_of %d for ord %d", errInternal, *dupOf, ord)
 				}
 				res[i] = Published{Event: res[j].Event, Duplicate: true}
 				break
@@ -543,14 +619,14 @@ func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Publish
 				Seq:            deref(seq),
 			}, Duplicate: true}
 			if res[i].Event.Tags, err = parseTags(tags); err != nil {
-				return 0, err
+				return 0, false, err
 			}
 		case pubConflict:
 			pos := deref(id)
 			if dupOf != nil {
 				j := int(*dupOf - 1)
 				if j < 0 || j >= i {
-					return 0, fmt.Errorf("%w: herald_publish returned dup_of %d for ord %d", errInternal, *dupOf, ord)
+					return 0, false, fmt.Errorf("%w: herald_publish returned dup_of %d for ord %d", errInternal, *dupOf, ord)
 				}
 				pos = res[j].Event.Position
 			}
@@ -568,17 +644,17 @@ func (p *Postgres) readPublish(br pgx.BatchResults, ps []*Publish, res []Publish
 			errs[i] = fmt.Errorf("append to %q: %w", in.Channel,
 				&TooLargeError{Size: len(in.Data), Limit: int(deref(limit))})
 		default:
-			return 0, fmt.Errorf("%w: herald_publish returned status %d", errInternal, status)
+			return 0, false, fmt.Errorf("%w: herald_publish returned status %d", errInternal, status)
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if seen != len(ps) {
-		return 0, fmt.Errorf("%w: herald_publish returned %d rows for %d inputs", errInternal, seen, len(ps))
+		return 0, false, fmt.Errorf("%w: herald_publish returned %d rows for %d inputs", errInternal, seen, len(ps))
 	}
-	return maxID, nil
+	return maxID, cached, nil
 }
 
 // notify wakes every instance's listener. It is a hint sent after the

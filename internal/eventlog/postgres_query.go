@@ -179,8 +179,13 @@ func (p *Postgres) History(ctx context.Context, q HistoryQuery) (Page, error) {
 			sql += ` AND id < $3`
 		}
 	} else if q.FromSeq > 0 {
+		// Within a channel seq grows with id: start at the newest entry
+		// whose seq is at most FromSeq and 1 mod 64, found on the sparse
+		// index (0009_seq_cache.sql), and go on by id, reading at most 63
+		// entries before FromSeq.
 		args = append(args, q.FromSeq)
-		sql += ` AND seq >= $3`
+		sql += ` AND seq >= $3 AND id >= coalesce((SELECT s.id FROM herald_events s
+			WHERE s.channel = $1 AND s.seq % 64 = 1 AND s.seq <= $3 ORDER BY s.seq DESC LIMIT 1), 0)`
 	} else {
 		args = append(args, q.Cursor)
 		sql += ` AND id > $3`
@@ -190,8 +195,6 @@ func (p *Postgres) History(ctx context.Context, q HistoryQuery) (Page, error) {
 	}
 	if q.Backward {
 		sql += ` ORDER BY id DESC LIMIT $2`
-	} else if q.FromSeq > 0 {
-		sql += ` ORDER BY seq LIMIT $2` // the same order as id, on the (channel, seq) index
 	} else {
 		sql += ` ORDER BY id LIMIT $2`
 	}

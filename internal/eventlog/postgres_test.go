@@ -970,3 +970,87 @@ func TestPostgresGapFree(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresSeqRemembered: each writer remembers its channels' last seqs
+// (0009_seq_cache.sql), and everything that makes them stale is caught:
+// the other instance's writer appending to the same channels, an edit (an
+// UPDATED entry drawn by herald_edit), and the deletion of the channel that
+// held the newest entry, followed by a writer whose last write it was.
+// Every channel's seqs, in position order, must go 1, 2, 3, ... (a deleted
+// channel goes on where it stopped).
+func TestPostgresSeqRemembered(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	first := startPostgres(t, autoCreate())
+	second := secondInstance(t, first, autoCreate())
+	last := map[string]int64{} // what each channel's next entry must follow
+	check := func(res []eventlog.Published) {
+		t.Helper()
+		for _, r := range res {
+			ch := r.Event.Channel
+			if r.Event.Seq != last[ch]+1 {
+				t.Fatalf("%s position %d: seq %d, want %d", ch, r.Event.Position, r.Event.Seq, last[ch]+1)
+			}
+			last[ch] = r.Event.Seq
+		}
+	}
+	batch := func(n int, chs ...string) []eventlog.Publish {
+		ps := make([]eventlog.Publish, n)
+		for i := range ps {
+			ps[i] = eventlog.Publish{Channel: chs[i%len(chs)], Data: []byte("x")}
+		}
+		return ps
+	}
+	for round := range 20 {
+		check(mustAppend(t, first, batch(5, "a", "b", "c")...))
+		check(mustAppend(t, first, batch(3, "a", "b")...)) // the remembered seqs used
+		check(mustAppend(t, second, batch(4, "b", "c")...))
+		check(mustAppend(t, first, batch(1, "a")...))           // stale: caught, all forgotten
+		check(mustAppend(t, first, batch(6, "a", "b", "c")...)) // b and c looked up again
+		if round%5 == 4 {
+			res := mustAppend(t, first, eventlog.Publish{Channel: "a", Data: []byte("edit me")})
+			check(res)
+			_, entry, err := second.Update(ctx, "a", res[0].Event.Position, []byte("edited"), 0, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if entry.Seq != last["a"]+1 {
+				t.Fatalf("UPDATED entry: seq %d, want %d", entry.Seq, last["a"]+1)
+			}
+			last["a"] = entry.Seq
+			check(mustAppend(t, first, batch(2, "a")...))
+		}
+	}
+	// The newest entry is first's, in channel d; delete d: the newest entry
+	// is now first's previous one... or someone else's. Either way the
+	// remembered seqs must not be trusted for d.
+	check(mustAppend(t, first, batch(3, "a")...))
+	check(mustAppend(t, first, batch(4, "d")...))
+	if err := second.DeleteChannel(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	check(mustAppend(t, second, batch(1, "a")...))
+	check(mustAppend(t, first, batch(2, "d", "a")...))
+	check(mustAppend(t, first, batch(2, "d", "a")...))
+
+	// From the table: every channel's seqs in position order, gap-free.
+	rows, err := first.pool.Query(ctx, "SELECT channel, seq FROM herald_events ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int64{"d": 4} // d's first four entries were deleted
+	for rows.Next() {
+		var ch string
+		var seq int64
+		if err := rows.Scan(&ch, &seq); err != nil {
+			t.Fatal(err)
+		}
+		if seq != seen[ch]+1 {
+			t.Fatalf("table: %s seq %d after %d", ch, seq, seen[ch])
+		}
+		seen[ch] = seq
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -16,6 +16,7 @@ var seqTests = []test{
 	{"Edits", testSeqEdits},
 	{"Concurrent", testSeqConcurrent},
 	{"FromSeq", testSeqFromSeq},
+	{"FromEverySeq", testSeqFromEverySeq},
 	{"ChannelRecreated", testSeqChannelRecreated},
 	{"Tags", testTags},
 }
@@ -244,6 +245,50 @@ func testSeqFromSeq(t *testing.T, open Open) {
 	page, err = l.History(ctx, eventlog.HistoryQuery{Channel: "h", FromSeq: 3, Limit: 1})
 	if err != nil || len(page.Events) != 1 || page.Events[0].Seq != 16 {
 		t.Errorf("from seq 3 after trimming to 10: %v, %v; want seq 16", page.Events, err)
+	}
+}
+
+// testSeqFromEverySeq: History from every seq of a channel longer than the
+// PostgreSQL log's sparse seq index step (64, 0009_seq_cache.sql), with
+// other channels' entries interleaved, starts exactly there; and so it does
+// after retention removed the entries that index would start from.
+func testSeqFromEverySeq(t *testing.T, open Open) {
+	l := open(t, eventlog.Options{AutoCreate: true})
+	const n = 200
+	for i := 0; i < n; i += 10 {
+		var ps []eventlog.Publish
+		for j := range 10 {
+			ps = append(ps, pub("long", fmt.Sprint(i+j)), pub(fmt.Sprint("other", j%3), "x"))
+		}
+		appendNew(t, l, ps...)
+	}
+	ctx := t.Context()
+	from := func(seq, want int64) {
+		t.Helper()
+		page, err := l.History(ctx, eventlog.HistoryQuery{Channel: "long", FromSeq: seq, Limit: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want > n {
+			if len(page.Events) != 0 {
+				t.Fatalf("from seq %d: %d events, want none", seq, len(page.Events))
+			}
+			return
+		}
+		if len(page.Events) == 0 || page.Events[0].Seq != want || page.Events[0].Channel != "long" {
+			t.Fatalf("from seq %d: %v, want seq %d first", seq, page.Events, want)
+		}
+	}
+	for seq := int64(1); seq <= n+1; seq++ {
+		from(seq, seq)
+	}
+	keep := int64(100) // seqs 101..200 stay: the index's 65 and 1 are gone
+	if _, err := l.UpdateChannel(ctx, "long", eventlog.SettingsPatch{MaxEvents: &keep}); err != nil {
+		t.Fatal(err)
+	}
+	trim(t, l, time.Now())
+	for seq := int64(1); seq <= n+1; seq++ {
+		from(seq, max(seq, n-keep+1))
 	}
 }
 
