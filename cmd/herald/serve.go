@@ -49,6 +49,7 @@ func serveFlags(o *serveSettings, stdout io.Writer) *envFlags {
 	fs.Duration(&cfg.Hub.PollInterval, "poll-interval", []string{"HERALD_POLL_INTERVAL"}, fanout.DefaultPollInterval, "safety poll of the log when no notification arrives")
 	fs.Int(&cfg.Hub.QueueSize, "queue-size", []string{"HERALD_QUEUE_SIZE"}, fanout.DefaultQueueSize, "events buffered per subscriber before it is ended as a slow consumer")
 	fs.Int(&cfg.Hub.QueueBytes, "queue-bytes", []string{"HERALD_QUEUE_BYTES"}, fanout.DefaultQueueBytes, "bytes buffered per subscriber (events counted at about 4x their data: their encodings) before it is ended as a slow consumer")
+	fs.Int(&cfg.Hub.WindowSize, "window-size", []string{"HERALD_WINDOW_SIZE"}, fanout.DefaultWindowSize, "recent events each instance keeps for resuming subscribers to share: a resume from a cursor within them reads no events from the log (herald_replays_total{source=\"window\"})")
 	fs.Int(&cfg.Hub.WindowBytes, "window-bytes", []string{"HERALD_WINDOW_BYTES"}, fanout.DefaultWindowBytes, "bytes of recent events (counted as for --queue-bytes) each instance keeps for resuming subscribers to share")
 	fs.Duration(&cfg.RetentionInterval, "retention-interval", []string{"HERALD_RETENTION_INTERVAL"}, server.DefaultRetentionInterval, "how often retention trims channels")
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", []string{"HERALD_SHUTDOWN_TIMEOUT"}, server.DefaultShutdownTimeout, "how long a graceful shutdown drains")

@@ -256,7 +256,7 @@ func (h *Hub) SubscribeFilter(ctx context.Context, channels []string, cursor *in
 			return nil, fmt.Errorf("read channel state: %w", err)
 		}
 		if h.replayFromWindow(ctx, *cursor, t, last) {
-			h.opts.Metrics.Replay(true, len(s.page))
+			h.opts.Metrics.Replay(metrics.ReplayWindow, true, len(s.page))
 			s.replayed = true
 		} else {
 			clear(s.page)
@@ -496,7 +496,7 @@ func (s *Subscription) replayPage(ctx context.Context) (Message, bool, error) {
 		return Message{}, false, &EndError{Reason: ReasonUnavailable, LastPosition: s.lastSent, Err: err}
 	}
 	s.page = s.hub.intern(page)
-	s.hub.opts.Metrics.Replay(!s.replayed, len(page))
+	s.hub.opts.Metrics.Replay(metrics.ReplayLog, !s.replayed, len(page))
 	s.replayed = true
 	if !full(page, s.hub.opts.ReplayPage, s.hub.opts.ReplayBytes) {
 		s.finishReplay()

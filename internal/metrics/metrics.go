@@ -87,7 +87,7 @@ type Metrics struct {
 	wakeups        *prometheus.CounterVec
 	pollsFound     prometheus.Counter
 	listenReconn   prometheus.Counter
-	replays        prometheus.Counter
+	replays        *prometheus.CounterVec
 	replayed       prometheus.Counter
 	truncated      prometheus.Counter
 	trims          prometheus.Counter
@@ -135,8 +135,12 @@ func New() *Metrics {
 		Help: "Safety polls that found new events: each means notifications were lost or late."})
 	m.listenReconn = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "hub", Name: "listen_reconnects_total",
 		Help: "Times the LISTEN connection was lost and reconnected."})
-	m.replays = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "replays_total",
-		Help: "Subscriptions that replayed history after a cursor."})
+	m.replays = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "replays_total",
+		Help: "Subscriptions that replayed history after a cursor, by where the replay came from: window (the hub's window of recent entries, no query) or log."},
+		[]string{"source"})
+	for _, src := range []string{ReplayWindow, ReplayLog} {
+		m.replays.WithLabelValues(src)
+	}
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "replayed_events_total",
 		Help: "Events delivered by replays."})
 	m.truncated = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "replays_truncated_total",
@@ -343,14 +347,21 @@ func (m *Metrics) ListenReconnect() {
 	m.listenReconn.Inc()
 }
 
-// Replay counts a replay that delivered n events so far (call it once per
-// page: first reports the replay itself).
-func (m *Metrics) Replay(first bool, n int) {
+// Sources of a replay (the source label of replays_total).
+const (
+	ReplayWindow = "window" // served from the hub's window of recent entries
+	ReplayLog    = "log"    // read from the event log
+)
+
+// Replay counts a replay from source (ReplayWindow or ReplayLog) that
+// delivered n events so far (call it once per page: first reports the
+// replay itself).
+func (m *Metrics) Replay(source string, first bool, n int) {
 	if m == nil {
 		return
 	}
 	if first {
-		m.replays.Inc()
+		m.replays.WithLabelValues(source).Inc()
 	}
 	m.replayed.Add(float64(n))
 }

@@ -326,6 +326,17 @@ func TestMetricsSlowConsumerAndRefusals(t *testing.T) {
 		t.Fatalf("replay from 0 of a trimmed channel: %v, want history_truncated", sub)
 	}
 	replay.events(t, 1)
+	// A resume from a cursor within the hub's window is served from it
+	// (once the one connection slot is free again).
+	replay.stop()
+	waitFor(t, func() bool {
+		return scrapeMetrics(t, admin).must(t, "herald_connections_open", "transport", "grpc") == 0
+	})
+	w1 := mustPublish(t, pub.events, "recent", "1")
+	mustPublish(t, pub.events, "recent", "2")
+	resume := subscribe(t, pub.events, []string{"recent"}, ptr(w1.GetPosition()))
+	resume.next(t)
+	resume.events(t, 1)
 
 	s := scrapeMetrics(t, admin)
 	for _, c := range []struct {
@@ -338,7 +349,8 @@ func TestMetricsSlowConsumerAndRefusals(t *testing.T) {
 		{"herald_subscriptions_ended_total", []string{"reason", "slow_consumer"}, eq(1), "== 1"},
 		{"herald_retention_runs_total", nil, atLeast(1), ">= 1"},
 		{"herald_retention_events_removed_total", nil, atLeast(2), ">= 2"},
-		{"herald_replays_total", nil, atLeast(1), ">= 1"},
+		{"herald_replays_total", []string{"source", "log"}, eq(1), "== 1"},
+		{"herald_replays_total", []string{"source", "window"}, eq(1), "== 1"},
 		{"herald_replayed_events_total", nil, atLeast(1), ">= 1"},
 		{"herald_replays_truncated_total", nil, eq(1), "== 1"},
 	} {
