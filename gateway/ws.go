@@ -105,7 +105,7 @@ type wsConn struct {
 	r      *wsReader
 
 	wmu           sync.Mutex
-	pending       []byte // encoded frames the writer has not taken yet; nil when none
+	pending       net.Buffers // encoded frames the writer has not taken yet, in pooled chunks; empty when none
 	pendingFrames int    // data frames in pending
 	pendingBytes  int64  // their budget bytes
 	frames        int    // data frames queued or being written: bounded by WSWriteQueue
@@ -508,11 +508,40 @@ func (wc *wsConn) stalled() error {
 
 // appendFrame appends a frame to the pending batch. The caller holds wmu.
 func (wc *wsConn) appendFrame(op byte, payload []byte) {
-	if wc.pending == nil {
-		wc.pending = getBuffer()
+	c := wc.room(maxHeader + len(payload))
+	c = appendHeader(c, op, len(payload))
+	wc.pending[len(wc.pending)-1] = append(c, payload...)
+}
+
+// room returns the last pending chunk, with room for n more bytes: a new
+// pooled chunk when the last one has not (one sized to n when a pooled one
+// could not hold it). The caller appends to it and stores it back as the
+// last chunk. Pending frames are kept in chunks, written with one writev,
+// rather than in one growing buffer: a burst of frames is copied once,
+// not again at every doubling, and every chunk goes back to the pool.
+// The caller holds wmu.
+func (wc *wsConn) room(n int) []byte {
+	if k := len(wc.pending); k > 0 {
+		if c := wc.pending[k-1]; cap(c)-len(c) >= n {
+			return c
+		}
 	}
-	wc.pending = appendHeader(wc.pending, op, len(payload))
-	wc.pending = append(wc.pending, payload...)
+	c := getBuffer()
+	if cap(c) < n {
+		putBuffer(c)
+		c = make([]byte, 0, n)
+	}
+	wc.pending = append(wc.pending, c)
+	return c
+}
+
+// releaseChunks gives chunks back to the pool and empties them.
+func releaseChunks(chunks net.Buffers) net.Buffers {
+	for i, c := range chunks {
+		putBuffer(c)
+		chunks[i] = nil
+	}
+	return chunks[:0]
 }
 
 // startWriter starts the writer unless it runs. The caller holds wmu.
@@ -549,41 +578,49 @@ func (wc *wsConn) queueClose(code int, reason string, discard bool) bool {
 		wc.frames -= wc.pendingFrames
 		wc.queued -= wc.pendingBytes
 		wc.pendingFrames, wc.pendingBytes = 0, 0
-		wc.pending = wc.pending[:0]
+		wc.pending = releaseChunks(wc.pending)
 	}
-	if wc.pending == nil {
-		wc.pending = getBuffer()
-	}
-	wc.pending = appendClose(wc.pending, code, reason)
+	c := wc.room(maxHeader + maxControlPayload)
+	wc.pending[len(wc.pending)-1] = appendClose(c, code, reason)
 	wc.closeQueued = true
 	wc.startWriter()
 	return true
 }
 
 // writer writes the queued frames: it takes everything pending and writes
-// it with one write, until nothing is pending; then it gives its buffers
-// back and ends. A write must finish within the write timeout: a client
+// it with one writev (its chunks), until nothing is pending; every chunk
+// goes back to the pool once written, and the writer ends. A write must finish within the write timeout: a client
 // that stops reading is dropped then.
 func (wc *wsConn) writer() {
-	var buf []byte
+	var chunks, bufs net.Buffers
 	for {
 		wc.wmu.Lock()
 		if len(wc.pending) == 0 || wc.isDead() {
 			wc.writing = false
-			putBuffer(wc.pending)
-			wc.pending = nil
+			wc.pending = releaseChunks(wc.pending)
+			if cap(wc.pending) == 0 {
+				wc.pending = chunks // its array, for the next burst
+			}
 			wc.wmu.Unlock()
-			putBuffer(buf)
 			return
 		}
-		buf, wc.pending = wc.pending, buf[:0]
+		chunks, wc.pending = wc.pending, chunks
 		frames, n := wc.pendingFrames, wc.pendingBytes
 		wc.pendingFrames, wc.pendingBytes = 0, 0
 		last := wc.closeQueued // nothing is queued after the close frame
 		wc.wmu.Unlock()
 
 		_ = wc.conn.SetWriteDeadline(time.Now().Add(wc.g.cfg.WriteTimeout))
-		_, err := wc.conn.Write(buf)
+		var err error
+		if len(chunks) == 1 {
+			_, err = wc.conn.Write(chunks[0])
+		} else {
+			bufs = append(bufs[:0], chunks...)
+			w := bufs // WriteTo consumes its receiver: bufs keeps the array
+			_, err = w.WriteTo(wc.conn) // one writev on a TCP connection
+			clear(bufs)
+		}
+		chunks = releaseChunks(chunks)
 		wc.wmu.Lock()
 		wc.frames -= frames
 		wc.queued -= n

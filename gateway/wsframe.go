@@ -30,6 +30,10 @@ const (
 // maxControlPayload is the largest payload of a control frame (5.5).
 const maxControlPayload = 125
 
+// maxHeader is the longest header of a frame the server sends (unmasked,
+// 64-bit length).
+const maxHeader = 10
+
 // wsCloseError is a violation by the client: the connection fails with
 // code (1002, 1007 or 1009) and reason.
 type wsCloseError struct {
