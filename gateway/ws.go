@@ -106,12 +106,12 @@ type wsConn struct {
 
 	wmu           sync.Mutex
 	pending       net.Buffers // encoded frames the writer has not taken yet, in pooled chunks; empty when none
-	pendingFrames int    // data frames in pending
-	pendingBytes  int64  // their budget bytes
-	frames        int    // data frames queued or being written: bounded by WSWriteQueue
-	queued        int64  // their budget bytes: bounded by WSWriteBytes
-	writing       bool   // a writer goroutine runs
-	closeQueued   bool   // a close frame is queued: nothing goes out after it
+	pendingFrames int         // data frames in pending
+	pendingBytes  int64       // their budget bytes
+	frames        int         // data frames queued or being written: bounded by WSWriteQueue
+	queued        int64       // their budget bytes: bounded by WSWriteBytes
+	writing       bool        // a writer goroutine runs
+	closeQueued   bool        // a close frame is queued: nothing goes out after it
 	space         chan struct{}
 	closeSent     chan struct{} // closed once the close frame is written
 
@@ -616,7 +616,7 @@ func (wc *wsConn) writer() {
 			_, err = wc.conn.Write(chunks[0])
 		} else {
 			bufs = append(bufs[:0], chunks...)
-			w := bufs // WriteTo consumes its receiver: bufs keeps the array
+			w := bufs                   // WriteTo consumes its receiver: bufs keeps the array
 			_, err = w.WriteTo(wc.conn) // one writev on a TCP connection
 			clear(bufs)
 		}
