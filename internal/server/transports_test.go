@@ -14,11 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,6 +65,35 @@ var subscribeTransports = []struct {
 	{"ws-proto", wsOpener(gateway.SubprotocolProto)},
 	{"sse", openSSE},
 	{"longpoll", openLongPoll},
+}
+
+// gatedClient is the HTTP client (h2c or HTTP/1.1) of a subscriber that
+// stops reading (a gate): its socket's receive buffer is small and fixed
+// (SO_RCVBUF turns off the kernel's autotuning), so that what the kernel
+// holds for it cannot absorb a test's whole backlog and spare the server
+// from seeing a slow consumer. In one CI run the grpcweb subscriber of
+// TestTransportsSlowConsumer got all 9.6 MB of its backlog without being
+// ended; the likely cause is http.DefaultClient handing it a kept-alive
+// connection whose buffers an earlier test had grown (not reproduced).
+func gatedClient(h2c bool) *http.Client {
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	// Its own connection, never one an earlier test grew the buffers of,
+	// and none kept once the test is done with it.
+	tr := &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
+	if h2c {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		tr.Protocols = &p
+	}
+	return &http.Client{Transport: tr}
 }
 
 func newSubscriber(t *testing.T) (*subscriber, context.Context) {
@@ -155,7 +186,11 @@ func rpcOpener(protocol int) opener {
 	return func(t *testing.T, base string, channels []string, cursor *int64, gate <-chan struct{}) *subscriber {
 		t.Helper()
 		p := protocols[protocol]
-		c := newClients(base, p.http(), p.opts...)
+		hc := p.http()
+		if gate != nil {
+			hc = gatedClient(protocol == 1)
+		}
+		c := newClients(base, hc, p.opts...)
 		s, ctx := newSubscriber(t)
 		st, err := c.events.Subscribe(ctx, connect.NewRequest(&heraldv1.SubscribeRequest{Channels: channels, Cursor: cursor}))
 		if err != nil {
@@ -205,7 +240,13 @@ func wsURL(base string) string { return "ws" + strings.TrimPrefix(base, "http") 
 // dialWS opens a WebSocket with the given subprotocol.
 func dialWS(t *testing.T, ctx context.Context, base, subprotocol string) *websocket.Conn {
 	t.Helper()
-	c, resp, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{Subprotocols: []string{subprotocol}})
+	return dialWSWith(t, ctx, base, subprotocol, nil)
+}
+
+// dialWSWith is dialWS with an HTTP client (nil: the default).
+func dialWSWith(t *testing.T, ctx context.Context, base, subprotocol string, hc *http.Client) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{Subprotocols: []string{subprotocol}, HTTPClient: hc})
 	if err != nil {
 		t.Fatalf("dial websocket: %v", err)
 	}
@@ -272,7 +313,12 @@ func wsOpener(subprotocol string) opener {
 	return func(t *testing.T, base string, channels []string, cursor *int64, gate <-chan struct{}) *subscriber {
 		t.Helper()
 		s, ctx := newSubscriber(t)
-		c := dialWS(t, ctx, base, subprotocol)
+		var c *websocket.Conn
+		if gate != nil {
+			c = dialWSWith(t, ctx, base, subprotocol, gatedClient(false))
+		} else {
+			c = dialWS(t, ctx, base, subprotocol)
+		}
 		if err := wsWrite(ctx, c, subprotocol, &heraldv1.ConnectRequest{Id: "s", Command: &heraldv1.ConnectRequest_Subscribe{
 			Subscribe: &heraldv1.SubscribeRequest{Channels: channels, Cursor: cursor},
 		}}); err != nil {
@@ -372,7 +418,11 @@ func openSSE(t *testing.T, base string, channels []string, cursor *int64, gate <
 	t.Helper()
 	s, ctx := newSubscriber(t)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/sse?"+sseQuery(channels, cursor).Encode(), nil)
-	resp, err := http.DefaultClient.Do(req)
+	hc := http.DefaultClient
+	if gate != nil {
+		hc = gatedClient(false)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
