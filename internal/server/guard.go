@@ -54,6 +54,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			// Not disarmed when the handler returns: net/http then reads
 			// what is left of the body, which must come in time too.
 			r.Body = b
+			defer b.finish()
 		}
 		gw := &guardedWriter{ResponseWriter: w, rc: rc, timeout: writeTimeout}
 		defer gw.end()
@@ -74,9 +75,16 @@ func enveloped(contentType string) bool {
 }
 
 // guardedBody bounds the time a request body takes and reports a body cut
-// short as the client's error. One goroutine reads it (the handler's).
+// short as the client's error. One goroutine reads it: the handler's, or
+// one the handler started (the Connect stream's reader), which may still
+// be inside Read when the handler returns. The ResponseController must not
+// be used once the handler has returned (net/http reuses or clears the
+// writer then: a data race on HTTP/2), so deadlines are set under mu and
+// not at all after finish.
 type guardedBody struct {
 	body      io.ReadCloser
+	mu        sync.Mutex
+	finished  bool // the handler returned: rc is off limits
 	rc        *http.ResponseController
 	timeout   time.Duration
 	declared  int64 // Content-Length; -1: unknown
@@ -92,7 +100,25 @@ type guardedBody struct {
 
 func (b *guardedBody) arm() {
 	b.armed = true
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	b.setReadDeadline(time.Now().Add(b.timeout))
+}
+
+// setReadDeadline sets the connection's read deadline unless the handler
+// has returned.
+func (b *guardedBody) setReadDeadline(t time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.finished {
+		_ = b.rc.SetReadDeadline(t)
+	}
+}
+
+// finish is called as the handler returns: from then on the body no longer
+// touches the response's controller.
+func (b *guardedBody) finish() {
+	b.mu.Lock()
+	b.finished = true
+	b.mu.Unlock()
 }
 
 // disarm clears the deadline once the body (or message) is in, and only
@@ -102,7 +128,7 @@ func (b *guardedBody) arm() {
 func (b *guardedBody) disarm() {
 	if b.armed {
 		b.armed = false
-		_ = b.rc.SetReadDeadline(time.Time{})
+		b.setReadDeadline(time.Time{})
 	}
 }
 
