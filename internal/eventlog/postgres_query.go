@@ -108,6 +108,12 @@ func (p *Postgres) Read(ctx context.Context, q Query) ([]Event, error) {
 	if q.Channels != nil && len(q.Channels) == 0 {
 		return []Event{}, nil
 	}
+	sql, args := readSQL(q)
+	return p.queryEventsBounded(ctx, "read", q.MaxBytes, sql, args...)
+}
+
+// readSQL is Read's query for q (q.Channels nil or not empty).
+func readSQL(q Query) (string, []any) {
 	var (
 		sql  strings.Builder
 		args = []any{q.After, limitArg(q.Limit)}
@@ -132,7 +138,7 @@ CROSS JOIN LATERAL (
 ) e
 ORDER BY e.id LIMIT $2`)
 	}
-	return p.queryEventsBounded(ctx, "read", q.MaxBytes, sql.String(), args...)
+	return sql.String(), args
 }
 
 func dedupe(names []string) []string {
@@ -164,11 +170,26 @@ func (p *Postgres) Head(ctx context.Context) (int64, error) {
 // q.Cursor, or descending before it with q.Backward; Limit <= 0 means no
 // limit. An unknown channel has no entries.
 func (p *Postgres) History(ctx context.Context, q HistoryQuery) (Page, error) {
-	sql := `SELECT ` + eventColumns + ` FROM herald_events WHERE channel = $1`
 	limit := q.Limit
 	if limit <= 0 {
 		limit = math.MaxInt - 1
 	}
+	sql, args := historySQL(q)
+	evs, err := p.queryEvents(ctx, fmt.Sprintf("history of %q", q.Channel), sql, args...)
+	if err != nil {
+		return Page{}, err
+	}
+	page := Page{Events: evs}
+	if len(evs) > limit {
+		page.Events, page.HasMore = evs[:limit], true
+	}
+	return page, nil
+}
+
+// historySQL is History's query for q: one more entry than q.Limit, which
+// tells HasMore.
+func historySQL(q HistoryQuery) (string, []any) {
+	sql := `SELECT ` + eventColumns + ` FROM herald_events WHERE channel = $1`
 	args := []any{q.Channel, limitArg(q.Limit + 1)} // one more tells HasMore
 	if q.Limit <= 0 {
 		args[1] = nil
@@ -198,15 +219,7 @@ func (p *Postgres) History(ctx context.Context, q HistoryQuery) (Page, error) {
 	} else {
 		sql += ` ORDER BY id LIMIT $2`
 	}
-	evs, err := p.queryEvents(ctx, fmt.Sprintf("history of %q", q.Channel), sql, args...)
-	if err != nil {
-		return Page{}, err
-	}
-	page := Page{Events: evs}
-	if len(evs) > limit {
-		page.Events, page.HasMore = evs[:limit], true
-	}
-	return page, nil
+	return sql, args
 }
 
 // Get returns the entry at pos of channel.

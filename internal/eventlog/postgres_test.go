@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldrt/herald/internal/eventlog"
@@ -1052,5 +1053,93 @@ func TestPostgresSeqRemembered(t *testing.T) {
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPostgresQuietChannelPlans: with one busy channel and a quiet one in
+// the statistics, the generic plans (what prepared statements end up with)
+// of a replay and of history read the quiet channel on the (channel, id)
+// index, not by walking the primary key past the busy channel's entries
+// (0010_channel_ndistinct.sql).
+func TestPostgresQuietChannelPlans(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	lg := startPostgres(t, autoCreate())
+	mustAppend(t, lg, eventlog.Publish{Channel: "quiet", Data: []byte("x")})
+	const busy = 20000
+	if _, err := lg.pool.Exec(ctx, `SELECT count(*) FROM herald_publish(
+		array_fill('busy'::text, ARRAY[$1::int]), array_fill(''::text, ARRAY[$1::int]), array_fill('\x00'::bytea, ARRAY[$1::int]),
+		array_fill(''::text, ARRAY[$1::int]), array_fill(''::text, ARRAY[$1::int]), array_fill(NULL::bytea, ARRAY[$1::int]),
+		array_fill(0::smallint, ARRAY[$1::int]), array_fill(NULL::text, ARRAY[$1::int]), NULL, 0, true)`, busy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lg.pool.Exec(ctx, "ANALYZE herald_events"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := lg.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = conn.Exec(context.Background(), "RESET plan_cache_mode") }()
+	for _, c := range []struct {
+		what string
+		sql  string
+		args []any
+	}{
+		{"replay", "", nil},
+		{"history", "", nil},
+		{"history backward", "", nil},
+	} {
+		switch c.what {
+		case "replay":
+			c.sql, c.args = eventlog.ReadSQL(eventlog.Query{Channels: []string{"quiet"}, After: 0, Limit: 100})
+		case "history":
+			c.sql, c.args = eventlog.HistorySQL(eventlog.HistoryQuery{Channel: "quiet", Limit: 100})
+		default:
+			c.sql, c.args = eventlog.HistorySQL(eventlog.HistoryQuery{Channel: "quiet", Limit: 100, Backward: true})
+		}
+		// PREPARE and EXPLAIN EXECUTE, as psql would: EXPLAIN of a query
+		// with bound parameters plans it for their values (a custom plan),
+		// which is not what a prepared statement ends up running.
+		if _, err := conn.Exec(ctx, "DEALLOCATE ALL"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, "PREPARE q AS "+c.sql); err != nil {
+			t.Fatalf("%s: prepare: %v", c.what, err)
+		}
+		lits := make([]string, len(c.args))
+		for i, a := range c.args {
+			switch v := a.(type) {
+			case int64:
+				lits[i] = fmt.Sprint(v)
+			case *int:
+				lits[i] = "NULL"
+				if v != nil {
+					lits[i] = fmt.Sprint(*v)
+				}
+			case string:
+				lits[i] = "'" + v + "'"
+			case []string:
+				lits[i] = "ARRAY['" + strings.Join(v, "','") + "']::text[]"
+			default:
+				t.Fatalf("%s: argument %d of type %T", c.what, i, a)
+			}
+		}
+		rows, err := conn.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE q("+strings.Join(lits, ", ")+")", pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		text := strings.Join(plan, "\n")
+		if !strings.Contains(text, "herald_events_channel_id") || strings.Contains(text, "Rows Removed by Filter: 2") {
+			t.Errorf("%s of the quiet channel does not read it on (channel, id):\n%s", c.what, text)
+		}
 	}
 }

@@ -1,0 +1,7 @@
+package eventlog
+
+// The queries of Read and History, for tests of their plans.
+var (
+	ReadSQL    = readSQL
+	HistorySQL = historySQL
+)
