@@ -155,12 +155,17 @@ type Postgres struct {
 // must not leave stale seqs behind.
 type seqCache struct {
 	last   map[string]int64
+	bytes  int // what last holds, counted as seqCacheEntryBytes per channel
 	lastID int64
 }
 
-// seqCacheMax bounds how many channels the writer remembers: past it, it
-// starts over (those channels are looked up again, once each).
-const seqCacheMax = 100_000
+// seqCacheMaxBytes bounds what the writer remembers (about 100,000 channels
+// of 20-byte names, 35,000 of the longest): past it, it starts over, and
+// those channels are looked up again, once each.
+const (
+	seqCacheMaxBytes   = 8 << 20
+	seqCacheEntryBytes = 64 // map entry, string header and seq, beside the name
+)
 
 // args returns, for each of ps, the remembered last seq of its channel
 // (nil when unknown), and the newest position the writer wrote.
@@ -179,7 +184,8 @@ func (c *seqCache) args(ps []*Publish) ([]*int64, int64) {
 
 // forget drops everything remembered.
 func (c *seqCache) forget() {
-	clear(c.last)
+	c.last = nil // clear would keep the map's buckets at their largest
+	c.bytes = 0
 	c.lastID = 0
 }
 
@@ -187,7 +193,7 @@ func (c *seqCache) forget() {
 // the remembered seqs, res and errs are the batch's answers, maxID the
 // newest position the batch wrote.
 func (c *seqCache) learn(cached bool, res []Published, errs []error, maxID int64) {
-	if !cached || len(c.last) >= seqCacheMax {
+	if !cached || c.bytes >= seqCacheMaxBytes {
 		c.forget()
 	}
 	if maxID == 0 {
@@ -200,7 +206,12 @@ func (c *seqCache) learn(cached bool, res []Published, errs []error, maxID int64
 	}
 	for i := range res {
 		if errs[i] == nil && !res[i].Duplicate && res[i].Event.Seq > 0 {
-			c.last[res[i].Event.Channel] = max(c.last[res[i].Event.Channel], res[i].Event.Seq)
+			ch := res[i].Event.Channel
+			old, ok := c.last[ch]
+			if !ok {
+				c.bytes += len(ch) + seqCacheEntryBytes
+			}
+			c.last[ch] = max(old, res[i].Event.Seq)
 		}
 	}
 	c.lastID = maxID
