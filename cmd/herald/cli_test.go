@@ -82,6 +82,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"HERALD_POLL_INTERVAL=5"}, []string{"serve"}, []string{`HERALD_POLL_INTERVAL="5"`, "--poll-interval", "unit"}},
 		{[]string{"HERALD_POLL_INTERVAL=5", "HERALD_QUEUE_SIZE=big"}, []string{"serve"}, []string{`HERALD_POLL_INTERVAL="5"`, `HERALD_QUEUE_SIZE="big" (for --queue-size)`}},
 		{nil, []string{"serve", "--queue-size", "lots"}, []string{`invalid value "lots" for --queue-size: want a whole number`}},
+		{nil, []string{"serve", "--window-size", "-1"}, []string{"--window-size is -1", "want a positive number (0: the default)"}},
+		{[]string{"HERALD_QUEUE_BYTES=-5"}, []string{"serve"}, []string{"--queue-bytes is -5"}},
 		{nil, []string{"serve", "--auto-create-channels=maybe"}, []string{"--auto-create-channels", "true or false"}},
 		{nil, []string{"serve", "--user-publish-rate", "fast"}, []string{"--user-publish-rate", "want a number"}},
 		{nil, []string{"serve", "--log-level", "loud"}, []string{`invalid value "loud" for --log-level`, "debug, info, warn or error"}},

@@ -96,6 +96,16 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	cfg := o.cfg
+	// The hub treats 0 as "the default"; a negative size is a mistake, not
+	// a default.
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"queue-size", cfg.Hub.QueueSize}, {"queue-bytes", cfg.Hub.QueueBytes}, {"window-size", cfg.Hub.WindowSize}, {"window-bytes", cfg.Hub.WindowBytes}} {
+		if f.v < 0 {
+			return fs.usage("--%s is %d: want a positive number (0: the default)", f.name, f.v)
+		}
+	}
 	autoCreate, authConfig, namespaces, origins, hosts := o.autoCreate, o.authConfig, o.namespaces, o.origins, o.hosts
 	logger, err := newLogger(o.logFormat, o.logLevel, os.Stderr)
 	if err != nil {
