@@ -46,7 +46,7 @@ for f in sorted(glob.glob(os.path.join(out, "*-*-*.json")) + glob.glob(os.path.j
 
 order = list(FIGURES) + ["pgbench"]
 for row in order:
-    for log in ("memory", "postgres"):
+    for log in ("memory", "postgres", "centrifugo"):
         files = runs.get((row, log))
         if not files:
             continue

@@ -38,7 +38,8 @@ table (docs/benchmarks.md): fanout 1000 subs × 100 events/s for 30s; publish 16
 publishers, 10 subs, 10s (pipelined: 1 connection, 256 in flight); idle 10000; storm 1000
 subs at 100 events/s; failover 200 subs; recovery 100 missed × 20 rounds. Latencies use
 the publish time carried in each event: run the tool on the server's machine. A progress
-line goes to stderr every second; the summary (or --json) to stdout.`
+line goes to stderr every second; the summary (or --json) to stdout. --target centrifugo
+runs the same scenarios against a Centrifugo server (v6, JSON protocol), for comparison.`
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
@@ -50,7 +51,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	)
 	fs := newFlags("bench", "SCENARIO", benchSummary, stdout)
 	fs.String(&server, "server", []string{"HERALD_SERVER"}, "http://127.0.0.1:8080", "Herald server URL (http only); failover: two, comma-separated, the one to kill first")
-	fs.String(&cfg.Token, "token", []string{"HERALD_TOKEN"}, "", "API key or JWT, sent as Authorization: Bearer")
+	fs.String(&cfg.Token, "token", []string{"HERALD_TOKEN"}, "", "API key or JWT, sent as Authorization: Bearer (centrifugo: the connection JWT)")
+	fs.StringVar(&cfg.Target, "target", "herald", "the server measured: herald, or centrifugo to compare (protocol v2 JSON; ws and sse; publish over its HTTP API)")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "centrifugo: its server API key, sent as X-API-Key with each publish")
 	fs.StringVar(&transports, "transport", "", "subscriber transports, comma-separated: ws, sse, grpc (fanout); default ws (recovery: ws,sse)")
 	fs.StringVar(&cfg.Channel, "channel", "bench", "channel to publish to and subscribe to")
 	fs.StringVar(&cfg.WSCodec, "ws-codec", "json", "WebSocket subprotocol of subscribers: json (herald.v1.json) or proto (herald.v1.proto)")

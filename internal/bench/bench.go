@@ -31,6 +31,10 @@
 //     events, then subscribe with the cursor before them and time until all
 //     of them arrived.
 //
+// Config.Target centrifugo runs the same scenarios (but the gRPC transport
+// and pipelined publish) against a Centrifugo server, to compare the two on
+// one machine with one client and one checker (centrifugo.go).
+//
 // Every event carries its publish time in its first 8 bytes (one clock: the
 // tool and the server must run on one machine for latencies to mean
 // anything). A run with any loss (missing, duplicate, out of order or
@@ -61,11 +65,22 @@ const (
 	transportGRPC = "grpc"
 )
 
+// Targets: the server the run measures. Centrifugo is there to compare
+// with, on the same machine and with the same client (docs/benchmarks.md).
+const (
+	TargetHerald     = "herald"
+	TargetCentrifugo = "centrifugo"
+)
+
 // Config is one run. Zero values take the scenario's default (Defaults).
 type Config struct {
-	Scenario       string
-	Addrs          []string // host:port; failover needs two
-	Token          string   // sent as Authorization: Bearer, when set
+	Scenario string
+	Target   string   // TargetHerald (default) or TargetCentrifugo
+	Addrs    []string // host:port; failover needs two
+	// Token: Herald: sent as Authorization: Bearer, when set; Centrifugo:
+	// the connection token (JWT), sent in the connect command.
+	Token          string
+	APIKey         string // Centrifugo: the server API key (X-API-Key) to publish with
 	Channel        string
 	Transports     []string // fanout: ws, sse, grpc; idle: one of ws, sse; recovery: ws, sse
 	WSCodec        string   // json or proto
@@ -114,6 +129,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Channel == "" {
 		c.Channel = "bench"
+	}
+	if c.Target == "" {
+		c.Target = TargetHerald
 	}
 	if c.WSCodec == "" {
 		c.WSCodec = "json"
@@ -194,6 +212,10 @@ func (c *Config) Check() error {
 		}
 	}
 	for _, err := range []error{
+		one(c.Target == TargetHerald || c.Target == TargetCentrifugo, "target must be herald or centrifugo"),
+		one(c.Target != TargetCentrifugo || !slices.Contains(c.Transports, transportGRPC), "centrifugo: transports ws and sse only"),
+		one(c.Target != TargetCentrifugo || c.Scenario != "publish" || c.Mode == "closed", "centrifugo: publish --mode closed only"),
+		one(c.Target != TargetCentrifugo || c.WSCodec == "json", "centrifugo: ws codec json only"),
 		one(len(c.Addrs) >= 1, "no server address"),
 		one(c.Scenario != "failover" || len(c.Addrs) == 2, "failover needs two server addresses (the one to kill first)"),
 		one(c.Scenario != "failover" || c.Kill != nil, "failover needs --kill-pid or --kill-cmd"),
@@ -272,6 +294,7 @@ func Write(w io.Writer, r Report, asJSON bool) error {
 type env struct {
 	cfg    *Config
 	stderr io.Writer
+	cf     centrifugoState // Target centrifugo
 }
 
 func (e *env) logf(format string, args ...any) {

@@ -177,15 +177,30 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	return b.next.RoundTrip(r)
 }
 
-func newPublisher(cfg *Config, addr string) heraldv1connect.EventServiceClient {
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true) // gRPC over h2c: one connection, multiplexed
-	hc := &http.Client{Transport: bearer{cfg.Token, &http.Transport{Protocols: &p}}}
-	return heraldv1connect.NewEventServiceClient(hc, "http://"+addr, connect.WithGRPC())
+// publisher publishes one event of size bytes (its publish time first) and
+// returns its position: the Herald position, or the Centrifugo offset.
+type publisher interface {
+	publish(ctx context.Context, channel string, size int) (int64, error)
 }
 
-func publishOne(ctx context.Context, c heraldv1connect.EventServiceClient, channel string, size int) (int64, error) {
-	resp, err := c.Publish(ctx, connect.NewRequest(&heraldv1.PublishRequest{
+// newPublisher returns the publisher of the run's target at addr.
+func newPublisher(e *env, addr string) publisher {
+	if e.cfg.Target == TargetCentrifugo {
+		return newCentrifugoPublisher(e, addr, max(e.cfg.Publishers, 1))
+	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true) // gRPC over h2c: one connection, multiplexed
+	hc := &http.Client{Transport: bearer{e.cfg.Token, &http.Transport{Protocols: &p}}}
+	return heraldPublisher{heraldv1connect.NewEventServiceClient(hc, "http://"+addr, connect.WithGRPC())}
+}
+
+// heraldPublisher publishes over gRPC (EventService.Publish).
+type heraldPublisher struct {
+	c heraldv1connect.EventServiceClient
+}
+
+func (h heraldPublisher) publish(ctx context.Context, channel string, size int) (int64, error) {
+	resp, err := h.c.Publish(ctx, connect.NewRequest(&heraldv1.PublishRequest{
 		Channel: channel,
 		Type:    eventType,
 		Data:    eventData(time.Now(), size),
@@ -202,7 +217,7 @@ func publishOne(ctx context.Context, c heraldv1connect.EventServiceClient, chann
 // rate. sent counts publishes as they are acknowledged, for the progress
 // line. After d, publishing goes on at the same rate while more (if not
 // nil) says so.
-func publishLoad(ctx context.Context, cfg *Config, d time.Duration, c heraldv1connect.EventServiceClient, errs *errorSet, sent *atomic.Int64, more func() bool) (acked []int64, st publishStats) {
+func publishLoad(ctx context.Context, cfg *Config, d time.Duration, c publisher, errs *errorSet, sent *atomic.Int64, more func() bool) (acked []int64, st publishStats) {
 	total := int(cfg.Rate * d.Seconds())
 	interval := time.Duration(float64(time.Second) / cfg.Rate)
 	slots := make(chan struct{}, cfg.Publishers)
@@ -218,7 +233,7 @@ func publishLoad(ctx context.Context, cfg *Config, d time.Duration, c heraldv1co
 			r := &results[w]
 			for range slots {
 				t := time.Now()
-				pos, err := publishOne(ctx, c, cfg.Channel, cfg.Size)
+				pos, err := c.publish(ctx, cfg.Channel, cfg.Size)
 				r.n++
 				if err != nil {
 					errs.add(fmt.Errorf("publish: %w", err))
@@ -370,11 +385,11 @@ func runFanout(ctx context.Context, e *env) (*fanoutReport, error) {
 		Scenario: "fanout", Addr: addr, Channel: cfg.Channel, WSCodec: cfg.WSCodec,
 		Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Size: cfg.Size,
 	}
-	pub := newPublisher(cfg, addr)
+	pub := newPublisher(e, addr)
 	// The warm-up publish creates the channel (subscribing to an unknown
 	// channel may fail) and checks that the server answers; subscribers
 	// start live, after it.
-	warm, err := publishOne(ctx, pub, cfg.Channel, cfg.Size)
+	warm, err := pub.publish(ctx, cfg.Channel, cfg.Size)
 	if err != nil {
 		return nil, fmt.Errorf("warm-up publish: %w", err)
 	}
@@ -389,7 +404,7 @@ func runFanout(ctx context.Context, e *env) (*fanoutReport, error) {
 
 	subCtx, cancelSubs := context.WithCancel(ctx)
 	defer cancelSubs()
-	d := newDialer(cfg)
+	d := newDialer(e)
 	d.preallocate = int(cfg.Rate*cfg.Duration.Seconds()) + 16
 	subs := newSubscribers(e, d, cfg.Transports, cfg.Subs)
 	var errs errorSet

@@ -65,7 +65,7 @@ func runIdle(ctx context.Context, e *env) (*idleReport, error) {
 		r.Server = &memStats{PID: cfg.ServerPID}
 	}
 	// Create the channel, so that the subscriptions find it.
-	if _, err := publishOne(ctx, newPublisher(cfg, cfg.Addrs[0]), cfg.Channel, cfg.Size); err != nil {
+	if _, err := newPublisher(e, cfg.Addrs[0]).publish(ctx, cfg.Channel, cfg.Size); err != nil {
 		return nil, fmt.Errorf("warm-up publish: %w", err)
 	}
 	if err := sleepCtx(ctx, cfg.Settle); err != nil {
@@ -82,7 +82,7 @@ func runIdle(ctx context.Context, e *env) (*idleReport, error) {
 
 	subCtx, cancelSubs := context.WithCancel(ctx)
 	defer cancelSubs()
-	d := newDialer(cfg)
+	d := newDialer(e)
 	d.subscribe = !cfg.IdleNoSub
 	subs := newSubscribers(e, d, cfg.Transports, n)
 	var errs errorSet

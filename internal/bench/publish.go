@@ -84,13 +84,13 @@ func runPublish(ctx context.Context, e *env) (*publishReport, error) {
 	if cfg.Mode == "pipelined" {
 		r.InFlight = cfg.InFlight
 	}
-	warm, err := publishOne(ctx, newPublisher(cfg, addr), cfg.Channel, cfg.Size)
+	warm, err := newPublisher(e, addr).publish(ctx, cfg.Channel, cfg.Size)
 	if err != nil {
 		return nil, fmt.Errorf("warm-up publish: %w", err)
 	}
 	subCtx, cancelSubs := context.WithCancel(ctx)
 	defer cancelSubs()
-	d := newDialer(cfg)
+	d := newDialer(e)
 	d.preallocate = 1024
 	subs := newSubscribers(e, d, cfg.Transports, cfg.Subs)
 	var errs errorSet
@@ -121,7 +121,7 @@ func runPublish(ctx context.Context, e *env) (*publishReport, error) {
 			if cfg.Mode == "pipelined" {
 				err = publishPipelined(pctx, cfg, d, addr, &results[i], &sent)
 			} else {
-				err = publishClosed(pctx, cfg, addr, &results[i], &sent)
+				err = publishClosed(pctx, e, addr, &results[i], &sent)
 			}
 			if err != nil {
 				errs.add(err)
@@ -171,7 +171,11 @@ func runPublish(ctx context.Context, e *env) (*publishReport, error) {
 
 // publishClosed POSTs one event at a time over REST until ctx ends; each
 // waits for the previous one's acknowledgement.
-func publishClosed(ctx context.Context, cfg *Config, addr string, res *publisherResult, sent *atomic.Int64) error {
+func publishClosed(ctx context.Context, e *env, addr string, res *publisherResult, sent *atomic.Int64) error {
+	cfg := e.cfg
+	if cfg.Target == TargetCentrifugo {
+		return publishClosedCentrifugo(ctx, e, addr, res, sent)
+	}
 	hc := &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 1}}
 	defer hc.CloseIdleConnections()
 	u := "http://" + addr + "/v1/channels/" + url.PathEscape(cfg.Channel) + "/events?type=" + eventType
@@ -202,6 +206,26 @@ func publishClosed(ctx context.Context, cfg *Config, addr string, res *publisher
 		pos, perr := strconv.ParseInt(string(p), 10, 64)
 		if !ok || perr != nil {
 			firstErr = cmpErr(firstErr, fmt.Errorf("publish: no position in %s", body))
+			continue
+		}
+		res.ack = append(res.ack, int64(time.Since(t)))
+		res.pos = append(res.pos, pos)
+		sent.Add(1)
+	}
+	return firstErr
+}
+
+// publishClosedCentrifugo is publishClosed over Centrifugo's server API.
+func publishClosedCentrifugo(ctx context.Context, e *env, addr string, res *publisherResult, sent *atomic.Int64) error {
+	p := newCentrifugoPublisher(e, addr, 1)
+	defer p.hc.CloseIdleConnections()
+	var firstErr error
+	for ctx.Err() == nil {
+		t := time.Now()
+		res.sent++
+		pos, err := p.publish(context.WithoutCancel(ctx), e.cfg.Channel, e.cfg.Size)
+		if err != nil {
+			firstErr = cmpErr(firstErr, fmt.Errorf("publish: %w", err))
 			continue
 		}
 		res.ack = append(res.ack, int64(time.Since(t)))

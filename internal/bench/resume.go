@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/heraldrt/herald/gen/herald/v1/heraldv1connect"
 )
 
 // resumeReport is the outcome of a storm or failover run.
@@ -88,14 +86,14 @@ func runResume(ctx context.Context, e *env, cut func([]*subscriber) error) (*res
 		Scenario: cfg.Scenario, Addrs: cfg.Addrs, Channel: cfg.Channel, Rate: cfg.Rate,
 		Before: cfg.Before.Seconds(), After: cfg.After.Seconds(),
 	}
-	pub := newPublisher(cfg, cfg.Addrs[len(cfg.Addrs)-1])
-	warm, err := publishOne(ctx, pub, cfg.Channel, cfg.Size)
+	pub := newPublisher(e, cfg.Addrs[len(cfg.Addrs)-1])
+	warm, err := pub.publish(ctx, cfg.Channel, cfg.Size)
 	if err != nil {
 		return nil, fmt.Errorf("warm-up publish: %w", err)
 	}
 	subCtx, cancelSubs := context.WithCancel(ctx)
 	defer cancelSubs()
-	d := newDialer(cfg)
+	d := newDialer(e)
 	d.reconnect = true
 	d.preallocate = int(cfg.Rate*(cfg.Before+cfg.After).Seconds()) + 16
 	subs := newSubscribers(e, d, cfg.Transports, cfg.Subs)
@@ -226,8 +224,8 @@ func runRecovery(ctx context.Context, e *env) (*recoveryReport, error) {
 	cfg := e.cfg
 	addr := cfg.Addrs[0]
 	r := &recoveryReport{Scenario: "recovery", Addr: addr, Channel: cfg.Channel, Missed: cfg.Missed, Rounds: cfg.Rounds}
-	pub := newPublisher(cfg, addr)
-	d := newDialer(cfg)
+	pub := newPublisher(e, addr)
+	d := newDialer(e)
 	d.preallocate = cfg.Missed + 16
 	var round atomic.Int64
 	stop := e.progress(func() string { return fmt.Sprintf("round %d of %d per transport", round.Load(), cfg.Rounds) })
@@ -265,9 +263,9 @@ func runRecovery(ctx context.Context, e *env) (*recoveryReport, error) {
 // recoverOnce publishes a marker and cfg.Missed events, then resumes after
 // the marker on a new connection and returns the time from dial to the last
 // missed event received, and the checker's counts.
-func recoverOnce(ctx context.Context, e *env, d *dialer, p heraldv1connect.EventServiceClient, transport string, seen *[]bool, first bool) (int64, Loss, error) {
+func recoverOnce(ctx context.Context, e *env, d *dialer, p publisher, transport string, seen *[]bool, first bool) (int64, Loss, error) {
 	cfg := e.cfg
-	marker, err := publishOne(ctx, p, cfg.Channel, cfg.Size)
+	marker, err := p.publish(ctx, cfg.Channel, cfg.Size)
 	if err != nil {
 		return 0, Loss{}, fmt.Errorf("publish: %w", err)
 	}
@@ -283,7 +281,7 @@ func recoverOnce(ctx context.Context, e *env, d *dialer, p heraldv1connect.Event
 	for range min(16, cfg.Missed) {
 		wg.Go(func() {
 			for range next {
-				pos, err := publishOne(ctx, p, cfg.Channel, cfg.Size)
+				pos, err := p.publish(ctx, cfg.Channel, cfg.Size)
 				mu.Lock()
 				if err != nil {
 					perr = cmpErr(perr, err)

@@ -42,19 +42,26 @@ type dialer struct {
 	// dropAt is the unix ns of the drop or kill (storm, failover): events
 	// on connections opened after it are timed from it.
 	dropAt atomic.Int64
+	// centrifugo: the run targets Centrifugo; cf is the run's shared
+	// state (the stream's epoch).
+	centrifugo bool
+	cf         *centrifugoState
 }
 
-func newDialer(cfg *Config) *dialer {
+func newDialer(e *env) *dialer {
+	cfg := e.cfg
 	nd := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1}
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true) // gRPC over h2c
 	return &dialer{
-		addrs:     cfg.Addrs,
-		token:     cfg.Token,
-		channel:   cfg.Channel,
-		wsCodec:   cfg.WSCodec,
-		subscribe: true,
-		timeout:   cfg.ConnectTimeout,
+		addrs:      cfg.Addrs,
+		token:      cfg.Token,
+		channel:    cfg.Channel,
+		wsCodec:    cfg.WSCodec,
+		subscribe:  true,
+		timeout:    cfg.ConnectTimeout,
+		centrifugo: cfg.Target == TargetCentrifugo,
+		cf:         &e.cf,
 		// Each WebSocket takes its connection over after the handshake.
 		wsClient: &http.Client{Transport: &http.Transport{
 			DialContext:        dialKeeping(nd),
@@ -175,10 +182,14 @@ func (s *subscriber) run(ctx context.Context, d *dialer, ready chan<- error) {
 		}
 		var err error
 		addr := d.addrs[s.addr]
-		switch s.transport {
-		case transportWS:
+		switch {
+		case d.centrifugo && s.transport == transportWS:
+			err = s.runCentrifugoWS(ctx, d, addr, cursor, onSub)
+		case d.centrifugo:
+			err = s.runCentrifugoSSE(ctx, d, addr, cursor, onSub)
+		case s.transport == transportWS:
 			err = s.runWS(ctx, d, addr, cursor, onSub)
-		case transportSSE:
+		case s.transport == transportSSE:
 			err = s.runSSE(ctx, d, addr, cursor, onSub)
 		default:
 			err = s.runGRPC(ctx, d, addr, cursor, onSub)
