@@ -19,7 +19,6 @@ package bench
 // gives the configuration used.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -317,31 +316,9 @@ func (s *subscriber) runCentrifugoWS(ctx context.Context, d *dialer, addr string
 					return fmt.Errorf("ws pong: %w", err)
 				}
 			case bytes.HasPrefix(msg, []byte(`{"push":{"channel":`)) && bytes.Contains(msg, []byte(`"pub":`)):
-				if f, ok := centrifugoPub(msg); ok {
-					s.onEvent(f)
-				} else {
-					s.protoErrs++
-				}
+				s.centrifugoPublication(msg)
 			default:
-				var m centrifugoReply
-				if err := json.Unmarshal(msg, &m); err != nil {
-					s.protoErrs++
-					continue
-				}
-				switch {
-				case m.Error != nil:
-					err := fmt.Errorf("centrifugo: reply %d: error %d: %s", m.ID, m.Error.Code, m.Error.Message)
-					signal(err)
-					return err
-				case m.Connect != nil && !d.subscribe:
-					signal(nil)
-				case m.Subscribe != nil:
-					if err := s.centrifugoSubscribed(d, m.Subscribe, cursor, signal); err != nil {
-						signal(err)
-						return err
-					}
-				case m.Push != nil && (m.Push.Unsubscribe != nil || m.Push.Disconnect != nil):
-					err := fmt.Errorf("centrifugo: server ended the subscription: %s", msg)
+				if err := s.centrifugoMessage(d, msg, cursor, false, signal); err != nil {
 					signal(err)
 					return err
 				}
@@ -355,9 +332,6 @@ func (s *subscriber) runCentrifugoWS(ctx context.Context, d *dialer, addr string
 // which the server must allow (anonymous subscribe, or the token's channels
 // claim).
 func (s *subscriber) runCentrifugoSSE(ctx context.Context, d *dialer, addr string, cursor *int64, onSub func(error)) error {
-	signal, sent := signalOnce(onSub)
-	defer signal(errors.New("ended before subscribed"))
-
 	connect := map[string]any{"name": "herald-bench"}
 	if d.token != "" {
 		connect["token"] = d.token
@@ -365,90 +339,57 @@ func (s *subscriber) runCentrifugoSSE(ctx context.Context, d *dialer, addr strin
 	connect["subs"] = map[string]any{d.channel: centrifugoSubscribe(d, cursor)}
 	cj, _ := json.Marshal(connect)
 	u := "http://" + addr + "/connection/uni_sse?cf_connect=" + url.QueryEscape(string(cj))
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	closeFn := func() { cancel() }
-	s.closeConn.Store(&closeFn)
-	req, err := http.NewRequestWithContext(cctx, http.MethodGet, u, nil)
-	if err != nil {
-		signal(err)
-		return err
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := d.sseClient.Do(req)
-	if err != nil {
-		err = fmt.Errorf("sse: %w", err)
-		signal(err)
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		err := fmt.Errorf("sse: %s: %s", resp.Status, bytes.TrimSpace(body))
-		signal(err)
-		return err
-	}
-	timer := time.AfterFunc(d.timeout, func() {
-		if !sent.Load() {
-			cancel()
-		}
-	})
-	defer timer.Stop()
-
-	var ev sseEvent
 	// The connect event of a resume carries every recovered publication
 	// on one line.
-	br := bufio.NewReaderSize(resp.Body, 4<<20)
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				err = errors.New("line longer than 4 MiB")
-			}
-			err = fmt.Errorf("sse read: %w", err)
-			signal(err)
-			return err
-		}
-		if !ev.line(line) {
-			continue
-		}
+	return s.streamSSE(ctx, d, u, http.Header{}, 4<<20, onSub, func(ev *sseEvent, signal func(error)) error {
 		msg := ev.data
 		switch {
-		case len(msg) == 0 || string(msg) == "{}":
+		case len(msg) == 0 || string(msg) == "{}": // a ping
 		case bytes.HasPrefix(msg, []byte(`{"channel":`)) && bytes.Contains(msg, []byte(`"pub":`)):
-			if f, ok := centrifugoPub(msg); ok {
-				s.onEvent(f)
-			} else {
-				s.protoErrs++
-			}
+			s.centrifugoPublication(msg)
 		default:
-			var m centrifugoReply
-			if err := json.Unmarshal(msg, &m); err != nil {
-				s.protoErrs++
-				break
-			}
-			switch {
-			case m.Error != nil:
-				err := fmt.Errorf("centrifugo: error %d: %s", m.Error.Code, m.Error.Message)
-				signal(err)
-				return err
-			case m.Connect != nil:
-				sub := m.Connect.Subs[d.channel]
-				if sub == nil {
-					err := fmt.Errorf("centrifugo: uni_sse connection not subscribed to %q", d.channel)
-					signal(err)
-					return err
-				}
-				if err := s.centrifugoSubscribed(d, sub, cursor, signal); err != nil {
-					signal(err)
-					return err
-				}
-			case m.Unsubscribe != nil || m.Disconnect != nil:
-				err := fmt.Errorf("centrifugo: server ended the subscription: %s", msg)
-				signal(err)
-				return err
-			}
+			return s.centrifugoMessage(d, msg, cursor, true, signal)
 		}
-		ev.reset()
+		return nil
+	})
+}
+
+// centrifugoPublication records a publication push.
+func (s *subscriber) centrifugoPublication(msg []byte) {
+	if f, ok := centrifugoPub(msg); ok {
+		s.onEvent(f)
+	} else {
+		s.protoErrs++
 	}
+}
+
+// centrifugoMessage handles a reply or push that is not a publication, on
+// either transport (uni: uni_sse): an error or the end of the subscription
+// ends the connection; a subscribe reply, or the connect reply's
+// server-side subscription to the channel, confirms it.
+func (s *subscriber) centrifugoMessage(d *dialer, msg []byte, cursor *int64, uni bool, signal func(error)) error {
+	var m centrifugoReply
+	if err := json.Unmarshal(msg, &m); err != nil {
+		s.protoErrs++
+		return nil
+	}
+	switch {
+	case m.Error != nil:
+		return fmt.Errorf("centrifugo: reply %d: error %d: %s", m.ID, m.Error.Code, m.Error.Message)
+	case m.Subscribe != nil:
+		return s.centrifugoSubscribed(d, m.Subscribe, cursor, signal)
+	case m.Connect != nil:
+		switch sub := m.Connect.Subs[d.channel]; {
+		case sub != nil:
+			return s.centrifugoSubscribed(d, sub, cursor, signal)
+		case uni:
+			return fmt.Errorf("centrifugo: uni_sse connection not subscribed to %q", d.channel)
+		case !d.subscribe:
+			signal(nil)
+		}
+	case m.Push != nil && (m.Push.Unsubscribe != nil || m.Push.Disconnect != nil),
+		m.Unsubscribe != nil || m.Disconnect != nil:
+		return fmt.Errorf("centrifugo: server ended the subscription: %s", msg)
+	}
+	return nil
 }

@@ -169,56 +169,20 @@ func runPublish(ctx context.Context, e *env) (*publishReport, error) {
 	return r, ctx.Err()
 }
 
-// publishClosed POSTs one event at a time over REST until ctx ends; each
-// waits for the previous one's acknowledgement.
+// publishClosed publishes one event at a time until ctx ends, each after
+// the previous one's acknowledgement: over Herald's REST API, or
+// Centrifugo's server API.
 func publishClosed(ctx context.Context, e *env, addr string, res *publisherResult, sent *atomic.Int64) error {
-	cfg := e.cfg
-	if cfg.Target == TargetCentrifugo {
-		return publishClosedCentrifugo(ctx, e, addr, res, sent)
+	var p publisher
+	if e.cfg.Target == TargetCentrifugo {
+		cp := newCentrifugoPublisher(e, addr, 1)
+		defer cp.hc.CloseIdleConnections()
+		p = cp
+	} else {
+		rp := newRESTPublisher(e.cfg, addr)
+		defer rp.hc.CloseIdleConnections()
+		p = rp
 	}
-	hc := &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 1}}
-	defer hc.CloseIdleConnections()
-	u := "http://" + addr + "/v1/channels/" + url.PathEscape(cfg.Channel) + "/events?type=" + eventType
-	var firstErr error
-	for ctx.Err() == nil {
-		t := time.Now()
-		req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodPost, u, bytes.NewReader(eventData(t, cfg.Size)))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/octet-stream")
-		if cfg.Token != "" {
-			req.Header.Set("Authorization", "Bearer "+cfg.Token)
-		}
-		res.sent++
-		resp, err := hc.Do(req)
-		if err != nil {
-			firstErr = cmpErr(firstErr, fmt.Errorf("publish: %w", err))
-			continue
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusCreated {
-			firstErr = cmpErr(firstErr, fmt.Errorf("publish: %s: %s", resp.Status, bytes.TrimSpace(body)))
-			continue
-		}
-		p, ok := stringField(body, `"position":`)
-		pos, perr := strconv.ParseInt(string(p), 10, 64)
-		if !ok || perr != nil {
-			firstErr = cmpErr(firstErr, fmt.Errorf("publish: no position in %s", body))
-			continue
-		}
-		res.ack = append(res.ack, int64(time.Since(t)))
-		res.pos = append(res.pos, pos)
-		sent.Add(1)
-	}
-	return firstErr
-}
-
-// publishClosedCentrifugo is publishClosed over Centrifugo's server API.
-func publishClosedCentrifugo(ctx context.Context, e *env, addr string, res *publisherResult, sent *atomic.Int64) error {
-	p := newCentrifugoPublisher(e, addr, 1)
-	defer p.hc.CloseIdleConnections()
 	var firstErr error
 	for ctx.Err() == nil {
 		t := time.Now()
@@ -233,6 +197,48 @@ func publishClosedCentrifugo(ctx context.Context, e *env, addr string, res *publ
 		sent.Add(1)
 	}
 	return firstErr
+}
+
+// restPublisher POSTs one event per request to Herald's REST API, over one
+// kept-alive connection.
+type restPublisher struct {
+	url, token string
+	hc         *http.Client
+}
+
+func newRESTPublisher(cfg *Config, addr string) *restPublisher {
+	return &restPublisher{
+		url:   "http://" + addr + "/v1/channels/" + url.PathEscape(cfg.Channel) + "/events?type=" + eventType,
+		token: cfg.Token,
+		hc:    &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 1}},
+	}
+}
+
+// publish ignores channel: the URL names it.
+func (p *restPublisher) publish(ctx context.Context, _ string, size int) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(eventData(time.Now(), size)))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
+	}
+	resp, err := p.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		return 0, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	s, ok := stringField(body, `"position":`)
+	pos, perr := strconv.ParseInt(string(s), 10, 64)
+	if !ok || perr != nil {
+		return 0, fmt.Errorf("no position in %s", body)
+	}
+	return pos, nil
 }
 
 func cmpErr(first, err error) error {

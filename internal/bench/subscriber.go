@@ -390,59 +390,11 @@ func (s *subscriber) runWS(ctx context.Context, d *dialer, addr string, cursor *
 
 // runSSE is runWS for /v1/sse.
 func (s *subscriber) runSSE(ctx context.Context, d *dialer, addr string, cursor *int64, onSub func(error)) error {
-	signal, sent := signalOnce(onSub)
-	defer signal(errors.New("ended before subscribed"))
-
 	u := "http://" + addr + "/v1/sse?channel=" + url.QueryEscape(d.channel)
 	if cursor != nil {
 		u += "&last_event_id=" + strconv.FormatInt(*cursor, 10)
 	}
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	closeFn := func() { cancel() }
-	s.closeConn.Store(&closeFn)
-	req, err := http.NewRequestWithContext(cctx, http.MethodGet, u, nil)
-	if err != nil {
-		signal(err)
-		return err
-	}
-	req.Header = d.header()
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := d.sseClient.Do(req)
-	if err != nil {
-		err = fmt.Errorf("sse: %w", err)
-		signal(err)
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		err := fmt.Errorf("sse: %s: %s", resp.Status, bytes.TrimSpace(body))
-		signal(err)
-		return err
-	}
-	timer := time.AfterFunc(d.timeout, func() {
-		if !sent.Load() {
-			cancel()
-		}
-	})
-	defer timer.Stop()
-
-	var ev sseEvent
-	br := bufio.NewReaderSize(resp.Body, 16<<10)
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				err = errors.New("line longer than 16 KiB")
-			}
-			err = fmt.Errorf("sse read: %w", err)
-			signal(err)
-			return err
-		}
-		if !ev.line(line) {
-			continue
-		}
+	return s.streamSSE(ctx, d, u, d.header(), 16<<10, onSub, func(ev *sseEvent, signal func(error)) error {
 		switch {
 		case ev.name == "@subscribed":
 			if !s.subscribed.Load() { // the first subscription only: drain reads it
@@ -450,9 +402,7 @@ func (s *subscriber) runSSE(ctx context.Context, d *dialer, addr string, cursor 
 			}
 			signal(nil)
 		case ev.name == "@end" || ev.name == "@error":
-			err := fmt.Errorf("sse: server sent %s: %s", ev.name, ev.data)
-			signal(err)
-			return err
+			return fmt.Errorf("sse: server sent %s: %s", ev.name, ev.data)
 		case len(ev.name) > 0 && ev.name[0] == '@':
 			// a control event the tool does not know: ignore
 		default:
@@ -462,6 +412,66 @@ func (s *subscriber) runSSE(ctx context.Context, d *dialer, addr string, cursor 
 			} else {
 				s.onEvent(frame{kind: frameEvent, pos: pos, sent: stamp})
 			}
+		}
+		return nil
+	})
+}
+
+// streamSSE opens the event stream at u and passes each complete event to
+// handle until the stream or ctx ends, or handle returns an error (which
+// ends it). handle confirms the subscription with signal(nil); until then
+// the connection is bounded by the dialer's timeout. maxLine bounds one
+// line. It returns the error that ended the stream; before the
+// subscription is confirmed, it passes that error to onSub instead.
+func (s *subscriber) streamSSE(ctx context.Context, d *dialer, u string, header http.Header, maxLine int, onSub func(error), handle func(ev *sseEvent, signal func(error)) error) error {
+	signal, sent := signalOnce(onSub)
+	defer signal(errors.New("ended before subscribed"))
+	fail := func(err error) error {
+		signal(err)
+		return err
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	closeFn := func() { cancel() }
+	s.closeConn.Store(&closeFn)
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fail(err)
+	}
+	req.Header = header
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := d.sseClient.Do(req)
+	if err != nil {
+		return fail(fmt.Errorf("sse: %w", err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fail(fmt.Errorf("sse: %s: %s", resp.Status, bytes.TrimSpace(body)))
+	}
+	timer := time.AfterFunc(d.timeout, func() {
+		if !sent.Load() {
+			cancel()
+		}
+	})
+	defer timer.Stop()
+
+	var ev sseEvent
+	br := bufio.NewReaderSize(resp.Body, maxLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				err = fmt.Errorf("line longer than %d KiB", maxLine>>10)
+			}
+			return fail(fmt.Errorf("sse read: %w", err))
+		}
+		if !ev.line(line) {
+			continue
+		}
+		if err := handle(&ev, signal); err != nil {
+			return fail(err)
 		}
 		ev.reset()
 	}
