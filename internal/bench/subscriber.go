@@ -458,15 +458,22 @@ func (s *subscriber) streamSSE(ctx context.Context, d *dialer, u string, header 
 	defer timer.Stop()
 
 	var ev sseEvent
-	br := bufio.NewReaderSize(resp.Body, maxLine)
+	// The buffer starts small and grows up to maxLine only for a long
+	// line: an idle stream holds 16 KiB, whatever maxLine is.
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, min(16<<10, maxLine)), maxLine)
 	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
+		if !sc.Scan() {
+			err := sc.Err()
+			switch {
+			case errors.Is(err, bufio.ErrTooLong):
 				err = fmt.Errorf("line longer than %d KiB", maxLine>>10)
+			case err == nil:
+				err = io.EOF
 			}
 			return fail(fmt.Errorf("sse read: %w", err))
 		}
+		line := sc.Bytes()
 		if !ev.line(line) {
 			continue
 		}
